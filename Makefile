@@ -1,0 +1,50 @@
+# Every target does its own set-up: a fresh Debian machine with Python 3.11 needs nothing else.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
+
+.PHONY: all install build proto check-proto test test-py demo bench clean
+
+all: install
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[local,test,bench,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) build
+
+# (Re)build the Cython extensions in place; `pip install .` does the same for a wheel.
+build: $(STAMP)
+	$(PY) setup.py --quiet build_ext --inplace
+
+# The generated code in shadowgrpc/v1 comes only from here; never edit it by hand.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# Fails when the committed generated code differs from what the pinned grpcio-tools emits.
+check-proto: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	for f in $$tmp/shadowgrpc/v1/*; do \
+	  diff -u shadowgrpc/v1/$$(basename $$f) $$f || { echo "check-proto: shadowgrpc/v1/$$(basename $$f) is stale: run 'make proto' and commit"; exit 1; }; \
+	done && rm -rf $$tmp && echo "check-proto: generated code is up to date"
+
+# The whole suite with the compiled extensions, then the unit tests again with the pure-Python
+# twins selected by SHADOWGRPC_NO_EXTENSIONS (integration tests already run both twins' paths).
+test: install check-proto
+	$(PY) -m pytest
+	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not triton" -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/shadowgrpc demo
+
+bench: install
+	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
+
+clean:
+	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so ext/shadowgrpc/*.c .pytest_cache .hypothesis

@@ -1,0 +1,248 @@
+"""Configuration: a TOML file (stdlib tomllib) read into frozen dataclasses.
+
+Every error names the key that is wrong (``routes[0].shadows[1].sample_rate: must be in [0, 1]``)
+so a bad config is refused at start, never discovered under traffic.
+
+    [server]
+    listen = "0.0.0.0:8001"          # data port: KServe v2 gRPC, health, reflection
+    admin_listen = "127.0.0.1:8011"  # ShadowControl; keep it off the data port's network
+    default_live = "127.0.0.1:9001"  # Triton for unrouted models and every non-infer RPC
+    max_message_mb = 256             # largest request/response, both directions
+    grace_s = 10.0                   # on SIGTERM: time for in-flight live requests to finish
+    upstream_compression = "none"    # or "gzip"/"deflate" for calls to Triton
+    shadow_buffer_mb = 256           # bytes of in-flight shadow requests, all targets; past it: shed
+
+    [[routes]]
+    model = "fraud"                  # the name callers use
+    live = { version = "1" }         # address defaults to default_live, model to the route's
+    [[routes.shadows]]
+    name = "fraud-v2"
+    model = "fraud"
+    version = "2"
+    sample_rate = 1.0                # by hash of the request id when the caller set one
+    # deadline_ms: default = the live deadline (the caller's, else live.deadline_ms)
+    max_in_flight = 64
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Used for a shadow call when neither the caller, the live target nor the shadow set a deadline:
+# a shadow without any deadline could hold its in-flight slot forever.
+FALLBACK_SHADOW_DEADLINE_S = 1.0
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; the message starts with the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTarget:
+    address: str
+    model: str
+    version: str = ""  # "" = whatever the caller asked for
+    deadline_s: float | None = None  # applied when the caller set no deadline
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowTarget:
+    name: str
+    address: str
+    model: str
+    version: str = ""
+    sample_rate: float = 1.0
+    deadline_s: float | None = None  # None = the live deadline
+    max_in_flight: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str
+    live: LiveTarget
+    shadows: tuple[ShadowTarget, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "0.0.0.0:8001"
+    admin_listen: str = "127.0.0.1:8011"
+    default_live: str = "127.0.0.1:9001"
+    max_message_bytes: int = 256 * 1024 * 1024
+    grace_s: float = 10.0
+    upstream_compression: str = "none"
+    shadow_buffer_bytes: int = 256 * 1024 * 1024
+    routes: tuple[Route, ...] = field(default_factory=tuple)
+
+    def route_for(self, model: str) -> Route | None:
+        for r in self.routes:
+            if r.model == model:
+                return r
+        return None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Settings:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        _only(data, "", {"server", "routes"})
+        server = _table(data, "server", "server")
+        _only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb"})
+        listen = _address(server, "listen", "server.", cls.listen, allow_wildcard=True)
+        admin = _address(server, "admin_listen", "server.", cls.admin_listen, allow_wildcard=True)
+        if admin == listen:
+            raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is not served on the data port)")
+        default_live = _address(server, "default_live", "server.", cls.default_live)
+        max_mb = _number(server, "max_message_mb", "server.", 256, lo=4, hi=2047, integer=True)
+        grace = _number(server, "grace_s", "server.", cls.grace_s, lo=0.0, hi=3600.0)
+        compression = server.get("upstream_compression", "none")
+        if compression not in ("none", "gzip", "deflate"):
+            raise ConfigError(f"server.upstream_compression: must be one of none, gzip, deflate, got {compression!r}")
+        shadow_mb = _number(server, "shadow_buffer_mb", "server.", 256, lo=1, hi=65536, integer=True)
+
+        raw_routes = data.get("routes", [])
+        if not isinstance(raw_routes, list):
+            raise ConfigError("routes: must be an array of tables ([[routes]])")
+        routes: list[Route] = []
+        seen: set[str] = set()
+        for i, r in enumerate(raw_routes):
+            routes.append(_route(r, f"routes[{i}].", default_live))
+            if routes[-1].model in seen:
+                raise ConfigError(f"routes[{i}].model: duplicate route for model {routes[-1].model!r}")
+            seen.add(routes[-1].model)
+        return cls(
+            listen=listen,
+            admin_listen=admin,
+            default_live=default_live,
+            max_message_bytes=int(max_mb) * 1024 * 1024,
+            grace_s=float(grace),
+            upstream_compression=compression,
+            shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
+            routes=tuple(routes),
+        )
+
+
+def _route(r: Any, where: str, default_live: str) -> Route:
+    if not isinstance(r, Mapping):
+        raise ConfigError(f"{where[:-1]}: must be a table")
+    _only(r, where, {"model", "live", "shadows"})
+    model = _string(r, "model", where, required=True)
+    live_t = _table(r, "live", where + "live")
+    _only(live_t, where + "live.", {"address", "model", "version", "deadline_ms"})
+    live = LiveTarget(
+        address=_address(live_t, "address", where + "live.", default_live),
+        model=_string(live_t, "model", where + "live.", default=model),
+        version=_version(live_t, where + "live."),
+        deadline_s=_deadline(live_t, where + "live."),
+    )
+    raw_shadows = r.get("shadows", [])
+    if not isinstance(raw_shadows, list):
+        raise ConfigError(f"{where}shadows: must be an array of tables ([[routes.shadows]])")
+    shadows: list[ShadowTarget] = []
+    names: set[str] = set()
+    for j, s in enumerate(raw_shadows):
+        sw = f"{where}shadows[{j}]."
+        if not isinstance(s, Mapping):
+            raise ConfigError(f"{sw[:-1]}: must be a table")
+        _only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight"})
+        smodel = _string(s, "model", sw, default=model)
+        sversion = _version(s, sw)
+        name = _string(s, "name", sw, default=f"{smodel}:{sversion}" if sversion else smodel)
+        if name in names or name == "live":
+            raise ConfigError(f"{sw}name: {name!r} is already used in this route")
+        names.add(name)
+        shadows.append(
+            ShadowTarget(
+                name=name,
+                address=_address(s, "address", sw, live.address),
+                model=smodel,
+                version=sversion,
+                sample_rate=float(_number(s, "sample_rate", sw, 1.0, lo=0.0, hi=1.0)),
+                deadline_s=_deadline(s, sw),
+                max_in_flight=int(_number(s, "max_in_flight", sw, 64, lo=1, hi=100_000, integer=True)),
+            )
+        )
+        if (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion:
+            # Allowed (an A/A noise-floor target), but only when named as such.
+            if "aa" not in name.lower() and "a/a" not in name.lower():
+                raise ConfigError(
+                    f"{sw}version: shadow is the live target itself; name it with 'aa' (e.g. name = \"aa\") if an A/A noise-floor target is intended"
+                )
+    return Route(model=model, live=live, shadows=tuple(shadows))
+
+
+def _only(t: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+    for k in t:
+        if k not in allowed:
+            raise ConfigError(f"{where}{k}: unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _table(t: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    v = t.get(key, {})
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    return v
+
+
+def _string(t: Mapping[str, Any], key: str, where: str, default: str = "", required: bool = False) -> str:
+    if key not in t:
+        if required:
+            raise ConfigError(f"{where}{key}: required")
+        return default
+    v = t[key]
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}{key}: must be a non-empty string, got {v!r}")
+    return v
+
+
+def _version(t: Mapping[str, Any], where: str) -> str:
+    v = t.get("version", "")
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str) or (v and not v.isdigit()):
+        raise ConfigError(f"{where}version: must be a model version number such as \"2\", got {v!r}")
+    return v
+
+
+def _number(t: Mapping[str, Any], key: str, where: str, default: float, *, lo: float, hi: float, integer: bool = False) -> float:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}{key}: must be {kind}, got {v!r}")
+    if not lo <= v <= hi:
+        raise ConfigError(f"{where}{key}: must be in [{lo:g}, {hi:g}], got {v!r}")
+    return v
+
+
+def _deadline(t: Mapping[str, Any], where: str) -> float | None:
+    if "deadline_ms" not in t:
+        return None
+    return float(_number(t, "deadline_ms", where, 0, lo=1, hi=3_600_000)) / 1000.0
+
+
+def _address(t: Mapping[str, Any], key: str, where: str, default: str, allow_wildcard: bool = False) -> str:
+    v = t.get(key, default)
+    if not isinstance(v, str):
+        raise ConfigError(f"{where}{key}: must be a \"host:port\" string, got {v!r}")
+    host, sep, port = v.rpartition(":")
+    lo = 0 if allow_wildcard else 1  # port 0 on a listen address: pick a free port
+    if not sep or not host or not port.isdigit() or not lo <= int(port) < 65536:
+        raise ConfigError(f"{where}{key}: must be \"host:port\" with a port in {lo}..65535, got {v!r}")
+    if not allow_wildcard and host in ("0.0.0.0", "[::]"):
+        raise ConfigError(f"{where}{key}: {host} is a listen address, not a Triton to connect to")
+    return v

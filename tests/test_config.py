@@ -1,0 +1,62 @@
+"""A bad config is refused at start with a message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shadowgrpc.config import ConfigError, Settings
+
+
+def test_example_config_loads():
+    from importlib import resources
+
+    s = Settings.load(resources.files("shadowgrpc.examples").joinpath("shadow.toml"))
+    fraud = s.route_for("fraud")
+    assert fraud is not None and fraud.live.version == "1" and fraud.live.address == s.default_live
+    assert [(t.name, t.version, t.sample_rate) for t in fraud.shadows] == [("fraud-v2", "2", 1.0)]
+    assert s.admin_listen.startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    "doc, key",
+    [
+        ({"server": {"listen": "nope"}}, "server.listen"),
+        ({"server": {"default_live": "0.0.0.0:8001"}}, "server.default_live"),
+        ({"server": {"admin_listen": "0.0.0.0:8001"}}, "server.admin_listen"),
+        ({"server": {"bogus": 1}}, "server.bogus"),
+        ({"server": {"upstream_compression": "lz4"}}, "server.upstream_compression"),
+        ({"routes": [{"live": {}}]}, "routes[0].model"),
+        ({"routes": [{"model": "m", "shadows": [{"sample_rate": 1.5}]}]}, "routes[0].shadows[0].sample_rate"),
+        ({"routes": [{"model": "m", "shadows": [{"max_in_flight": 0}]}]}, "routes[0].shadows[0].max_in_flight"),
+        ({"routes": [{"model": "m", "shadows": [{"deadline_ms": "fast"}]}]}, "routes[0].shadows[0].deadline_ms"),
+        ({"routes": [{"model": "m", "shadows": [{"version": "v2"}]}]}, "routes[0].shadows[0].version"),
+        ({"routes": [{"model": "m", "shadows": [{"name": "a"}, {"name": "a"}]}]}, "routes[0].shadows[1].name"),
+        ({"routes": [{"model": "m"}, {"model": "m"}]}, "routes[1].model"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadows": [{"version": "1"}]}]}, "routes[0].shadows[0].version"),
+        ({"routes": {"model": "m"}}, "routes"),
+    ],
+)
+def test_bad_config_names_the_key(doc, key):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_dict(doc)
+    assert str(e.value).startswith(key + ":"), str(e.value)
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        Settings.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nlisten=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Settings.load(bad)
+
+
+def test_serve_refuses_bad_config(tmp_path: Path, capsys):
+    from shadowgrpc.cli import main
+
+    bad = tmp_path / "c.toml"
+    bad.write_text('[[routes]]\nmodel = "m"\n[[routes.shadows]]\nsample_rate = 2\n')
+    assert main(["serve", "--config", str(bad)]) == 2
+    assert "routes[0].shadows[0].sample_rate: must be in [0, 1]" in capsys.readouterr().err
