@@ -101,15 +101,16 @@ class Settings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
         _only(data, "", {"server", "routes"})
+        d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = _table(data, "server", "server")
         _only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb"})
-        listen = _address(server, "listen", "server.", cls.listen, allow_wildcard=True)
-        admin = _address(server, "admin_listen", "server.", cls.admin_listen, allow_wildcard=True)
-        if admin == listen:
+        listen = _address(server, "listen", "server.", d.listen, allow_wildcard=True)
+        admin = _address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
+        if admin == listen and not listen.endswith(":0"):
             raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is not served on the data port)")
-        default_live = _address(server, "default_live", "server.", cls.default_live)
+        default_live = _address(server, "default_live", "server.", d.default_live)
         max_mb = _number(server, "max_message_mb", "server.", 256, lo=4, hi=2047, integer=True)
-        grace = _number(server, "grace_s", "server.", cls.grace_s, lo=0.0, hi=3600.0)
+        grace = _number(server, "grace_s", "server.", d.grace_s, lo=0.0, hi=3600.0)
         compression = server.get("upstream_compression", "none")
         if compression not in ("none", "gzip", "deflate"):
             raise ConfigError(f"server.upstream_compression: must be one of none, gzip, deflate, got {compression!r}")

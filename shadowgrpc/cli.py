@@ -1,0 +1,139 @@
+"""``shadowgrpc`` command line: serve, report, triton, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from . import __version__
+from .config import ConfigError, Settings
+
+log = logging.getLogger("shadowgrpc")
+
+
+def _run(coro, loop_kind: str = "asyncio"):
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+# -- serve ----------------------------------------------------------------------------------------
+async def serve(settings: Settings, ready_file: str | None = None) -> int:
+    from .server import Front
+
+    front = Front(settings)
+    await front.start()
+    print(f"shadowgrpc {__version__}: KServe v2 gRPC on port {front.port}, ShadowControl on port {front.admin_port}", flush=True)
+    print(f"  default live Triton {settings.default_live}; {len(settings.routes)} route(s): "
+          + ", ".join(f"{r.model} -> live {r.live.model}:{r.live.version or '*'} + {len(r.shadows)} shadow(s)" for r in settings.routes),
+          flush=True)
+    if ready_file:
+        with open(ready_file, "w") as f:
+            f.write(f"{front.port} {front.admin_port}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print(f"shadowgrpc: stopping (grace {settings.grace_s:g} s for in-flight requests)", flush=True)
+    await front.stop()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.load(args.config)
+    except ConfigError as e:
+        print(f"shadowgrpc serve: bad config: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run(serve(settings, args.ready_file), args.loop)
+    except OSError as e:
+        print(f"shadowgrpc serve: {e}", file=sys.stderr)
+        return 1
+
+
+# -- report ---------------------------------------------------------------------------------------
+def fetch_report(target: str, model: str = "", timeout: float = 5.0):
+    import grpc
+
+    from .v1 import shadow_pb2, shadow_pb2_grpc
+
+    with grpc.insecure_channel(target) as ch:
+        return shadow_pb2_grpc.ShadowControlStub(ch).GetReport(shadow_pb2.GetReportRequest(model=model), timeout=timeout)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .report import format_report, report_json
+
+    try:
+        rep = fetch_report(args.target, args.model, args.timeout)
+    except grpc.RpcError as e:
+        print(f"shadowgrpc report: {args.target}: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    print(report_json(rep) if args.json else format_report(rep))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shadowgrpc",
+        description="gRPC shadow-inference front for NVIDIA Triton: callers get the live model's answer; "
+        "shadow models get a mirrored copy whose answers are compared, never returned.",
+    )
+    p.add_argument("--version", action="version", version=f"shadowgrpc {__version__}")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve",
+        help="run the front (KServe v2 gRPC drop-in for Triton)",
+        description="Run the front: a drop-in for Triton's gRPC endpoint. Point existing Triton clients at "
+        "server.listen; ShadowControl (reports) is served on server.admin_listen. SIGTERM/SIGINT stop it "
+        "gracefully: in-flight live requests finish within server.grace_s.",
+    )
+    s.add_argument("--config", required=True, metavar="FILE", help="TOML config (see shadowgrpc/examples/shadow.toml)")
+    s.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop (default asyncio)")
+    s.add_argument("--ready-file", metavar="FILE", help="write '<port> <admin_port>' here once serving")
+    s.set_defaults(func=_cmd_serve)
+
+    r = sub.add_parser(
+        "report",
+        help="print the shadow report of a running front",
+        description="Fetch ShadowControl.GetReport from a running front's admin port and print it.",
+    )
+    r.add_argument("--target", default="127.0.0.1:8011", metavar="ADDR", help="the front's admin address (default 127.0.0.1:8011)")
+    r.add_argument("--model", default="", help="only this route")
+    r.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
+    r.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    r.set_defaults(func=_cmd_report)
+
+    try:
+        from .triton import add_triton_parser
+    except ImportError:  # pragma: no cover - the module itself has no hard dependency on pytriton
+        pass
+    else:
+        add_triton_parser(sub)
+
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""``shadowgrpc demo``: the embedded Triton with the example repository, the front with the shipped
+example config (fraud v1 live, v2 shadow; merchant_intent v1 live, v2 shadow at 50%), a few
+thousand tritonclient requests through the front, the report, and a consistency check of the
+report's counts against what was sent. Everything is stopped at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+
+def example_config() -> dict:
+    return tomllib.loads(resources.files("shadowgrpc.examples").joinpath("shadow.toml").read_text())
+
+
+async def _drive(port: int, n_fraud: int, n_intent: int, concurrency: int, batch: int, progress: bool) -> dict:
+    import tritonclient.grpc.aio as grpcclient
+    from tqdm import tqdm
+
+    from .examples.data import make_transactions
+
+    feats, _ = make_transactions(n_fraud * batch, seed=7)
+    texts = [b"FRESHMART GROCERY 0042", b"SKYJET AIRLINES TICKET", b"LUCKY SPIN CASINO", b"CITY BUS PASS", b"HOTEL AURORA"]
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    sem = asyncio.Semaphore(concurrency)
+    sent = {"fraud": 0, "merchant_intent": 0, "errors": 0}
+    bar = tqdm(total=n_fraud + n_intent, desc="requests through the front", unit="req", disable=not progress, file=sys.stderr)
+
+    async def fraud(i: int) -> None:
+        async with sem:
+            x = grpcclient.InferInput("features", [batch, 8], "FP32")
+            x.set_data_from_numpy(feats[i * batch : (i + 1) * batch])
+            try:
+                await client.infer("fraud", [x], request_id=f"demo-fraud-{i}")
+                sent["fraud"] += 1
+            except Exception:
+                sent["errors"] += 1
+            bar.update()
+
+    async def intent(i: int) -> None:
+        async with sem:
+            x = grpcclient.InferInput("text", [1, 1], "BYTES")
+            x.set_data_from_numpy(np.array([[texts[i % len(texts)]]], dtype=np.object_))
+            try:
+                await client.infer("merchant_intent", [x], request_id=f"demo-intent-{i}")
+                sent["merchant_intent"] += 1
+            except Exception:
+                sent["errors"] += 1
+            bar.update()
+
+    t0 = time.perf_counter()
+    jobs = [fraud(i) for i in range(n_fraud)] + [intent(i) for i in range(n_intent)]
+    # Interleave the two models, bounded by the semaphore.
+    await asyncio.gather(*jobs)
+    bar.close()
+    await client.close()
+    sent["seconds"] = time.perf_counter() - t0
+    return sent
+
+
+async def _demo(args: argparse.Namespace, triton_address: str, prefs: Path) -> int:
+    from .config import Settings
+    from .report import format_report
+    from .server import Front
+
+    cfg = example_config()
+    cfg["server"].update(default_live=triton_address, listen="127.0.0.1:0", admin_listen="127.0.0.1:0")
+    front = Front(Settings.from_dict(cfg))
+    await front.start()
+    try:
+        print(f"front: KServe v2 on 127.0.0.1:{front.port}, ShadowControl on 127.0.0.1:{front.admin_port}")
+        sent = await _drive(front.port, args.requests, args.intent_requests, args.concurrency, args.batch, not args.no_progress)
+        print(
+            f"sent {sent['fraud']} fraud + {sent['merchant_intent']} merchant_intent requests "
+            f"({sent['errors']} errors) in {sent['seconds']:.1f} s"
+        )
+        await asyncio.sleep(0.2)
+        cancelled = await front.router.drain(timeout=5.0)
+        from .cli import fetch_report
+
+        rep = await asyncio.to_thread(fetch_report, f"127.0.0.1:{front.admin_port}")
+        print()
+        print(format_report(rep))
+        print()
+        return _check(rep, sent, prefs, cancelled)
+    finally:
+        await front.stop(grace=1.0)
+
+
+def _check(rep, sent: dict, prefs: Path, cancelled: int) -> int:
+    """The report's counts must match what the demo sent; say so, or say what differs."""
+    problems = []
+    routes = {r.model: r for r in rep.routes}
+    for model in ("fraud", "merchant_intent"):
+        r = routes[model]
+        if r.requests != sent[model] or r.live_ok != sent[model]:
+            problems.append(f"{model}: sent {sent[model]}, report says requests={r.requests} live_ok={r.live_ok}")
+        for s in r.shadows:
+            errs = sum(s.errors.values())
+            if s.sent != s.ok + errs or s.sampled != s.sent + s.shed:
+                problems.append(f"{model}/{s.target.name}: sampled {s.sampled} != sent {s.sent} + shed {s.shed}, or sent != ok {s.ok} + errors {errs}")
+    lines = prefs.read_text().splitlines() if prefs.exists() else []
+    if len(lines) != sent["merchant_intent"]:
+        problems.append(f"preference cache has {len(lines)} lines for {sent['merchant_intent']} live merchant_intent requests")
+    if problems:
+        print("consistency check FAILED:\n  " + "\n  ".join(problems))
+        return 1
+    print(
+        f"consistency check: OK (report counts match the {sent['fraud'] + sent['merchant_intent']} requests sent; "
+        f"preference cache holds {len(lines)} lines = live merchant_intent requests only; shadow writes skipped)"
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .triton import EmbeddedTriton, example_repository
+
+    with tempfile.TemporaryDirectory(prefix="shadowgrpc-demo-") as tmp:
+        prefs = Path(tmp) / "preference_cache.jsonl"
+        log_path = Path(args.triton_log) if args.triton_log else Path(tmp) / "tritonserver.log"
+        print(f"starting the embedded Triton (example repository; log: {log_path}) ...", flush=True)
+        with EmbeddedTriton(example_repository(), log_path=log_path, env={"SHADOWGRPC_PREFERENCE_CACHE": str(prefs)}) as triton:
+            print(f"Triton ready on {triton.grpc_address}", flush=True)
+            return asyncio.run(_demo(args, triton.grpc_address, prefs))
+
+
+def add_demo_parser(sub) -> None:
+    d = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on the embedded Triton",
+        description="Start the embedded Triton (example model repository), the front with the shipped example "
+        "config (fraud v1 live / v2 shadow, merchant_intent v1 live / v2 shadow), send requests with tritonclient "
+        "through the front, print the report and check its counts against what was sent.",
+    )
+    d.add_argument("--requests", type=int, default=3000, help="fraud requests to send (default 3000)")
+    d.add_argument("--intent-requests", type=int, default=300, help="merchant_intent requests (default 300)")
+    d.add_argument("--batch", type=int, default=4, help="transactions per fraud request (default 4)")
+    d.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    d.add_argument("--triton-log", metavar="FILE", help="keep Triton's log here (default: a temp file)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_demo)

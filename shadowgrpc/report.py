@@ -1,0 +1,132 @@
+"""Reports: the router's stats as a ``shadowgrpc.v1.Report`` and as a readable table."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf import json_format
+
+from . import __version__
+from .config import LiveTarget, ShadowTarget
+from .router import Router
+from .stats import LatencyHistogram
+from .v1 import shadow_pb2 as pb
+
+
+def latency_summary(h: LatencyHistogram) -> pb.LatencySummary:
+    return pb.LatencySummary(
+        count=h.n,
+        p50_ms=h.quantile(0.50) * 1e3,
+        p95_ms=h.quantile(0.95) * 1e3,
+        p99_ms=h.quantile(0.99) * 1e3,
+        mean_ms=h.mean * 1e3,
+        max_ms=h.max * 1e3,
+    )
+
+
+def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
+    if isinstance(t, LiveTarget):
+        return pb.Target(name="live", address=t.address, model=t.model, version=t.version, deadline_s=t.deadline_s or 0.0)
+    return pb.Target(
+        name=t.name,
+        address=t.address,
+        model=t.model,
+        version=t.version,
+        sample_rate=t.sample_rate,
+        deadline_s=t.deadline_s or 0.0,
+        max_in_flight=t.max_in_flight,
+    )
+
+
+def build_report(router: Router, model: str = "") -> pb.Report:
+    rep = pb.Report(
+        version=__version__,
+        uptime_s=time.time() - router.started,
+        unrouted_requests=router.unrouted,
+        unparsed_requests=router.unparsed,
+    )
+    for name, rs in router.routes.items():
+        if model and name != model:
+            continue
+        st = rs.stats
+        rr = rep.routes.add(
+            model=name,
+            live=target_pb(rs.route.live),
+            requests=st.requests,
+            live_ok=st.live_ok,
+            shm_not_mirrored=st.shm_not_mirrored,
+            live_latency=latency_summary(st.live_latency),
+        )
+        rr.live_errors.update(st.live_errors)
+        for ss in rs.shadows:
+            s = ss.stats
+            sr = rr.shadows.add(
+                target=target_pb(ss.target),
+                sampled=s.sampled,
+                sent=s.sent,
+                ok=s.ok,
+                shed=s.shed,
+                compared=s.compared,
+                contract_mismatch=s.contract_mismatch,
+                latency=latency_summary(s.latency),
+                live_failed=s.live_failed,
+                in_flight=ss.in_flight,
+            )
+            sr.errors.update(s.errors)
+            for oname, o in s.outputs.items():
+                sr.outputs.add(
+                    name=oname,
+                    kind=o.kind,
+                    rows=o.rows,
+                    agreed_rows=o.agreed_rows,
+                    agreement=(o.agreed_rows / o.rows) if (o.kind == "classifier" and o.rows) else 0.0,
+                    mean_abs_diff=(o.abs_diff_sum / o.values) if o.values else 0.0,
+                    max_abs_diff=o.abs_diff_max,
+                )
+    return rep
+
+
+def report_json(rep: pb.Report) -> str:
+    return json_format.MessageToJson(rep, always_print_fields_with_no_presence=True, indent=2, preserving_proto_field_name=True)
+
+
+def _lat(l: pb.LatencySummary) -> str:
+    if not l.count:
+        return "-"
+    return f"{l.p50_ms:.2f} / {l.p95_ms:.2f} / {l.p99_ms:.2f}"
+
+
+def _errs(d) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "0"
+
+
+def format_report(rep: pb.Report) -> str:
+    """A plain-text table, one block per route."""
+    lines = [f"shadowgrpc {rep.version}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  unparsed {rep.unparsed_requests}"]
+    if not rep.routes:
+        lines.append("(no routes configured)")
+    for r in rep.routes:
+        live = r.live
+        lines.append("")
+        lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}")
+        lines.append(
+            f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
+            f"shm (not mirrored) {r.shm_not_mirrored}  p50/p95/p99 ms {_lat(r.live_latency)}"
+        )
+        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
+        lines.append(header)
+        for s in r.shadows:
+            t = s.target
+            lines.append(
+                f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
+                f"{_lat(s.latency):<22} {_errs(s.errors)}"
+            )
+            for o in s.outputs:
+                if o.kind == "classifier":
+                    lines.append(
+                        f"    {o.name}: top-label agreement {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows), "
+                        f"mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
+                    )
+                else:
+                    lines.append(f"    {o.name}: mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g} over {o.rows} rows")
+    return "\n".join(lines)

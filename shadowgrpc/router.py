@@ -1,0 +1,296 @@
+"""Route a ModelInfer: await live, schedule bounded shadows; live never waits for a shadow.
+
+The path, in order (DESIGN.md "A request's path"):
+1. ``scan_request`` reads model name, version, id and the shared-memory flag from the bytes.
+2. Live: the bytes go to live Triton unchanged (rewritten only when the route renames or pins the
+   live model) and live's response bytes go back unchanged; a live error is re-raised with
+   Triton's exact status, message and trailing metadata.
+3. Shadow: chosen by ``sample_key(id)`` (the same requests on every replica) or at random when
+   the caller set no id; the shadow request is ``build_request(raw, model, version, shadow=True)``
+   (a wire-level append, one copy) sent with metadata ``x-shadow-request: 1`` and the live
+   deadline, as a task held in a set. Past ``max_in_flight`` per target, or past the byte budget
+   for all in-flight shadow requests, the shadow is shed and counted.
+4. When both answers are in, ``compare_responses`` updates the target's stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import grpc
+
+from .backends import MODEL_SCOPED, Upstream, Upstreams
+from .compare import compare_responses
+from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings, ShadowTarget
+from .packing import build_request, sample_key, scan_request
+from .stats import RouteStats, ShadowStats
+
+log = logging.getLogger("shadowgrpc.router")
+
+SHADOW_METADATA = (("x-shadow-request", "1"),)
+# Metadata grpc sets itself on the upstream call; everything else the caller sent is forwarded.
+_DROP_METADATA = frozenset({"user-agent"})
+
+_perf = time.perf_counter
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+def forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in context.invocation_metadata() or () if k not in _DROP_METADATA)
+
+
+async def abort_like(context: grpc.aio.ServicerContext, err: BaseException) -> None:
+    """Give the caller exactly the status an upstream Triton gave (or UNAVAILABLE if none)."""
+    if isinstance(err, grpc.aio.AioRpcError):
+        await context.abort(err.code(), err.details() or "", _trailing(err.trailing_metadata()))
+    await context.abort(_UNAVAILABLE, f"upstream Triton call failed: {err!r}")
+
+
+def _trailing(md) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in md) if md else ()
+
+
+class ShadowState:
+    __slots__ = ("target", "upstream", "stats", "in_flight", "name", "version")
+
+    def __init__(self, target: ShadowTarget, upstream: Upstream) -> None:
+        self.target = target
+        self.upstream = upstream
+        self.stats = ShadowStats()
+        self.in_flight = 0
+        self.name = target.model
+        self.version = target.version or None
+
+
+class RouteState:
+    __slots__ = ("route", "live", "stats", "shadows", "live_name", "live_version")
+
+    def __init__(self, route: Route, live: Upstream, shadows: list[ShadowState]) -> None:
+        self.route = route
+        self.live = live
+        self.stats = RouteStats()
+        self.shadows = shadows
+        # Rewrite the live request only when the route renames or pins the live model.
+        self.live_name = route.live.model if route.live.model != route.model else None
+        self.live_version = route.live.version or None
+
+
+class Router:
+    def __init__(self, settings: Settings, upstreams: Upstreams) -> None:
+        self.settings = settings
+        self.default = upstreams.get(settings.default_live, "live")
+        self.routes: dict[str, RouteState] = {}
+        for r in settings.routes:
+            shadows = [ShadowState(s, upstreams.get(s.address, "shadow")) for s in r.shadows]
+            self.routes[r.model] = RouteState(r, upstreams.get(r.live.address, "live"), shadows)
+        self.unrouted = 0
+        self.unparsed = 0
+        self.stream_messages = 0
+        self.shadow_buffer_bytes = settings.shadow_buffer_bytes
+        self._shadow_bytes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.started = time.time()
+
+    # -- ModelInfer -------------------------------------------------------------------------
+    async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            model, version, request_id, uses_shm = scan_request(raw)
+        except ValueError:
+            # Not a ModelInferRequest we can read: Triton gives the caller its own answer.
+            self.unparsed += 1
+            return await self._proxy(self.default.infer, raw, context, None)
+        rs = self.routes.get(model)
+        if rs is None:
+            self.unrouted += 1
+            return await self._proxy(self.default.infer, raw, context, None)
+
+        st = rs.stats
+        st.requests += 1
+        metadata = forward_metadata(context)
+        timeout = context.time_remaining()
+        if timeout is None:
+            timeout = rs.route.live.deadline_s
+        live_raw = raw
+        if rs.live_name is not None or (rs.live_version is not None and rs.live_version != version):
+            live_raw = build_request(raw, rs.live_name, rs.live_version, False)
+
+        t0 = _perf()
+        call = rs.live.infer(live_raw, timeout=timeout, metadata=metadata)
+        live_done: asyncio.Future[bytes] | None = None
+        if rs.shadows:
+            if uses_shm:
+                st.shm_not_mirrored += 1
+            else:
+                live_done = self._mirror(rs, raw, request_id, metadata, timeout)
+        try:
+            response = await call
+        except BaseException as e:
+            if live_done is not None and not live_done.done():
+                live_done.cancel()
+            if isinstance(e, grpc.aio.AioRpcError):
+                st.live_errors[e.code().name] += 1
+            elif isinstance(e, asyncio.CancelledError):
+                st.live_errors["CANCELLED"] += 1
+                raise
+            else:
+                st.live_errors["UNAVAILABLE"] += 1
+            await abort_like(context, e)
+            raise  # unreachable: abort raises
+        st.live_latency.record(_perf() - t0)
+        st.live_ok += 1
+        if live_done is not None and not live_done.done():
+            live_done.set_result(response)
+        return response
+
+    def _mirror(
+        self, rs: RouteState, raw: bytes, request_id: str, metadata: tuple, timeout: float | None
+    ) -> asyncio.Future[bytes] | None:
+        key = sample_key(request_id) if request_id else random.random()
+        live_done: asyncio.Future[bytes] | None = None
+        for ss in rs.shadows:
+            t = ss.target
+            if key >= t.sample_rate:
+                continue
+            s = ss.stats
+            s.sampled += 1
+            if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
+                s.shed += 1
+                continue
+            if live_done is None:
+                live_done = asyncio.get_running_loop().create_future()
+            deadline = t.deadline_s or timeout or FALLBACK_SHADOW_DEADLINE_S
+            ss.in_flight += 1
+            self._shadow_bytes += len(raw)
+            s.sent += 1
+            task = asyncio.create_task(self._shadow(ss, raw, metadata, deadline, live_done))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return live_done
+
+    async def _shadow(
+        self, ss: ShadowState, raw: bytes, metadata: tuple, deadline: float, live_done: asyncio.Future[bytes]
+    ) -> None:
+        s = ss.stats
+        size = len(raw)
+        try:
+            req = build_request(raw, ss.name, ss.version, True)
+            del raw
+            t0 = _perf()
+            try:
+                response = await ss.upstream.infer(req, timeout=deadline, metadata=metadata + SHADOW_METADATA)
+            except grpc.aio.AioRpcError as e:
+                s.errors[e.code().name] += 1
+                return
+            finally:
+                del req
+            s.latency.record(_perf() - t0)
+            s.ok += 1
+            try:
+                live_response = await live_done
+            except asyncio.CancelledError:
+                s.live_failed += 1
+                return
+            compare_responses(live_response, response, s)
+        except asyncio.CancelledError:
+            s.errors["CANCELLED"] += 1
+        except Exception:  # a shadow problem must never surface anywhere but in its stats
+            s.errors["INTERNAL"] += 1
+            log.exception("shadow %s failed", ss.target.name)
+        finally:
+            ss.in_flight -= 1
+            self._shadow_bytes -= size
+
+    # -- everything else ----------------------------------------------------------------------
+    async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext, timeout: float | None) -> bytes:
+        rt = context.time_remaining()
+        try:
+            return await method(raw, timeout=rt if rt is not None else timeout, metadata=forward_metadata(context))
+        except grpc.aio.AioRpcError as e:
+            await abort_like(context, e)
+            raise
+
+    def upstream_for(self, method: str, raw: bytes) -> tuple[Upstream, bytes]:
+        """Model-scoped RPCs (ModelReady/Metadata/Config/Statistics) go to the route's live
+        Triton, renamed/pinned like ModelInfer; all others to the default live Triton."""
+        if method in MODEL_SCOPED:
+            try:
+                model, version, _, _ = scan_request(raw)
+            except ValueError:
+                return self.default, raw
+            rs = self.routes.get(model)
+            if rs is not None:
+                if rs.live_name is not None or (rs.live_version is not None and rs.live_version != version):
+                    raw = build_request(raw, rs.live_name, rs.live_version, False)
+                return rs.live, raw
+        return self.default, raw
+
+    async def unary(self, method: str, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        up, raw = self.upstream_for(method, raw)
+        return await self._proxy(up.unary[method], raw, context, None)
+
+    async def stream_infer(self, requests, context: grpc.aio.ServicerContext):
+        """ModelStreamInfer: a bidirectional pass-through to the live Triton of the first
+        message's route (several responses per request and sequences work as on Triton).
+        Stream messages are not mirrored (counted in ``stream_messages``)."""
+        it = requests.__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        up, rewrite = self.default, None
+        try:
+            model, _, _, _ = scan_request(first)
+            rs = self.routes.get(model)
+            if rs is not None:
+                up = rs.live
+                if rs.live_name is not None or rs.live_version is not None:
+                    rewrite = rs
+        except ValueError:
+            pass
+        call = up.stream_infer(metadata=forward_metadata(context), timeout=context.time_remaining())
+
+        def fix(msg: bytes) -> bytes:
+            self.stream_messages += 1
+            if rewrite is None:
+                return msg
+            return build_request(msg, rewrite.live_name, rewrite.live_version, False)
+
+        async def pump() -> None:
+            try:
+                await call.write(fix(first))
+                async for msg in it:
+                    await call.write(fix(msg))
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the call already ended: its status reaches the caller below
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            async for response in call:
+                yield response
+            code = await call.code()
+            if code != grpc.StatusCode.OK:
+                await context.abort(code, await call.details() or "", _trailing(await call.trailing_metadata()))
+        except grpc.aio.AioRpcError as e:
+            await abort_like(context, e)
+        finally:
+            pump_task.cancel()
+            if not call.done():
+                call.cancel()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for in-flight shadow calls; cancel the rest. Returns how many
+        were cancelled."""
+        pending = set(self._tasks)
+        if not pending:
+            return 0
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        for t in still:
+            t.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+        return len(still)

@@ -1,0 +1,91 @@
+"""The aio servers: the data port (KServe v2 + health + reflection) and the admin port
+(ShadowControl + health), and their lifecycle.
+
+Shutdown order (STYLE.md 5): health NOT_SERVING, ``server.stop(grace)`` so in-flight live requests
+finish, drain shadow tasks with a timeout, close upstream channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2  # noqa: F401  (registers inference.* for reflection)
+
+from .backends import SERVICE, Upstreams
+from .config import Settings
+from .router import Router
+from .servicer import ShadowControl, inference_handlers
+from .v1 import shadow_pb2, shadow_pb2_grpc
+
+log = logging.getLogger("shadowgrpc.server")
+
+SHADOW_CONTROL = shadow_pb2.DESCRIPTOR.services_by_name["ShadowControl"].full_name
+
+
+class Front:
+    """The front service. ``await start()``, then ``port``/``admin_port``; ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression)
+        self.router = Router(settings, self.upstreams)
+        opts = [
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+        self.server = grpc.aio.server(options=opts)
+        self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.health = health.aio.HealthServicer()
+        self.admin_health = health.aio.HealthServicer()
+        self.port = 0
+        self.admin_port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router), self.admin)
+        health_pb2_grpc.add_HealthServicer_to_server(self.admin_health, self.admin)
+        reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), self.admin)
+        self.port = self._bind(self.server, s.listen, "server.listen")
+        self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
+        await self.server.start()
+        await self.admin.start()
+        for h, names in ((self.health, ("", SERVICE)), (self.admin_health, ("", SHADOW_CONTROL))):
+            for n in names:
+                await h.set(n, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving KServe v2 on port %d, ShadowControl on port %d", self.port, self.admin_port)
+
+    @staticmethod
+    def _bind(server: grpc.aio.Server, address: str, key: str) -> int:
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise OSError(f"{key}: cannot listen on {address}: {e}") from None
+        if port == 0:
+            raise OSError(f"{key}: cannot listen on {address} (in use?)")
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.admin_health.enter_graceful_shutdown()
+        await self.server.stop(grace)  # in-flight live requests finish within grace
+        cancelled = await self.router.drain(timeout=max(grace, 0.1))
+        if cancelled:
+            log.warning("shutdown: %d shadow calls still in flight were cancelled", cancelled)
+        await self.admin.stop(0.5)
+        await self.upstreams.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
