@@ -1,0 +1,563 @@
+"""The embedded Triton and the example / test model repository, against a real tritonserver.
+
+One session server (fixture ``triton``) serves every test here except the start-error, stop and
+CLI tests, which start their own small server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from shadowgrpc.examples import data
+from shadowgrpc.triton import EmbeddedTriton, TritonStartError, add_triton_parser, example_repository
+from tests.triton import TEST_MODELS, TritonFixture, copy_models, read_jsonl, require_pytriton
+
+pytestmark = pytest.mark.triton
+
+EXAMPLE_MODELS = [
+    ("fraud", "1"),
+    ("fraud", "2"),
+    ("basket_value", "1"),
+    ("basket_value", "2"),
+    ("merchant_intent", "1"),
+    ("merchant_intent", "2"),
+]
+TRITON_PROCESS_NAMES = ("tritonserver", "triton_python_b")  # /proc/PID/comm is cut at 15 chars
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _fp32_input(name: str, array: np.ndarray) -> grpcclient.InferInput:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    inp = grpcclient.InferInput(name, list(array.shape), "FP32")
+    inp.set_data_from_numpy(array)
+    return inp
+
+
+def _bytes_input(name: str, texts: list[bytes] | list[str]) -> grpcclient.InferInput:
+    array = np.array([[t if isinstance(t, bytes) else t.encode()] for t in texts], dtype=object)
+    inp = grpcclient.InferInput(name, list(array.shape), "BYTES")
+    inp.set_data_from_numpy(array)
+    return inp
+
+
+def _infer_fraud(client: grpcclient.InferenceServerClient, model: str, x: np.ndarray, version: str = "", **kw):
+    result = client.infer(model, [_fp32_input("features", x)], model_version=version, **kw)
+    return result.as_numpy("probability")
+
+
+def _infer_batched(client, model: str, version: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([_infer_fraud(client, model, x[i : i + batch], version) for i in range(0, len(x), batch)])
+
+
+def _processes() -> list[dict]:
+    """Every process in /proc: pid, pgid, ppid, state, comm, cmdline."""
+    procs = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        procs.append(
+            {
+                "pid": int(entry),
+                "state": fields[0].decode(),
+                "ppid": int(fields[1]),
+                "pgid": int(fields[2]),
+                "comm": comm,
+                "cmdline": cmdline,
+            }
+        )
+    return procs
+
+
+def _alive(procs: list[dict]) -> list[dict]:
+    """Processes that still run (zombies are dead: they only wait for their parent to reap them)."""
+    return [p for p in procs if p["state"] not in ("Z", "X")]
+
+
+def _triton_processes_of(pgid: int) -> list[dict]:
+    return [p for p in _alive(_processes()) if p["pgid"] == pgid or p["pid"] == pgid]
+
+
+def _triton_processes_serving(repository: pathlib.Path) -> list[dict]:
+    """Live tritonserver processes started on ``repository``, and their stub children."""
+    servers = [
+        p
+        for p in _alive(_processes())
+        if p["comm"] == "tritonserver" and f"--model-repository={repository}" in p["cmdline"]
+    ]
+    pgids = {p["pgid"] for p in servers}
+    return [p for p in _alive(_processes()) if p["pgid"] in pgids and p["comm"] in TRITON_PROCESS_NAMES]
+
+
+# ----------------------------------------------------------------------------------------------
+# the session server
+# ----------------------------------------------------------------------------------------------
+
+
+def test_server_is_ready_on_loopback(triton: TritonFixture) -> None:
+    server = triton.server
+    assert server.is_running()
+    assert triton.grpc_address.startswith("127.0.0.1:")
+    assert server.http_address.startswith("127.0.0.1:")
+    assert server.metrics_url.startswith("http://127.0.0.1:")
+    assert server.log_path is not None and server.log_path.is_file()
+    assert pathlib.Path(f"/proc/{server.pid}").exists()
+    assert "--model-control-mode=explicit" in server.command
+    with triton.client() as client:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.get_server_metadata().version == "2.51.0"
+        for name, version in EXAMPLE_MODELS:
+            assert client.is_model_ready(name, version), (name, version)
+    index = server.repository_index()
+    names = {(m["name"], m["version"]) for m in index}
+    assert set(EXAMPLE_MODELS) <= names
+    assert {m["name"] for m in index} >= {"fraud_faulty", "fraud_sleepy", "fraud_garbage", "fraud_recorder"}
+    assert all(m["state"] == "READY" for m in index), index
+    # Python-backend stubs are children of tritonserver, in its process group.
+    stubs = [p for p in _triton_processes_of(server.pid) if p["comm"] == "triton_python_b"]
+    assert len(stubs) >= len(index)
+
+
+def _example_inputs(name: str, n: int) -> list[grpcclient.InferInput]:
+    if name == "fraud":
+        return [_fp32_input("features", data.make_transactions(n, seed=3)[0])]
+    if name == "basket_value":
+        return [_fp32_input("features", data.make_baskets(n, seed=3)[0])]
+    if name == "merchant_intent":
+        return [_bytes_input("text", data.make_merchant_texts(n, seed=3)[0])]
+    raise AssertionError(name)
+
+
+_NP_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT32": np.int32}
+
+
+@pytest.mark.parametrize(("name", "version"), [*EXAMPLE_MODELS, ("fraud_recorder", "1"), ("fraud_garbage", "1")])
+def test_model_answers_non_empty_outputs_of_configured_shape(triton: TritonFixture, name: str, version: str) -> None:
+    # Guards the numpy-2 trap: a python-backend model then answered with empty outputs, no error.
+    n = 5
+    with triton.client() as client:
+        config = client.get_model_config(name, version, as_json=True)["config"]
+        inputs = _example_inputs("fraud" if name.startswith("fraud") else name, n)
+        result = client.infer(name, inputs, model_version=version)
+    assert config["output"], config
+    for output in config["output"]:
+        array = result.as_numpy(output["name"])
+        assert array is not None, output["name"]
+        assert array.shape == (n, *[int(d) for d in output["dims"]]), (output, array.shape)
+        assert array.size > 0 and array.nbytes > 0
+        assert array.dtype == _NP_DTYPES[output["data_type"]]
+        if array.dtype.kind == "f":
+            assert np.isfinite(array).all()
+
+
+def test_fraud_versions_match_numpy_reference_and_differ(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(512, seed=7)
+    with triton.client() as client:
+        v1 = _infer_batched(client, "fraud", "1", x)
+        v2 = _infer_batched(client, "fraud", "2", x)
+        latest = _infer_fraud(client, "fraud", x[:8])  # no version: Triton picks the highest
+    np.testing.assert_allclose(v1, data.reference_fraud_probability(x, 1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v2, data.reference_fraud_probability(x, 2), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(latest, v2[:8], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v1.sum(axis=1), 1.0, atol=1e-6)
+    assert v1.shape == v2.shape == (512, 2)
+    assert np.abs(v1 - v2).max() > 0.5  # the slices where they disagree
+    assert not np.array_equal(v1, v2)
+
+
+def test_fraud_v2_improves_one_slice_and_regresses_another(triton: TritonFixture) -> None:
+    x, y = data.make_transactions(20_000, seed=0)
+    masks = data.slice_masks(x)
+    sliced = masks["foreign_night"] | masks["high_amount"]
+    with triton.client() as client:  # Triton's own answers on the interesting rows
+        served = {v: _infer_batched(client, "fraud", v, x[sliced]) for v in ("1", "2")}
+    for v in ("1", "2"):
+        np.testing.assert_allclose(served[v], data.reference_fraud_probability(x[sliced], v), rtol=1e-6, atol=1e-7)
+    p1 = data.reference_fraud_probability(x, 1)[:, 1]
+    p2 = data.reference_fraud_probability(x, 2)[:, 1]
+    right1 = (p1 >= 0.5) == (y == 1)
+    right2 = (p2 >= 0.5) == (y == 1)
+    report = {}
+    for name, mask in masks.items():
+        report[name] = {
+            "n": int(mask.sum()),
+            "acc_v1": float(right1[mask].mean()),
+            "acc_v2": float(right2[mask].mean()),
+            "improved": int((right2 & ~right1)[mask].sum()),  # shadow right, live wrong
+            "regressed": int((right1 & ~right2)[mask].sum()),  # live right, shadow wrong
+        }
+    fn, hi, rest = report["foreign_night"], report["high_amount"], report["rest"]
+    assert fn["n"] >= 100 and hi["n"] >= 100, report
+    assert fn["acc_v2"] > fn["acc_v1"] + 0.3 and fn["improved"] > 5 * fn["regressed"], report
+    assert hi["acc_v1"] > hi["acc_v2"] + 0.3 and hi["regressed"] > 5 * hi["improved"], report
+    assert abs(rest["acc_v1"] - rest["acc_v2"]) < 0.01, report
+
+
+def test_fraud_missing_features_v1_rejects_v2_imputes(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(4, seed=11)
+    x[1, 3] = np.nan
+    with triton.client() as client:
+        with pytest.raises(InferenceServerException) as excinfo:
+            _infer_fraud(client, "fraud", x, "1")
+        assert excinfo.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "non-finite feature values in batch rows [1]" in excinfo.value.message()
+        v2 = _infer_fraud(client, "fraud", x, "2")
+    np.testing.assert_allclose(v2, data.reference_fraud_probability(x, 2), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="non-finite"):
+        data.reference_fraud_probability(x, 1)
+
+
+def test_fraud_wrong_input_shape_is_refused_by_triton(triton: TritonFixture) -> None:
+    with triton.client() as client, pytest.raises(InferenceServerException) as excinfo:
+        client.infer("fraud", [_fp32_input("features", np.zeros((2, 7), np.float32))], model_version="1")
+    assert excinfo.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_basket_value_matches_numpy_reference(triton: TritonFixture) -> None:
+    x, truth = data.make_baskets(200, seed=5)
+    with triton.client() as client:
+        out = {
+            v: np.concatenate(
+                [
+                    client.infer("basket_value", [_fp32_input("features", x[i : i + 64])], model_version=v).as_numpy(
+                        "value"
+                    )
+                    for i in range(0, len(x), 64)
+                ]
+            )
+            for v in ("1", "2")
+        }
+    for v in ("1", "2"):
+        np.testing.assert_allclose(out[v], data.reference_basket_value(x, v), rtol=1e-6, atol=1e-4)
+    mae = {v: float(np.abs(out[v][:, 0] - truth).mean()) for v in out}
+    assert mae["2"] < mae["1"]
+
+
+def test_merchant_intent_writes_preference_cache_unless_shadow(triton: TritonFixture) -> None:
+    texts = ["Lucky Casino #7", "Harbor Hotel downtown", "Fresh Market"]
+    tag = uuid.uuid4().hex
+    live_id, shadow_id, shadow_str_id, bad_id = (f"{kind}-{tag}" for kind in ("live", "shadow", "shadow-str", "bad"))
+    with triton.client() as client:
+        live = client.infer(
+            "merchant_intent", [_bytes_input("text", texts)], model_version="1", request_id=live_id
+        ).as_numpy("scores")
+        shadow = client.infer(
+            "merchant_intent",
+            [_bytes_input("text", texts)],
+            model_version="2",
+            request_id=shadow_id,
+            parameters={"shadow": True},
+        ).as_numpy("scores")
+        client.infer(
+            "merchant_intent",
+            [_bytes_input("text", texts[:1])],
+            model_version="1",
+            request_id=shadow_str_id,
+            parameters={"shadow": "true"},
+        )
+        with pytest.raises(InferenceServerException) as excinfo:
+            client.infer("merchant_intent", [_bytes_input("text", [b"\xff\xfe bad"])], request_id=bad_id)
+        assert excinfo.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "not valid UTF-8" in excinfo.value.message()
+    np.testing.assert_allclose(live, data.reference_merchant_intent(texts, 1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(shadow, data.reference_merchant_intent(texts, 2), rtol=1e-6, atol=1e-7)
+    assert list(live.argmax(axis=1)) == [2, 1, 0]  # gambling, travel, grocery
+
+    lines = [line for line in read_jsonl(triton.preference_cache) if line["request_id"].endswith(tag)]
+    assert [line["request_id"] for line in lines] == [live_id]  # one line for the unmarked request only
+    assert lines[0]["texts"] == texts
+    assert lines[0]["model"] == "merchant_intent" and lines[0]["model_version"] == "1"
+
+
+def test_fraud_faulty_always_fails(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(3, seed=1)
+    with triton.client() as client:
+        for _ in range(2):
+            with pytest.raises(InferenceServerException) as excinfo:
+                _infer_fraud(client, "fraud_faulty", x)
+            assert "fraud_faulty: simulated failure" in excinfo.value.message()
+            assert excinfo.value.status() == "StatusCode.INTERNAL"
+        assert client.is_model_ready("fraud_faulty")  # failing requests don't take the model down
+
+
+def test_fraud_sleepy_is_slow_and_then_answers_like_v2(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(4, seed=2)
+    with triton.client() as client:
+        # Two instances: two requests sleep concurrently.
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: _infer_fraud(client, "fraud_sleepy", x), range(2)))
+        elapsed = time.monotonic() - t0
+        with pytest.raises(InferenceServerException) as excinfo:
+            _infer_fraud(client, "fraud_sleepy", x, client_timeout=0.5)
+        assert excinfo.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        config = client.get_model_config("fraud_sleepy", as_json=True)["config"]
+    assert triton.sleepy_seconds <= elapsed < 2 * triton.sleepy_seconds + 1.0
+    assert sum(int(g["count"]) for g in config["instance_group"]) == 2
+    for answer in answers:
+        np.testing.assert_allclose(answer, data.reference_fraud_probability(x, 2), rtol=1e-6, atol=1e-7)
+
+
+def test_fraud_garbage_answers_ok_with_a_different_contract(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(4, seed=4)
+    with triton.client() as client:
+        out = _infer_fraud(client, "fraud_garbage", x)
+        garbage_cfg = client.get_model_config("fraud_garbage", as_json=True)["config"]["output"][0]
+        fraud_cfg = client.get_model_config("fraud", as_json=True)["config"]["output"][0]
+    assert out.dtype == np.int32 and out.shape == (4, 3)
+    assert out.tolist() == [[-1, i, 2**31 - 1] for i in range(4)]
+    assert garbage_cfg["name"] == fraud_cfg["name"] == "probability"
+    assert (garbage_cfg["data_type"], garbage_cfg["dims"]) == ("TYPE_INT32", ["3"])
+    assert (fraud_cfg["data_type"], fraud_cfg["dims"]) == ("TYPE_FP32", ["2"])
+
+
+def test_fraud_recorder_records_inputs_and_shadow_mark(triton: TritonFixture) -> None:
+    x, _ = data.make_transactions(6, seed=9)
+    tag = uuid.uuid4().hex
+    with triton.client() as client:
+        live = _infer_fraud(client, "fraud_recorder", x, request_id=f"live-{tag}")
+        shadow = _infer_fraud(client, "fraud_recorder", x, request_id=f"shadow-{tag}", parameters={"shadow": True})
+    np.testing.assert_allclose(live, data.reference_fraud_probability(x, 2), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(live, shadow)
+    records = {r["request_id"]: r for r in read_jsonl(triton.recorder_path) if r["request_id"].endswith(tag)}
+    assert set(records) == {f"live-{tag}", f"shadow-{tag}"}
+    assert records[f"live-{tag}"]["parameters"] == {}
+    assert records[f"shadow-{tag}"]["parameters"] == {"shadow": True}
+    for record in records.values():
+        assert record["shape"] == [6, 8] and record["dtype"] == "float32"
+        assert base64.b64decode(record["data_b64"]) == x.tobytes()
+
+
+def test_repository_unload_and_load_rpcs(triton: TritonFixture) -> None:
+    x, _ = data.make_baskets(3, seed=1)
+    with triton.client() as client:
+        client.unload_model("basket_value")  # RepositoryModelUnload
+        deadline = time.monotonic() + 30
+        while client.is_model_ready("basket_value", "1") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not client.is_model_ready("basket_value", "1")
+        assert not client.is_model_ready("basket_value", "2")
+        with pytest.raises(InferenceServerException):
+            client.infer("basket_value", [_fp32_input("features", x)], model_version="1")
+        # Unload is asynchronous (UNLOADING, then UNAVAILABLE): wait until the stubs are gone.
+        while time.monotonic() < deadline:
+            states = {
+                (m["name"], m.get("version")): m["state"]
+                for m in client.get_model_repository_index(as_json=True)["models"]
+            }
+            if states.get(("basket_value", "1")) == states.get(("basket_value", "2")) == "UNAVAILABLE":
+                break
+            time.sleep(0.1)
+        assert states[("basket_value", "1")] == states[("basket_value", "2")] == "UNAVAILABLE", states
+        assert states[("fraud", "1")] == "READY"
+
+        client.load_model("basket_value")  # RepositoryModelLoad
+        assert client.is_model_ready("basket_value", "1") and client.is_model_ready("basket_value", "2")
+        out = client.infer("basket_value", [_fp32_input("features", x)], model_version="2").as_numpy("value")
+        assert client.is_model_ready("fraud", "1")  # the others were never touched
+    np.testing.assert_allclose(out, data.reference_basket_value(x, 2), rtol=1e-6, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# servers of their own: start errors, port retry, stop, CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def test_broken_model_raises_start_error_with_log_tail(tmp_path: pathlib.Path) -> None:
+    require_pytriton()
+    repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
+    broken = repo / "fraud_faulty" / "1" / "model.py"
+    broken.write_text(broken.read_text() + "\nraise RuntimeError('deliberately broken model 7f3a')\n")
+    server = EmbeddedTriton(repo, startup_timeout=60, log_path=tmp_path / "triton.log")
+    with pytest.raises(TritonStartError) as excinfo:
+        server.start()
+    message = str(excinfo.value)
+    assert "deliberately broken model 7f3a" in message
+    assert "fraud_faulty" in message and "UNAVAILABLE" in message
+    assert "last lines of the tritonserver log" in message
+    assert excinfo.value.log_tail and excinfo.value.log_path == server.log_path
+    assert server.pid is None and not server.is_running()
+    assert _triton_processes_serving(repo) == []
+
+
+def test_missing_repository_is_a_start_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(TritonStartError, match="not a directory"):
+        EmbeddedTriton(tmp_path / "nope").start()
+
+
+def test_without_pytriton_the_error_says_what_to_install(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from shadowgrpc.triton import TritonNotInstalledError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real_find_spec(name, *a)
+    )
+    with pytest.raises(TritonNotInstalledError, match=r"nvidia-pytriton is not installed.*'local' extra"):
+        EmbeddedTriton(tmp_path).start()
+
+
+def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_pytriton()
+    import shadowgrpc.triton as triton_mod
+
+    repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        real_free_ports = triton_mod._free_ports
+        calls = []
+
+        def first_grpc_port_taken(n, exclude=()):
+            ports = real_free_ports(n, exclude=[*exclude, busy_port])
+            calls.append(ports)
+            return [busy_port, *ports[1:]] if len(calls) == 1 else ports
+
+        monkeypatch.setattr(triton_mod, "_free_ports", first_grpc_port_taken)
+        server = EmbeddedTriton(repo, log_path=tmp_path / "triton.log")
+        with server:
+            assert len(calls) == 2 and server.grpc_port != busy_port
+            assert "port taken, retry 2 with new ports" in server.log_path.read_text()
+            pid = server.pid
+            assert pid is not None
+            members = _triton_processes_of(pid)
+            assert {p["comm"] for p in members} == set(TRITON_PROCESS_NAMES), members
+            assert len([p for p in members if p["comm"] == "triton_python_b"]) == 1
+            with grpcclient.InferenceServerClient(server.grpc_address) as client:
+                assert client.is_model_ready("fraud_faulty")
+            pids = {p["pid"] for p in members}
+        # __exit__ -> stop()
+        assert server.pid is None and not server.is_running()
+        assert [p for p in _alive(_processes()) if p["pid"] in pids] == []
+        assert _triton_processes_of(pid) == []
+        assert _triton_processes_serving(repo) == []
+        server.stop()  # idempotent
+    finally:
+        busy.close()
+
+
+def test_cli_parser_defaults() -> None:
+    parser = argparse.ArgumentParser(prog="shadowgrpc")
+    add_triton_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["triton"])
+    assert args.model_repository == example_repository()
+    assert (args.grpc_port, args.http_port, args.metrics_port, args.log_file) == (0, 0, 0, None)
+    assert callable(args.func)
+    args = parser.parse_args(["triton", "--grpc-port", "8001", "--env", "A=b", "--log-file", "t.log"])
+    assert args.grpc_port == 8001 and args.env == ["A=b"] and args.log_file == pathlib.Path("t.log")
+    assert (example_repository() / "fraud" / "config.pbtxt").is_file()
+
+
+def test_cli_runs_until_sigterm(tmp_path: pathlib.Path) -> None:
+    require_pytriton()
+    repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
+    code = (
+        "import argparse, sys\n"
+        "from shadowgrpc.triton import add_triton_parser\n"
+        "p = argparse.ArgumentParser(prog='shadowgrpc')\n"
+        "add_triton_parser(p.add_subparsers(dest='command', required=True))\n"
+        "a = p.parse_args(sys.argv[1:])\n"
+        "sys.exit(a.func(a))\n"
+    )
+    log_file = tmp_path / "cli-triton.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "triton", "--model-repository", str(repo), "--log-file", str(log_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        banner = "".join(lines)
+        assert "gRPC:" in banner and "127.0.0.1:" in banner, (banner, proc.stderr.read() if proc.stderr else "")
+        assert str(log_file) in banner and "fraud_faulty (1)" in banner
+        assert len(_triton_processes_serving(repo)) == 2  # tritonserver + one stub
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (out, err)
+        assert _triton_processes_serving(repo) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_server_dies_with_its_parent(tmp_path: pathlib.Path) -> None:
+    # PR_SET_PDEATHSIG: SIGKILL the Python process that started Triton; tritonserver dies with it and
+    # its Python-backend stubs notice (they poll their parent every 300 ms) and exit too.
+    require_pytriton()
+    repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
+    code = (
+        "import sys, threading, time\n"
+        "from shadowgrpc.triton import EmbeddedTriton\n"
+        "t = EmbeddedTriton(sys.argv[1], log_path=sys.argv[2])\n"
+        "th = threading.Thread(target=t.start)\n"  # started from a thread that then ends
+        "th.start(); th.join()\n"
+        "print(t.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(repo), str(tmp_path / "triton.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        time.sleep(0.5)  # the starting thread is gone by now: the server must still run
+        assert {p["comm"] for p in _triton_processes_of(pid)} == set(TRITON_PROCESS_NAMES)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _triton_processes_of(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _triton_processes_of(pid) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()

@@ -1,0 +1,126 @@
+"""pytest plugin (registered in tests/conftest.py): the real embedded Triton.
+
+Fixtures
+--------
+``triton_repo`` (session)
+    A temp model repository: the shipped example repository (fraud 1+2, basket_value 1+2,
+    merchant_intent 1+2) plus the test-only models of ``tests/models`` (fraud_faulty,
+    fraud_sleepy, fraud_garbage, fraud_recorder).
+``triton`` (session)
+    One real tritonserver on loopback serving ``triton_repo``, started once per session and always
+    stopped at the end (even when tests fail). Its Python-backend models see
+    ``SHADOWGRPC_PREFERENCE_CACHE`` and ``SHADOWGRPC_RECORDER_PATH`` (files in a session temp dir)
+    and ``SHADOWGRPC_SLEEPY_SECONDS=2``. Yields a :class:`TritonFixture`.
+
+Tests that use them are marked ``@pytest.mark.triton``. Without nvidia-pytriton (the ``local``
+extra) the ``triton`` fixture fails with an explanation: it does not skip, so a CI that lost the
+extra goes red instead of silently green.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import shutil
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import tritonclient.grpc
+
+    from shadowgrpc.triton import EmbeddedTriton
+
+TEST_MODELS = pathlib.Path(__file__).resolve().parent / "models"
+SLEEPY_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonFixture:
+    """What the ``triton`` fixture yields."""
+
+    grpc_address: str
+    http_address: str
+    preference_cache: pathlib.Path
+    recorder_path: pathlib.Path
+    repository: pathlib.Path
+    sleepy_seconds: float
+    server: EmbeddedTriton
+
+    def client(self) -> tritonclient.grpc.InferenceServerClient:
+        """A new tritonclient gRPC client on this server (close it: ``with triton.client() as c``)."""
+        import tritonclient.grpc
+
+        return tritonclient.grpc.InferenceServerClient(url=self.grpc_address)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    """All JSON lines of ``path`` ([] when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def require_pytriton() -> None:
+    """Fail (not skip) the calling test or fixture when the embedded Triton cannot run."""
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.fail(
+            "nvidia-pytriton is not installed, so the embedded tritonserver cannot start. Tests marked "
+            "'triton' need the 'local' extra: pip install -e '.[local,test]' (nvidia-pytriton==0.7.0, numpy<2). "
+            "Deselect them with -m 'not triton' if you mean to run without Triton.",
+            pytrace=False,
+        )
+
+
+def copy_models(dst: pathlib.Path, *sources: pathlib.Path, only: Iterable[str] | None = None) -> pathlib.Path:
+    """Copy the model directories of each source repository (all, or those named in ``only``)
+    into ``dst``, without __pycache__."""
+    wanted = None if only is None else set(only)
+    dst.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        for model in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+            if wanted is None or model.name in wanted:
+                shutil.copytree(model, dst / model.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    from shadowgrpc.triton import example_repository
+
+    return copy_models(tmp_path_factory.mktemp("triton-repo"), example_repository(), TEST_MODELS)
+
+
+@pytest.fixture(scope="session")
+def triton(triton_repo: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFixture]:
+    require_pytriton()
+    from shadowgrpc.triton import EmbeddedTriton
+
+    state = tmp_path_factory.mktemp("triton-state")
+    preference_cache = state / "preference_cache.jsonl"
+    recorder_path = state / "recorder.jsonl"
+    server = EmbeddedTriton(
+        triton_repo,
+        log_path=state / "tritonserver.log",
+        env={
+            "SHADOWGRPC_PREFERENCE_CACHE": str(preference_cache),
+            "SHADOWGRPC_RECORDER_PATH": str(recorder_path),
+            "SHADOWGRPC_SLEEPY_SECONDS": str(SLEEPY_SECONDS),
+        },
+    )
+    try:
+        server.start()
+        yield TritonFixture(
+            grpc_address=server.grpc_address,
+            http_address=server.http_address,
+            preference_cache=preference_cache,
+            recorder_path=recorder_path,
+            repository=triton_repo,
+            sleepy_seconds=SLEEPY_SECONDS,
+            server=server,
+        )
+    finally:
+        server.stop()
