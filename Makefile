@@ -34,11 +34,11 @@ check-proto: $(STAMP)
 	  diff -u shadowgrpc/v1/$$(basename $$f) $$f || { echo "check-proto: shadowgrpc/v1/$$(basename $$f) is stale: run 'make proto' and commit"; exit 1; }; \
 	done && rm -rf $$tmp && echo "check-proto: generated code is up to date"
 
-# The whole suite with the compiled extensions, then the unit tests again with the pure-Python
-# twins selected by SHADOWGRPC_NO_EXTENSIONS (integration tests already run both twins' paths).
+# The whole suite with the compiled extensions, then again with the pure-Python twins selected
+# by SHADOWGRPC_NO_EXTENSIONS (the compiled-only tests are deselected there, not skipped).
 test: install check-proto
 	$(PY) -m pytest
-	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not triton" -p no:cacheprovider
+	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not c_extension" -p no:cacheprovider
 
 demo: install
 	$(VENV)/bin/shadowgrpc demo

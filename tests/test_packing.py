@@ -468,7 +468,27 @@ def _fnv1a64(data: bytes) -> int:
 )
 def test_sample_key_vectors(packing_impl: ModuleType, request_id: str, fnv: int) -> None:
     assert _fnv1a64(request_id.encode()) == fnv
-    assert packing_impl.sample_key(request_id) == (fnv >> 11) * 2.0**-53
+    assert packing_impl.sample_key(request_id) == (_fmix64(fnv) >> 11) * 2.0**-53
+
+
+def _fmix64(h: int) -> int:
+    # murmur3 fmix64, written independently of the twins.
+    m = 2**64
+    h ^= h >> 33
+    h = h * 0xFF51AFD7ED558CCD % m
+    h ^= h >> 33
+    h = h * 0xC4CEB9FE1A85EC53 % m
+    return h ^ (h >> 33)
+
+
+@pytest.mark.parametrize("pattern", ["req-{}", "demo-intent-{}", "txn-{:08d}", "{}", "{:x}-user"])
+@pytest.mark.parametrize("rate", [0.01, 0.1, 0.5])
+def test_sample_key_is_uniform_on_sequential_ids(packing_impl: ModuleType, pattern: str, rate: float) -> None:
+    # Real request ids are often sequential; the sample must still hit the configured rate.
+    n = 20000
+    hits = sum(packing_impl.sample_key(pattern.format(i)) < rate for i in range(n))
+    sd = (n * rate * (1 - rate)) ** 0.5
+    assert abs(hits - n * rate) < 5 * sd, (pattern, rate, hits / n)
 
 
 @SETTINGS
@@ -476,7 +496,7 @@ def test_sample_key_vectors(packing_impl: ModuleType, request_id: str, fnv: int)
 def test_sample_key_range_and_oracle(packing_impl: ModuleType, request_id: str) -> None:
     key = packing_impl.sample_key(request_id)
     assert 0.0 <= key < 1.0
-    assert key == (_fnv1a64(request_id.encode("utf-8")) >> 11) / 2**53
+    assert key == (_fmix64(_fnv1a64(request_id.encode("utf-8"))) >> 11) / 2**53
 
 
 def test_sample_key_types(packing_impl: ModuleType) -> None:

@@ -356,6 +356,15 @@ cdef inline uint64_t fnv1a64(const byte_t* s, pos_t n) noexcept nogil:   # IN: s
     return h
 
 
+cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:   # murmur3 finalizer; see _packing_py
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
 cdef inline pos_t varint_size(uint64_t v) noexcept nogil:
     cdef pos_t n = 1
     while v >= 0x80:
@@ -460,10 +469,11 @@ def scan_request(raw):
 
 
 def sample_key(str request_id not None):
-    """Deterministic key in [0, 1): 64-bit FNV-1a of the UTF-8 bytes, top 53 bits."""
+    """Deterministic key in [0, 1): 64-bit FNV-1a of the UTF-8 bytes, mixed by murmur3's fmix64,
+    top 53 bits (see _packing_py.sample_key)."""
     cdef Py_ssize_t n
     cdef const char* s = PyUnicode_AsUTF8AndSize(request_id, &n)
-    cdef uint64_t h = fnv1a64(<const byte_t*>s, n)
+    cdef uint64_t h = fmix64(fnv1a64(<const byte_t*>s, n))
     return <double>(h >> 11) * (1.0 / 9007199254740992.0)
 
 
