@@ -32,7 +32,7 @@ async def _drive(port: int, n_fraud: int, n_intent: int, concurrency: int, batch
     texts = [b"FRESHMART GROCERY 0042", b"SKYJET AIRLINES TICKET", b"LUCKY SPIN CASINO", b"CITY BUS PASS", b"HOTEL AURORA"]
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
     sem = asyncio.Semaphore(concurrency)
-    sent = {"fraud": 0, "merchant_intent": 0, "errors": 0}
+    sent = {"fraud": 0, "merchant_intent": 0, "errors": 0, "fraud_attempts": n_fraud, "merchant_intent_attempts": n_intent}
     bar = tqdm(total=n_fraud + n_intent, desc="requests through the front", unit="req", disable=not progress, file=sys.stderr)
 
     async def fraud(i: int) -> None:
@@ -102,8 +102,10 @@ def _check(rep, sent: dict, prefs: Path, cancelled: int) -> int:
     routes = {r.model: r for r in rep.routes}
     for model in ("fraud", "merchant_intent"):
         r = routes[model]
-        if r.requests != sent[model] or r.live_ok != sent[model]:
-            problems.append(f"{model}: sent {sent[model]}, report says requests={r.requests} live_ok={r.live_ok}")
+        if r.requests != sent[f"{model}_attempts"] or r.live_ok != sent[model]:
+            problems.append(
+                f"{model}: sent {sent[f'{model}_attempts']} ({sent[model]} answered), report says requests={r.requests} live_ok={r.live_ok}"
+            )
         for s in r.shadows:
             errs = sum(s.errors.values())
             if s.sent != s.ok + errs or s.sampled != s.sent + s.shed:
