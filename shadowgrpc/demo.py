@@ -108,8 +108,11 @@ def _check(rep, sent: dict, prefs: Path, cancelled: int) -> int:
             )
         for s in r.shadows:
             errs = sum(s.errors.values())
-            if s.sent != s.ok + errs or s.sampled != s.sent + s.shed:
-                problems.append(f"{model}/{s.target.name}: sampled {s.sampled} != sent {s.sent} + shed {s.shed}, or sent != ok {s.ok} + errors {errs}")
+            if s.sent != s.ok + errs or s.sampled != s.sent + s.shed + s.down:
+                problems.append(
+                    f"{model}/{s.target.name}: sampled {s.sampled} != sent {s.sent} + shed {s.shed} + down {s.down}, "
+                    f"or sent != ok {s.ok} + errors {errs}"
+                )
     lines = prefs.read_text().splitlines() if prefs.exists() else []
     if len(lines) != sent["merchant_intent"]:
         problems.append(f"preference cache has {len(lines)} lines for {sent['merchant_intent']} live merchant_intent requests")

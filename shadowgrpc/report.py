@@ -66,6 +66,7 @@ def build_report(router: Router, model: str = "") -> pb.Report:
                 sent=s.sent,
                 ok=s.ok,
                 shed=s.shed,
+                down=s.down,
                 compared=s.compared,
                 contract_mismatch=s.contract_mismatch,
                 latency=latency_summary(s.latency),
@@ -113,12 +114,12 @@ def format_report(rep: pb.Report) -> str:
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
             f"shm (not mirrored) {r.shm_not_mirrored}  p50/p95/p99 ms {_lat(r.live_latency)}"
         )
-        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
+        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
         lines.append(header)
         for s in r.shadows:
             t = s.target
             lines.append(
-                f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
+                f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.down:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
                 f"{_lat(s.latency):<22} {_errs(s.errors)}"
             )
             for o in s.outputs:

@@ -9,7 +9,8 @@ The path, in order (DESIGN.md "A request's path"):
    the caller set no id; the shadow request is ``build_request(raw, model, version, shadow=True)``
    (a wire-level append, one copy) sent with metadata ``x-shadow-request: 1`` and the live
    deadline, as a task held in a set. Past ``max_in_flight`` per target, or past the byte budget
-   for all in-flight shadow requests, the shadow is shed and counted.
+   for all in-flight shadow requests, the shadow is shed and counted; while the target's
+   connection is down (TRANSIENT_FAILURE) it is not sent and counted as ``down``.
 4. When both answers are in, ``compare_responses`` updates the target's stats.
 """
 
@@ -37,10 +38,14 @@ _DROP_METADATA = frozenset({"user-agent"})
 
 _perf = time.perf_counter
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
-def forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
-    return tuple((k, v) for k, v in context.invocation_metadata() or () if k not in _DROP_METADATA)
+def forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...] | None:
+    md = context.invocation_metadata()
+    if not md or (len(md) == 1 and md[0][0] in _DROP_METADATA):
+        return None  # the common case: nothing but grpc's own user-agent
+    return tuple((k, v) for k, v in md if k not in _DROP_METADATA)
 
 
 async def abort_like(context: grpc.aio.ServicerContext, err: BaseException) -> None:
@@ -147,7 +152,7 @@ class Router:
         return response
 
     def _mirror(
-        self, rs: RouteState, raw: bytes, request_id: str, metadata: tuple, timeout: float | None
+        self, rs: RouteState, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
     ) -> asyncio.Future[bytes] | None:
         key = sample_key(request_id) if request_id else random.random()
         live_done: asyncio.Future[bytes] | None = None
@@ -159,6 +164,10 @@ class Router:
             s.sampled += 1
             if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
                 s.shed += 1
+                continue
+            if ss.upstream.channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
+                # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
+                s.down += 1
                 continue
             if live_done is None:
                 live_done = asyncio.get_running_loop().create_future()
@@ -172,7 +181,7 @@ class Router:
         return live_done
 
     async def _shadow(
-        self, ss: ShadowState, raw: bytes, metadata: tuple, deadline: float, live_done: asyncio.Future[bytes]
+        self, ss: ShadowState, raw: bytes, metadata: tuple | None, deadline: float, live_done: asyncio.Future[bytes]
     ) -> None:
         s = ss.stats
         size = len(raw)
@@ -181,7 +190,7 @@ class Router:
             del raw
             t0 = _perf()
             try:
-                response = await ss.upstream.infer(req, timeout=deadline, metadata=metadata + SHADOW_METADATA)
+                response = await ss.upstream.infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
             except grpc.aio.AioRpcError as e:
                 s.errors[e.code().name] += 1
                 return

@@ -85,6 +85,7 @@ class ShadowStats:
     sent: int = 0
     ok: int = 0
     shed: int = 0
+    down: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     compared: int = 0
     contract_mismatch: int = 0

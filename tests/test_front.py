@@ -356,7 +356,8 @@ def test_health_reflection_and_report(front):
     fraud = routes["fraud"]
     assert fraud.requests == fraud.live_ok + sum(fraud.live_errors.values())
     for s in fraud.shadows:
-        assert s.sampled == s.sent + s.shed
+        assert s.sampled == s.sent + s.shed + s.down
+        assert s.sent == s.ok + sum(s.errors.values())
     with pytest.raises(grpc.RpcError) as e:
         fetch_report(front.admin_address, model="nope")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND

@@ -147,7 +147,12 @@ def test_unreachable_shadow_never_fails_live():
         assert len(resps) == 20
         await front.router.drain(timeout=3)
         s = front.router.routes["echo"].shadows[0].stats
-        assert s.ok == 0 and sum(s.errors.values()) == s.sent == 20
+        assert s.ok == 0 and s.sent == sum(s.errors.values()) and s.sampled == s.sent + s.down == 20
         assert set(s.errors) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+        # Once the channel knows the target is down, requests are counted as `down`, not sent.
+        await asyncio.sleep(0.3)
+        sent = s.sent
+        await asyncio.gather(*(stub.ModelInfer(_request("echo", f"e{i}"), timeout=5) for i in range(20)))
+        assert s.sent == sent and s.down >= 20
 
     asyncio.run(_with_front(routes, body))

@@ -87,7 +87,7 @@ class OutputComparison(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class ShadowReport(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     LIVE_FAILED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DOWN_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -119,7 +120,8 @@ class ShadowReport(_message.Message):
     latency: LatencySummary
     live_failed: int
     in_flight: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    down: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
     __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows")
