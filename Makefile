@@ -43,7 +43,10 @@ test: install check-proto
 demo: install
 	$(VENV)/bin/shadowgrpc demo
 
+# Every benchmark, each printing its table and ratios; JSON figures land in bench-results/.
 bench: install
+	mkdir -p bench-results
+	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
 
 clean:

@@ -642,7 +642,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds over all scenarios (order reversed every other round); the table shows the median")
     p.add_argument("--soak-requests", type=int, default=100_000, help=f"requests ({CONCURRENCY} in flight) for the RSS soak in the shadow-down and shadow-slow states; 0 skips the soak")
     p.add_argument("--soak-warmup", type=int, default=2000, help="warm-up requests before the soak's RSS baseline is read")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop of the front (shadowgrpc serve --loop)")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="event loop of the front (shadowgrpc serve --loop; default uvloop, as serve)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
     p.add_argument("--quick", action="store_true", help="small counts for a smoke test (well under a minute after Triton is up)")
     p.add_argument("--json", metavar="PATH", help="write every figure (all rounds, scenarios, soak, ratios, machine info) here")
