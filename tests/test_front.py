@@ -62,6 +62,7 @@ def front(triton):
             },
             {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
             {"model": "basket_value", "shadows": [{"name": "v2", "version": "2", "sample_rate": 0.5}]},
+            {"model": "fraud_sleepy"},
         ],
     }
     ft = FrontThread(cfg).start()
@@ -361,3 +362,46 @@ def test_health_reflection_and_report(front):
     with pytest.raises(grpc.RpcError) as e:
         fetch_report(front.admin_address, model="nope")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_caller_cancellation_reaches_the_live_call(triton, front):
+    import asyncio
+
+    feats, _ = make_transactions(1, seed=2)
+    raw = fraud_request(feats, model="fraud_sleepy", version="").SerializeToString()
+    errors = front.router.routes["fraud_sleepy"].stats.live_errors
+
+    async def go() -> None:
+        async with grpc.aio.insecure_channel(front.address) as ch:
+            call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)(raw, timeout=10)
+            await asyncio.sleep(0.4)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+    before = errors["CANCELLED"]
+    asyncio.run(go())
+    deadline = time.monotonic() + 5
+    while errors["CANCELLED"] == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert errors["CANCELLED"] == before + 1  # the front's live call was cancelled with the caller's
+
+
+def test_compressed_requests_and_upstream_compression(triton):
+    cfg = {
+        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address, "upstream_compression": "gzip"},
+        "routes": [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]}],
+    }
+    ft = FrontThread(cfg).start()
+    try:
+        feats, _ = make_transactions(4, seed=8)
+        raw = fraud_request(feats, rid="gz").SerializeToString()
+        with grpc.insecure_channel(triton.grpc_address) as chd, grpc.insecure_channel(ft.address) as chf:
+            want = chd.unary_unary(INFER, request_serializer=None, response_deserializer=None)(raw, timeout=10)
+            got = chf.unary_unary(INFER, request_serializer=None, response_deserializer=None)(raw, timeout=10, compression=grpc.Compression.Gzip)
+        assert got == want
+        ft.drain()
+        s = ft.router.routes["fraud"].shadows[0].stats
+        assert s.ok == 1 and s.compared == 1
+    finally:
+        ft.stop()
