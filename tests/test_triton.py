@@ -7,8 +7,10 @@ CLI tests, which start their own small server.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import concurrent.futures
+import contextlib
 import os
 import pathlib
 import signal
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from shadowgrpc.examples import data
 from shadowgrpc.triton import EmbeddedTriton, TritonStartError, add_triton_parser, example_repository
-from tests.triton import TEST_MODELS, TritonFixture, copy_models, read_jsonl, require_pytriton
+from tests.triton import ROOT, TEST_MODELS, TritonFixture, copy_models, read_jsonl, require_pytriton
 
 pytestmark = pytest.mark.triton
 
@@ -94,6 +97,24 @@ def _processes() -> list[dict]:
             }
         )
     return procs
+
+
+@contextlib.contextmanager
+def _python(code: str, *args: str, stderr: int | None = subprocess.PIPE) -> Iterator[subprocess.Popen]:
+    """``python -c code *args`` in the repository root (text stdout piped), killed if still running
+    on the way out."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _alive(procs: list[dict]) -> list[dict]:
@@ -430,7 +451,7 @@ def test_without_pytriton_the_error_says_what_to_install(
 
 def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_pytriton()
-    import shadowgrpc.triton as triton_mod
+    import shadowgrpc._tritonserver as server_mod  # where EmbeddedTriton picks its ports
 
     repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
     busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -438,7 +459,7 @@ def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypat
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         busy_port = busy.getsockname()[1]
-        real_free_ports = triton_mod._free_ports
+        real_free_ports = server_mod._free_ports
         calls = []
 
         def first_grpc_port_taken(n, exclude=()):
@@ -446,7 +467,7 @@ def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypat
             calls.append(ports)
             return [busy_port, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(triton_mod, "_free_ports", first_grpc_port_taken)
+        monkeypatch.setattr(server_mod, "_free_ports", first_grpc_port_taken)
         server = EmbeddedTriton(repo, log_path=tmp_path / "triton.log")
         with server:
             assert len(calls) == 2 and server.grpc_port != busy_port
@@ -467,6 +488,31 @@ def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypat
         server.stop()  # idempotent
     finally:
         busy.close()
+
+
+def test_example_models_are_self_contained_one_file_per_model() -> None:
+    # The example repository can be copied into any Triton with numpy: its models import only numpy,
+    # triton_python_backend_utils and the standard library. Each model has one model.py; the other
+    # version directories hold relative symlinks to it, which stay valid wherever the model is copied.
+    repo = example_repository()
+    allowed = {"numpy", "triton_python_backend_utils", *sys.stdlib_module_names}
+    for model in sorted(p for p in repo.iterdir() if p.is_dir()):
+        files = sorted(model.glob("*/model.py"))
+        assert len(files) >= 2, files
+        assert len({f.resolve() for f in files}) == 1, files
+        for path in files:
+            if path.is_symlink():
+                assert not os.path.isabs(os.readlink(path)), path
+                assert path.resolve().is_relative_to(model.resolve()), path
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            imported = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    assert node.level == 0, (path, node.module)
+                    imported.add(str(node.module).split(".")[0])
+            assert imported <= allowed, (path, imported - allowed)
 
 
 def test_cli_parser_defaults() -> None:
@@ -493,14 +539,7 @@ def test_cli_runs_until_sigterm(tmp_path: pathlib.Path) -> None:
         "sys.exit(a.func(a))\n"
     )
     log_file = tmp_path / "cli-triton.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "triton", "--model-repository", str(repo), "--log-file", str(log_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=pathlib.Path(__file__).resolve().parent.parent,
-    )
-    try:
+    with _python(code, "triton", "--model-repository", str(repo), "--log-file", str(log_file)) as proc:
         lines = []
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -515,13 +554,6 @@ def test_cli_runs_until_sigterm(tmp_path: pathlib.Path) -> None:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, (out, err)
         assert _triton_processes_serving(repo) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_server_dies_with_its_parent(tmp_path: pathlib.Path) -> None:
@@ -538,13 +570,7 @@ def test_server_dies_with_its_parent(tmp_path: pathlib.Path) -> None:
         "print(t.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
-    parent = subprocess.Popen(
-        [sys.executable, "-c", code, str(repo), str(tmp_path / "triton.log")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=pathlib.Path(__file__).resolve().parent.parent,
-    )
-    try:
+    with _python(code, str(repo), str(tmp_path / "triton.log"), stderr=None) as parent:
         assert parent.stdout is not None
         pid = int(parent.stdout.readline())
         time.sleep(0.5)  # the starting thread is gone by now: the server must still run
@@ -555,9 +581,3 @@ def test_server_dies_with_its_parent(tmp_path: pathlib.Path) -> None:
         while _triton_processes_of(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _triton_processes_of(pid) == []
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()

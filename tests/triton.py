@@ -14,7 +14,11 @@ Fixtures
 
 Tests that use them are marked ``@pytest.mark.triton``. Without nvidia-pytriton (the ``local``
 extra) the ``triton`` fixture fails with an explanation: it does not skip, so a CI that lost the
-extra goes red instead of silently green.
+extra goes red instead of silently green. It fails the same way when the test models could not
+import this checkout's ``shadowgrpc`` (fraud_recorder and fraud_sleepy extend the example fraud
+model.py, which they find through ``shadowgrpc.examples``): the Python-backend stub runs an
+isolated interpreter of this environment (no ``PYTHONPATH``, no working directory), so shadowgrpc
+must be installed in it, editable (``pip install -e .``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import importlib.util
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +40,8 @@ if TYPE_CHECKING:
 
     from shadowgrpc.triton import EmbeddedTriton
 
-TEST_MODELS = pathlib.Path(__file__).resolve().parent / "models"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEST_MODELS = ROOT / "tests" / "models"
 SLEEPY_SECONDS = 2.0
 
 
@@ -75,6 +82,21 @@ def require_pytriton() -> None:
         )
 
 
+def require_models_import_this_checkout() -> None:
+    """Fail (not skip) when an isolated interpreter of this environment, like the Python-backend
+    stub's, does not import ``shadowgrpc.examples`` from this checkout."""
+    expected = ROOT / "shadowgrpc" / "examples" / "__init__.py"
+    code = "import shadowgrpc.examples as e; print(e.__file__)"
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/", check=False)
+    found = proc.stdout.strip() if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+    if proc.returncode != 0 or pathlib.Path(found).resolve() != expected:
+        pytest.fail(
+            f"the Python-backend test models need this checkout's shadowgrpc ({expected}); an isolated "
+            f"{sys.executable} gets: {found}. Install it editable: pip install -e '.[local,test]'.",
+            pytrace=False,
+        )
+
+
 def copy_models(dst: pathlib.Path, *sources: pathlib.Path, only: Iterable[str] | None = None) -> pathlib.Path:
     """Copy the model directories of each source repository (all, or those named in ``only``)
     into ``dst``, without __pycache__."""
@@ -97,6 +119,7 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def triton(triton_repo: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFixture]:
     require_pytriton()
+    require_models_import_this_checkout()
     from shadowgrpc.triton import EmbeddedTriton
 
     state = tmp_path_factory.mktemp("triton-state")

@@ -149,7 +149,7 @@ SLICES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 # --------------------------------------------------------------------------------------------
-# fraud: the two model versions (coefficients copied verbatim into model_repository/fraud/*/model.py)
+# fraud: the two model versions (the same coefficients as VERSIONS in model_repository/fraud/1/model.py)
 # --------------------------------------------------------------------------------------------
 
 _FRAUD = {

@@ -1,19 +1,25 @@
-"""fraud_recorder: a test-only model with the interface of ``fraud`` (input ``features`` FP32 [batch, 8],
-output ``probability`` FP32 [batch, 2]).
+"""fraud_recorder and fraud_sleepy: test-only models that are fraud version 2 plus a side effect.
 
-Answers exactly like fraud version 2 and appends one JSON line per request to the file named
-by SHADOWGRPC_RECORDER_PATH (nothing when unset): request id, request parameters (the JSON of
-request.parameters(), where a shadow copy carries "shadow": true), input dtype and shape, and
-the raw input bytes (base64) and their sha256, so a test can prove from the model side that a
-shadow received exactly the live inputs and the shadow mark. One os.write on an O_APPEND fd
-per line, so lines never interleave.
+Same interface as ``fraud`` (input ``features`` FP32 [batch, 8], output ``probability`` FP32
+[batch, 2]), same answers and errors (prefixed with the model name): the model class below extends
+the example's own fraud model.py, loaded from the shadowgrpc installed in the environment that
+the Python-backend stub runs in.
 
-The fraud arithmetic below is a verbatim copy of fraud version 2
-(shadowgrpc/examples/model_repository/fraud/2/model.py); Triton loads this file alone.
+One file for both: ``fraud_sleepy/1/model.py`` is a relative symlink to this file, and
+``initialize`` picks the side effect from ``args["model_name"]``:
+
+* fraud_recorder appends one JSON line per request to the file named by SHADOWGRPC_RECORDER_PATH
+  (nothing when unset): request id, request parameters (the JSON of request.parameters(), where a
+  shadow copy carries "shadow": true), input dtype and shape, and the raw input bytes (base64) and
+  their sha256, so a test can prove from the model side that a shadow received exactly the live
+  inputs and the shadow mark. One os.write on an O_APPEND fd per line, so lines never interleave.
+* fraud_sleepy sleeps SHADOWGRPC_SLEEPY_SECONDS seconds (default 2.0) per request, then answers: a
+  slow shadow. Its config has two instances, so two requests sleep concurrently.
 """
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -21,42 +27,41 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-NAME = "fraud_recorder"
-N_FEATURES = 8
-NIGHT_END = 0.25
-HIGH_AMOUNT_LOG = 3.3
-INTERCEPT = -6.3
-WEIGHTS = np.array([0.35, 0.0, 3.3, 0.48, -0.23, 0.17, 0.85, 2.0], dtype=np.float64)
-HIGH_AMOUNT_WEIGHT = 0.0
-FOREIGN_NIGHT_WEIGHT = 5.7
-IMPUTE = [1.7, 0.55, 0.25, 1.0, 3.0, 2.5, 0.14, 0.07]
+import shadowgrpc.examples
 
 
-class BadInput(ValueError):
-    pass
+def _load_fraud_model():
+    path = shadowgrpc.examples.MODEL_REPOSITORY / "fraud" / "1" / "model.py"
+    spec = importlib.util.spec_from_file_location("shadowgrpc_example_fraud_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def fraud_v2_probability(features):
-    x = np.asarray(features, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != N_FEATURES:
-        raise BadInput(f"{NAME}: features must have shape [batch, {N_FEATURES}], got {list(x.shape)}")
-    x = x.astype(np.float64)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        x = np.where(bad, np.asarray(IMPUTE, dtype=np.float64), x)
-    night = (x[:, 1] < NIGHT_END).astype(np.float64)
-    high = (x[:, 0] >= HIGH_AMOUNT_LOG).astype(np.float64)
-    z = INTERCEPT + x @ WEIGHTS + HIGH_AMOUNT_WEIGHT * high + FOREIGN_NIGHT_WEIGHT * x[:, 6] * night
-    p = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
-    return np.stack([1.0 - p, p], axis=1).astype(np.float32)
+fraud = _load_fraud_model()
 
 
-class TritonPythonModel:
+class TritonPythonModel(fraud.TritonPythonModel):
     def initialize(self, args):
+        super().initialize({**args, "model_version": "2"})
+        self.name = self.label = args["model_name"]
+        self.model_version = str(args["model_version"])
+        hooks = {"fraud_recorder": self.record, "fraud_sleepy": self.sleep}
+        if self.name not in hooks:
+            raise ValueError(f"this model.py serves {sorted(hooks)}, not {self.name!r}")
+        self.on_request = hooks[self.name]
         self.path = os.environ.get("SHADOWGRPC_RECORDER_PATH") or None
-        self.model_version = str(args.get("model_version", "1"))
+        self.sleep_s = float(os.environ.get("SHADOWGRPC_SLEEPY_SECONDS", "2.0"))
 
-    def on_request(self, request, features):
+    def answer(self, request):
+        outputs = super().answer(request)
+        self.on_request(request, pb_utils.get_input_tensor_by_name(request, "features").as_numpy())
+        return outputs
+
+    def sleep(self, request, features):
+        time.sleep(self.sleep_s)
+
+    def record(self, request, features):
         if self.path is None:
             return
         raw = np.ascontiguousarray(features).tobytes()
@@ -66,7 +71,7 @@ class TritonPythonModel:
             parameters = {"_unparsed": request.parameters()}
         line = json.dumps(
             {
-                "model": NAME,
+                "model": self.name,
                 "model_version": self.model_version,
                 "request_id": request.request_id(),
                 "parameters": parameters,
@@ -79,31 +84,5 @@ class TritonPythonModel:
             },
             sort_keys=True,
         )
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode("utf-8"))
-        finally:
-            os.close(fd)
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                tensor = pb_utils.get_input_tensor_by_name(request, "features")
-                if tensor is None:
-                    raise BadInput(f"{NAME}: missing input 'features'")
-                features = tensor.as_numpy()
-                out = fraud_v2_probability(features)
-                self.on_request(request, features)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("probability", out)]))
-            except BadInput as exc:
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
-                )
-            except Exception as exc:  # never let the stub die on one request
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"{NAME}: internal error: {type(exc).__name__}: {exc}")
-                    )
-                )
-        return responses
+        with open(self.path, "ab", buffering=0) as fh:  # O_APPEND, unbuffered: one os.write per line
+            fh.write((line + "\n").encode("utf-8"))
