@@ -44,6 +44,7 @@ def build_report(router: Router, model: str = "") -> pb.Report:
         uptime_s=time.time() - router.started,
         unrouted_requests=router.unrouted,
         unparsed_requests=router.unparsed,
+        stream_messages=router.stream_messages,
     )
     for name, rs in router.routes.items():
         if model and name != model:
@@ -103,7 +104,10 @@ def _errs(d) -> str:
 
 def format_report(rep: pb.Report) -> str:
     """A plain-text table, one block per route."""
-    lines = [f"shadowgrpc {rep.version}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  unparsed {rep.unparsed_requests}"]
+    lines = [
+        f"shadowgrpc {rep.version}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
+        f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
+    ]
     if not rep.routes:
         lines.append("(no routes configured)")
     for r in rep.routes:

@@ -241,6 +241,7 @@ def test_routed_model_metadata_goes_to_the_pinned_live_version(triton, front):
 
 def test_model_stream_infer_passes_through(triton, front):
     feats, _ = make_transactions(12, seed=9)
+    before = front.router.stream_messages
 
     def run(address: str) -> list[bytes]:
         import queue
@@ -259,6 +260,7 @@ def test_model_stream_infer_passes_through(triton, front):
         return sorted(r.get_response().SerializeToString() for r, _ in out)
 
     assert run(front.address) == run(triton.grpc_address)
+    assert front.router.stream_messages == before + 6
 
 
 def test_stream_error_status_passes_through(triton, front):

@@ -151,15 +151,17 @@ class RouteReport(_message.Message):
     def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes")
+    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     UNROUTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     UNPARSED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     unrouted_requests: int
     unparsed_requests: int
     routes: _containers.RepeatedCompositeFieldContainer[RouteReport]
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ...) -> None: ...
+    stream_messages: int
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ...) -> None: ...
