@@ -59,7 +59,7 @@ def test_slow_shadow_does_not_delay_live_and_is_shed_past_max_in_flight():
         # Both answered (the slow one late): the two pairs were compared, identical outputs.
         assert s.ok == 2 and s.compared == 2 and s.contract_mismatch == 0
         assert s.outputs["out"].abs_diff_max == 0.0 and s.outputs["out"].agreed_rows == s.outputs["out"].rows == 4
-        assert s.latency.quantile(0.5) >= 0.6
+        assert s.latency.quantile(0.5) >= 0.6 * 0.99  # quantiles are bucket midpoints: within 1%
 
     asyncio.run(_with_front(routes, body, slow_s=0.6))
 
@@ -75,8 +75,10 @@ def test_shadow_deadline_defaults_to_the_live_deadline_and_errors_are_classified
         assert dict(slow.errors) == {"DEADLINE_EXCEEDED": 1}
         assert dict(fail.errors) == {"INVALID_ARGUMENT": 1}
         remaining = {r.model_name: t for r, _, t in fake.requests}
-        assert remaining["echo"] is not None and remaining["echo"] <= 0.3
-        assert remaining["slow"] is not None and remaining["slow"] <= 0.3
+        # grpc sends the deadline as a grpc-timeout header rounded *up* to a coarse unit, so the
+        # upstream can see a hair more than the caller's 0.3 s (0.30025 s seen); never seconds.
+        assert remaining["echo"] is not None and 0.1 < remaining["echo"] <= 0.3 + 0.005
+        assert remaining["slow"] is not None and 0.1 < remaining["slow"] <= 0.3 + 0.005
 
     asyncio.run(_with_front(routes, body, slow_s=1.0))
 
