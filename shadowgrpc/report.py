@@ -38,7 +38,8 @@ def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
     )
 
 
-def build_report(router: Router, model: str = "") -> pb.Report:
+def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], dict] | None = None) -> pb.Report:
+    """The report; ``costs`` from ``CostTracker.collect()`` fills each shadow's ComputeCost."""
     rep = pb.Report(
         version=__version__,
         uptime_s=time.time() - router.started,
@@ -75,6 +76,11 @@ def build_report(router: Router, model: str = "") -> pb.Report:
                 in_flight=ss.in_flight,
             )
             sr.errors.update(s.errors)
+            c = (costs or {}).get((name, ss.target.name))
+            if c is not None:
+                sr.cost.CopyFrom(pb.ComputeCost(**c))
+            else:
+                sr.cost.reason = "not collected"
             for oname, o in s.outputs.items():
                 sr.outputs.add(
                     name=oname,
@@ -126,6 +132,15 @@ def format_report(rep: pb.Report) -> str:
                 f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.down:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
                 f"{_lat(s.latency):<22} {_errs(s.errors)}"
             )
+            c = s.cost
+            if c.available:
+                lines.append(
+                    f"    compute (Triton statistics, {c.window_s:.0f} s): shadow {c.shadow_compute_ms:.1f} ms over "
+                    f"{c.shadow_inferences} inferences = {c.extra_compute_fraction:.2f}x live's {c.live_compute_ms:.1f} ms over "
+                    f"{c.live_inferences}; queue live {c.live_queue_ms:.1f} ms, shadow {c.shadow_queue_ms:.1f} ms"
+                )
+            elif c.reason:
+                lines.append(f"    compute: unavailable ({c.reason})")
             for o in s.outputs:
                 if o.kind == "classifier":
                     lines.append(

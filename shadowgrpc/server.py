@@ -17,6 +17,7 @@ from tritonclient.grpc import service_pb2  # noqa: F401  (registers inference.* 
 
 from .backends import SERVICE, Upstreams
 from .config import Settings
+from .cost import CostTracker
 from .router import Router
 from .servicer import ShadowControl, inference_handlers
 from .v1 import shadow_pb2, shadow_pb2_grpc
@@ -33,6 +34,7 @@ class Front:
         self.settings = settings
         self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression)
         self.router = Router(settings, self.upstreams)
+        self.cost = CostTracker(self.router)
         opts = [
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -51,7 +53,7 @@ class Front:
         self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router), self.admin)
+        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router, self.cost), self.admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.admin_health, self.admin)
         reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), self.admin)
         self.port = self._bind(self.server, s.listen, "server.listen")
@@ -61,6 +63,7 @@ class Front:
         for h, names in ((self.health, ("", SERVICE)), (self.admin_health, ("", SHADOW_CONTROL))):
             for n in names:
                 await h.set(n, health_pb2.HealthCheckResponse.SERVING)
+        await self.cost.start()  # baseline of Triton's statistics; never fails the start
         log.info("serving KServe v2 on port %d, ShadowControl on port %d", self.port, self.admin_port)
 
     @staticmethod

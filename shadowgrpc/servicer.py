@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 
 from .backends import SERVICE, UNARY_METHODS
+from .cost import CostTracker
 from .report import build_report
 from .router import Router
 from .v1 import shadow_pb2 as pb
@@ -35,13 +36,14 @@ def inference_handlers(router: Router) -> dict[str, grpc.RpcMethodHandler]:
 
 
 class ShadowControl(pb_grpc.ShadowControlServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, cost: CostTracker) -> None:
         self._router = router
+        self._cost = cost
 
     async def GetReport(self, request: pb.GetReportRequest, context: grpc.aio.ServicerContext) -> pb.Report:
         if request.model and request.model not in self._router.routes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
-        return build_report(self._router, request.model)
+        return build_report(self._router, request.model, await self._cost.collect())
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
         from .report import target_pb

@@ -407,3 +407,35 @@ def test_compressed_requests_and_upstream_compression(triton):
         assert s.ok == 1 and s.compared == 1
     finally:
         ft.stop()
+
+
+def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
+    from shadowgrpc.cli import fetch_report
+
+    cfg = {
+        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
+        "routes": [
+            {
+                "model": "fraud",
+                "live": {"version": "1"},
+                "shadows": [{"name": "v2", "version": "2"}, {"name": "half", "model": "fraud_recorder", "sample_rate": 0.5}, {"name": "gone", "address": "127.0.0.1:1"}],
+            }
+        ],
+    }
+    ft = FrontThread(cfg).start()
+    try:
+        feats, _ = make_transactions(40, seed=12)
+        with grpc.insecure_channel(ft.address) as ch:
+            call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+            for i in range(40):
+                call(fraud_request(feats[i : i + 1], rid=f"cost-{i}").SerializeToString(), timeout=10)
+        ft.drain()
+        rep = fetch_report(ft.admin_address)
+    finally:
+        ft.stop()
+    shadows = {s.target.name: s for s in rep.routes[0].shadows}
+    v2, half, gone = shadows["v2"].cost, shadows["half"].cost, shadows["gone"].cost
+    assert v2.available and v2.live_inferences == 40 and v2.shadow_inferences == 40
+    assert v2.live_compute_ms > 0 and 0.2 < v2.extra_compute_fraction < 5  # v1 and v2 cost about the same
+    assert half.available and half.shadow_inferences == shadows["half"].ok < 40
+    assert not gone.available and "UNAVAILABLE" in gone.reason

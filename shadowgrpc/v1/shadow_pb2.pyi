@@ -86,8 +86,32 @@ class OutputComparison(_message.Message):
     max_abs_diff: float
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
 
+class ComputeCost(_message.Message):
+    __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LIVE_INFERENCES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_INFERENCES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_COMPUTE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    reason: str
+    live_inferences: int
+    shadow_inferences: int
+    live_compute_ms: float
+    shadow_compute_ms: float
+    live_queue_ms: float
+    shadow_queue_ms: float
+    extra_compute_fraction: float
+    window_s: float
+    def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., live_inferences: _Optional[int] = ..., shadow_inferences: _Optional[int] = ..., live_compute_ms: _Optional[float] = ..., shadow_compute_ms: _Optional[float] = ..., live_queue_ms: _Optional[float] = ..., shadow_queue_ms: _Optional[float] = ..., extra_compute_fraction: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +132,7 @@ class ShadowReport(_message.Message):
     LIVE_FAILED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     DOWN_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -121,7 +146,8 @@ class ShadowReport(_message.Message):
     live_failed: int
     in_flight: int
     down: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ...) -> None: ...
+    cost: ComputeCost
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ...) -> None: ...
 
 class RouteReport(_message.Message):
     __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows")
