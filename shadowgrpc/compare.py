@@ -43,21 +43,27 @@ def as_array(datatype: str, shape: tuple[int, ...], contents: memoryview | None)
     return np.frombuffer(contents, dtype=dt, count=count).reshape(shape)
 
 
-def compare_responses(live_raw: bytes, shadow_raw: bytes, stats: ShadowStats) -> bool:
-    """Update ``stats`` with one live/shadow pair; returns False on a contract mismatch."""
+Primary = tuple[np.ndarray, np.ndarray]
+
+
+def compare_responses(live_raw: bytes, shadow_raw: bytes, stats: ShadowStats) -> Primary | None:
+    """Update ``stats`` with one live/shadow pair. Returns the primary output (the first numeric
+    one, as rows x values) of live and shadow, for the ground-truth join; None on a contract
+    mismatch or when there is no numeric output."""
     try:
         live = scan_response(live_raw)
         shadow = scan_response(shadow_raw)
     except ValueError:
         stats.contract_mismatch += 1
-        return False
+        return None
     if [(n, d, s) for n, d, s, _ in live] != [(n, d, s) for n, d, s, _ in shadow]:
         # Same names in another order are still comparable; anything else is not.
         if sorted((n, d, s) for n, d, s, _ in live) != sorted((n, d, s) for n, d, s, _ in shadow):
             stats.contract_mismatch += 1
-            return False
+            return None
     shadow_by_name = {n: (d, s, c) for n, d, s, c in shadow}
     stats.compared += 1
+    primary: Primary | None = None
     for name, dtype, shape, contents in live:
         a = as_array(dtype, shape, contents)
         sd, ss, sc = shadow_by_name[name]
@@ -65,7 +71,9 @@ def compare_responses(live_raw: bytes, shadow_raw: bytes, stats: ShadowStats) ->
         if a is None or b is None:
             continue
         _compare_output(stats, name, a, b)
-    return True
+        if primary is None and a.ndim >= 1 and a.shape[0] > 0:
+            primary = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
+    return primary
 
 
 def _compare_output(stats: ShadowStats, name: str, a: np.ndarray, b: np.ndarray) -> None:

@@ -11,6 +11,8 @@ so a bad config is refused at start, never discovered under traffic.
     grace_s = 10.0                   # on SIGTERM: time for in-flight live requests to finish
     upstream_compression = "none"    # or "gzip"/"deflate" for calls to Triton
     shadow_buffer_mb = 256           # bytes of in-flight shadow requests, all targets; past it: shed
+    outcome_max_pairs = 50000        # prediction pairs waiting for ground truth (0: no join)
+    outcome_ttl_s = 600              # how long a pair waits for its outcome
 
     [[routes]]
     model = "fraud"                  # the name callers use
@@ -77,6 +79,8 @@ class Settings:
     grace_s: float = 10.0
     upstream_compression: str = "none"
     shadow_buffer_bytes: int = 256 * 1024 * 1024
+    outcome_max_pairs: int = 50_000
+    outcome_ttl_s: float = 600.0
     routes: tuple[Route, ...] = field(default_factory=tuple)
 
     def route_for(self, model: str) -> Route | None:
@@ -103,7 +107,7 @@ class Settings:
         _only(data, "", {"server", "routes"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = _table(data, "server", "server")
-        _only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb"})
+        _only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_ttl_s"})
         listen = _address(server, "listen", "server.", d.listen, allow_wildcard=True)
         admin = _address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
         if admin == listen and not listen.endswith(":0"):
@@ -115,6 +119,8 @@ class Settings:
         if compression not in ("none", "gzip", "deflate"):
             raise ConfigError(f"server.upstream_compression: must be one of none, gzip, deflate, got {compression!r}")
         shadow_mb = _number(server, "shadow_buffer_mb", "server.", 256, lo=1, hi=65536, integer=True)
+        max_pairs = _number(server, "outcome_max_pairs", "server.", d.outcome_max_pairs, lo=0, hi=10_000_000, integer=True)
+        ttl = _number(server, "outcome_ttl_s", "server.", d.outcome_ttl_s, lo=1.0, hi=7 * 86400.0)
 
         raw_routes = data.get("routes", [])
         if not isinstance(raw_routes, list):
@@ -134,6 +140,8 @@ class Settings:
             grace_s=float(grace),
             upstream_compression=compression,
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
+            outcome_max_pairs=int(max_pairs),
+            outcome_ttl_s=float(ttl),
             routes=tuple(routes),
         )
 

@@ -28,7 +28,7 @@ async def _drive(port: int, n_fraud: int, n_intent: int, concurrency: int, batch
 
     from .examples.data import make_transactions
 
-    feats, _ = make_transactions(n_fraud * batch, seed=7)
+    feats, labels = make_transactions(n_fraud * batch, seed=7)
     texts = [b"FRESHMART GROCERY 0042", b"SKYJET AIRLINES TICKET", b"LUCKY SPIN CASINO", b"CITY BUS PASS", b"HOTEL AURORA"]
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
     sem = asyncio.Semaphore(concurrency)
@@ -64,7 +64,26 @@ async def _drive(port: int, n_fraud: int, n_intent: int, concurrency: int, batch
     bar.close()
     await client.close()
     sent["seconds"] = time.perf_counter() - t0
+    sent["labels"] = labels
+    sent["batch"] = batch
     return sent
+
+
+async def _send_outcomes(admin_port: int, n_fraud: int, batch: int, labels) -> object:
+    """The ground truth arrives later: one outcome (a label per row) per fraud request."""
+    import grpc
+
+    from .v1 import shadow_pb2, shadow_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{admin_port}") as ch:
+        stub = shadow_pb2_grpc.ShadowControlStub(ch)
+        return await stub.RecordOutcomes(
+            iter(
+                shadow_pb2.Outcome(request_id=f"demo-fraud-{i}", labels=[int(x) for x in labels[i * batch : (i + 1) * batch]])
+                for i in range(n_fraud)
+            ),
+            timeout=60,
+        )
 
 
 async def _demo(args: argparse.Namespace, triton_address: str, prefs: Path) -> int:
@@ -85,20 +104,25 @@ async def _demo(args: argparse.Namespace, triton_address: str, prefs: Path) -> i
         )
         await asyncio.sleep(0.2)
         cancelled = await front.router.drain(timeout=5.0)
+        got = await _send_outcomes(front.admin_port, args.requests, args.batch, sent["labels"])
+        print(f"ground truth: {got.received} fraud outcomes sent, {got.accepted} joined, {got.unknown} without a waiting pair")
         from .cli import fetch_report
 
         rep = await asyncio.to_thread(fetch_report, f"127.0.0.1:{front.admin_port}")
         print()
         print(format_report(rep))
         print()
-        return _check(rep, sent, prefs, cancelled)
+        return _check(rep, sent, prefs, cancelled, got)
     finally:
         await front.stop(grace=1.0)
 
 
-def _check(rep, sent: dict, prefs: Path, cancelled: int) -> int:
+def _check(rep, sent: dict, prefs: Path, cancelled: int, outcomes) -> int:
     """The report's counts must match what the demo sent; say so, or say what differs."""
     problems = []
+    fraud_shadows = [s for r in rep.routes if r.model == "fraud" for s in r.shadows]
+    if outcomes.accepted != sent["fraud"] or any(s.ground_truth.rows != sent["fraud"] * sent["batch"] for s in fraud_shadows):
+        problems.append(f"ground truth: {outcomes.accepted} outcomes joined for {sent['fraud']} fraud requests")
     routes = {r.model: r for r in rep.routes}
     for model in ("fraud", "merchant_intent"):
         r = routes[model]
@@ -120,7 +144,8 @@ def _check(rep, sent: dict, prefs: Path, cancelled: int) -> int:
         print("consistency check FAILED:\n  " + "\n  ".join(problems))
         return 1
     print(
-        f"consistency check: OK (report counts match the {sent['fraud'] + sent['merchant_intent']} requests sent; "
+        f"consistency check: OK (report counts match the {sent['fraud'] + sent['merchant_intent']} requests sent and "
+        f"the {outcomes.accepted} outcomes joined; "
         f"preference cache holds {len(lines)} lines = live merchant_intent requests only; shadow writes skipped)"
     )
     return 0

@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from . import __version__
 from .config import LiveTarget, ShadowTarget
 from .router import Router
+from .outcomes import OutcomeStats, Scores, wilson
 from .stats import LatencyHistogram
 from .v1 import shadow_pb2 as pb
 
@@ -22,6 +23,30 @@ def latency_summary(h: LatencyHistogram) -> pb.LatencySummary:
         mean_ms=h.mean * 1e3,
         max_ms=h.max * 1e3,
     )
+
+
+def _score(sc: Scores, kind: str) -> pb.ModelScore:
+    m = pb.ModelScore(rows=sc.rows)
+    if sc.rows and kind == "classifier":
+        lo, hi = wilson(sc.correct, sc.rows)
+        m.accuracy = sc.correct / sc.rows
+        m.accuracy_ci.lo, m.accuracy_ci.hi = lo, hi
+        m.brier = sc.brier_sum / sc.rows
+        m.ece = sc.ece
+    elif sc.rows:
+        m.mae = sc.abs_err_sum / sc.rows
+    return m
+
+
+def ground_truth_pb(o: OutcomeStats) -> pb.GroundTruth:
+    g = pb.GroundTruth(kind=o.kind, rows=o.live.rows, live=_score(o.live, o.kind), shadow=_score(o.shadow, o.kind), shape_mismatch=o.shape_mismatch)
+    if o.kind == "classifier" and o.live.rows:
+        n = o.live.rows
+        g.improvements, g.regressions, g.both_right, g.both_wrong = o.improvements, o.regressions, o.both_right, o.both_wrong
+        g.improvement_rate.lo, g.improvement_rate.hi = wilson(o.improvements, n)
+        g.regression_rate.lo, g.regression_rate.hi = wilson(o.regressions, n)
+        g.accuracy_delta = (o.shadow.correct - o.live.correct) / n
+    return g
 
 
 def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
@@ -46,6 +71,20 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
         unrouted_requests=router.unrouted,
         unparsed_requests=router.unparsed,
         stream_messages=router.stream_messages,
+    )
+    ps = router.pairs
+    rep.outcomes.CopyFrom(
+        pb.OutcomeStore(
+            waiting=len(ps),
+            stored=ps.stored,
+            evicted_full=ps.evicted_full,
+            evicted_expired=ps.evicted_expired,
+            unknown=router.outcomes_unknown,
+            duplicate=router.outcomes_duplicate,
+            mismatch=router.outcomes_mismatch,
+            max_pairs=ps.max_pairs,
+            ttl_s=ps.ttl_s,
+        )
     )
     for name, rs in router.routes.items():
         if model and name != model:
@@ -76,6 +115,7 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
                 in_flight=ss.in_flight,
             )
             sr.errors.update(s.errors)
+            sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes))
             c = (costs or {}).get((name, ss.target.name))
             if c is not None:
                 sr.cost.CopyFrom(pb.ComputeCost(**c))
@@ -114,6 +154,11 @@ def format_report(rep: pb.Report) -> str:
         f"shadowgrpc {rep.version}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
         f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
     ]
+    o = rep.outcomes
+    lines.append(
+        f"ground-truth store: {o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / "
+        f"expired {o.evicted_expired}; outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}"
+    )
     if not rep.routes:
         lines.append("(no routes configured)")
     for r in rep.routes:
@@ -132,6 +177,23 @@ def format_report(rep: pb.Report) -> str:
                 f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.down:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
                 f"{_lat(s.latency):<22} {_errs(s.errors)}"
             )
+            g = s.ground_truth
+            if g.kind == "classifier":
+                lines.append(
+                    f"    ground truth ({g.rows} rows): accuracy live {g.live.accuracy:.2%} "
+                    f"[{g.live.accuracy_ci.lo:.2%}, {g.live.accuracy_ci.hi:.2%}], shadow {g.shadow.accuracy:.2%} "
+                    f"[{g.shadow.accuracy_ci.lo:.2%}, {g.shadow.accuracy_ci.hi:.2%}], delta {g.accuracy_delta:+.2%}"
+                )
+                lines.append(
+                    f"      improvements (shadow right, live wrong) {g.improvements} [{g.improvement_rate.lo:.2%}, {g.improvement_rate.hi:.2%}]  "
+                    f"regressions (live right, shadow wrong) {g.regressions} [{g.regression_rate.lo:.2%}, {g.regression_rate.hi:.2%}]  "
+                    f"both wrong {g.both_wrong}"
+                )
+                lines.append(
+                    f"      Brier live {g.live.brier:.4f} shadow {g.shadow.brier:.4f}; ECE live {g.live.ece:.4f} shadow {g.shadow.ece:.4f}"
+                )
+            elif g.kind == "regression":
+                lines.append(f"    ground truth ({g.rows} rows): MAE live {g.live.mae:.4g}, shadow {g.shadow.mae:.4g}")
             c = s.cost
             if c.available:
                 lines.append(

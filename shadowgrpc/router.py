@@ -27,6 +27,7 @@ import grpc
 from .backends import MODEL_SCOPED, Upstream, Upstreams
 from .compare import compare_responses
 from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings, ShadowTarget
+from .outcomes import OutcomeStats, PairStore, score
 from .packing import build_request, sample_key, scan_request
 from .stats import RouteStats, ShadowStats
 
@@ -60,12 +61,13 @@ def _trailing(md) -> tuple[tuple[str, Any], ...]:
 
 
 class ShadowState:
-    __slots__ = ("target", "upstream", "stats", "in_flight", "name", "version")
+    __slots__ = ("target", "upstream", "stats", "outcomes", "in_flight", "name", "version")
 
     def __init__(self, target: ShadowTarget, upstream: Upstream) -> None:
         self.target = target
         self.upstream = upstream
         self.stats = ShadowStats()
+        self.outcomes = OutcomeStats()
         self.in_flight = 0
         self.name = target.model
         self.version = target.version or None
@@ -96,6 +98,10 @@ class Router:
         self.unparsed = 0
         self.stream_messages = 0
         self.shadow_buffer_bytes = settings.shadow_buffer_bytes
+        self.pairs = PairStore(settings.outcome_max_pairs, settings.outcome_ttl_s)
+        self.outcomes_unknown = 0
+        self.outcomes_duplicate = 0
+        self.outcomes_mismatch = 0
         self._shadow_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = time.time()
@@ -130,7 +136,7 @@ class Router:
             if uses_shm:
                 st.shm_not_mirrored += 1
             else:
-                live_done = self._mirror(rs, raw, request_id, metadata, timeout)
+                live_done = self._mirror(rs, model, raw, request_id, metadata, timeout)
         try:
             response = await call
         except BaseException as e:
@@ -152,7 +158,7 @@ class Router:
         return response
 
     def _mirror(
-        self, rs: RouteState, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
+        self, rs: RouteState, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
     ) -> asyncio.Future[bytes] | None:
         key = sample_key(request_id) if request_id else random.random()
         live_done: asyncio.Future[bytes] | None = None
@@ -175,13 +181,20 @@ class Router:
             ss.in_flight += 1
             self._shadow_bytes += len(raw)
             s.sent += 1
-            task = asyncio.create_task(self._shadow(ss, raw, metadata, deadline, live_done))
+            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return live_done
 
     async def _shadow(
-        self, ss: ShadowState, raw: bytes, metadata: tuple | None, deadline: float, live_done: asyncio.Future[bytes]
+        self,
+        ss: ShadowState,
+        route: str,
+        request_id: str,
+        raw: bytes,
+        metadata: tuple | None,
+        deadline: float,
+        live_done: asyncio.Future[bytes],
     ) -> None:
         s = ss.stats
         size = len(raw)
@@ -203,7 +216,9 @@ class Router:
             except asyncio.CancelledError:
                 s.live_failed += 1
                 return
-            compare_responses(live_response, response, s)
+            primary = compare_responses(live_response, response, s)
+            if primary is not None and request_id and self.pairs.max_pairs:
+                self.pairs.add(request_id, route, ss.target.name, *primary)
         except asyncio.CancelledError:
             s.errors["CANCELLED"] += 1
         except Exception:  # a shadow problem must never surface anywhere but in its stats
@@ -212,6 +227,28 @@ class Router:
         finally:
             ss.in_flight -= 1
             self._shadow_bytes -= size
+
+    # -- ground truth ---------------------------------------------------------------------------
+    def record_outcome(self, request_id: str, labels, values) -> str:
+        """Join one outcome with its waiting pair: "accepted", "unknown", "duplicate" or
+        "mismatch" (rows or classes do not fit the predictions)."""
+        pair, duplicate = self.pairs.take(request_id)
+        if pair is None:
+            if duplicate:
+                self.outcomes_duplicate += 1
+                return "duplicate"
+            self.outcomes_unknown += 1
+            return "unknown"
+        rs = self.routes.get(pair.route)
+        ok = False
+        for ss in rs.shadows if rs is not None else ():
+            shadow = pair.shadows.get(ss.target.name)
+            if shadow is not None and score(ss.outcomes, pair.live, shadow, labels, values):
+                ok = True
+        if not ok:
+            self.outcomes_mismatch += 1
+            return "mismatch"
+        return "accepted"
 
     # -- everything else ----------------------------------------------------------------------
     async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext, timeout: float | None) -> bytes:

@@ -8,6 +8,7 @@ Triton's exact status and message).
 from __future__ import annotations
 
 import grpc
+import numpy as np
 
 from .backends import SERVICE, UNARY_METHODS
 from .cost import CostTracker
@@ -45,6 +46,21 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
         return build_report(self._router, request.model, await self._cost.collect())
 
+    async def RecordOutcomes(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.RecordOutcomesResponse:
+        resp = pb.RecordOutcomesResponse()
+        i = -1
+        async for o in request_iterator:
+            i += 1
+            problem = _outcome_problem(o, i)
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            labels = np.asarray(o.labels, dtype=np.int64) if len(o.labels) else None
+            values = np.asarray(o.values, dtype=np.float64) if len(o.values) else None
+            verdict = self._router.record_outcome(o.request_id, labels, values)
+            resp.received += 1
+            setattr(resp, verdict, getattr(resp, verdict) + 1)
+        return resp
+
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
         from .report import target_pb
 
@@ -52,6 +68,19 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         for r in self._router.settings.routes:
             resp.routes.add(model=r.model, live=target_pb(r.live), shadows=[target_pb(s) for s in r.shadows])
         return resp
+
+
+def _outcome_problem(o: pb.Outcome, i: int) -> str:
+    where = f"outcomes[{i}]"
+    if not o.request_id:
+        return f"{where}.request_id: required"
+    if len(o.labels) and len(o.values):
+        return f"{where}: set labels (classifier) or values (regression), not both"
+    if not len(o.labels) and not len(o.values):
+        return f"{where}: labels (classifier) or values (regression) required"
+    if len(o.values) and not np.isfinite(np.asarray(o.values)).all():
+        return f"{where}.values: must be finite"
+    return ""
 
 
 __all__ = ["SERVICE", "ShadowControl", "inference_handlers"]

@@ -20,4 +20,6 @@ def test_demo_report_is_consistent():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "sent 200 fraud + 40 merchant_intent requests (0 errors)" in out.stdout
     assert "route 'fraud'" in out.stdout and "fraud-v2" in out.stdout and "top-label agreement" in out.stdout
+    assert "ground truth: 200 fraud outcomes sent, 200 joined" in out.stdout
+    assert "improvements (shadow right, live wrong)" in out.stdout and "Brier live" in out.stdout
     assert "consistency check: OK" in out.stdout

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashadowgrpc/v1/shadow.proto\x12\rshadowgrpc.v1\"!\n\x10GetReportRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x13\n\x11ListRoutesRequest\"\x87\x01\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x01\x12\x12\n\ndeadline_s\x18\x06 \x01(\x01\x12\x15\n\rmax_in_flight\x18\x07 \x01(\r\"c\n\x05Route\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x04live\x18\x02 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12&\n\x07shadows\x18\x03 \x03(\x0b\x32\x15.shadowgrpc.v1.Target\"P\n\x12ListRoutesResponse\x12\x14\n\x0c\x64\x65\x66\x61ult_live\x18\x01 \x01(\t\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.shadowgrpc.v1.Route\"p\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0f\n\x07mean_ms\x18\x05 \x01(\x01\x12\x0e\n\x06max_ms\x18\x06 \x01(\x01\"\x91\x01\n\x10OutputComparison\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x13\n\x0b\x61greed_rows\x18\x04 \x01(\x04\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x15\n\rmean_abs_diff\x18\x06 \x01(\x01\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x01\"\xfa\x01\n\x0b\x43omputeCost\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0flive_inferences\x18\x03 \x01(\x04\x12\x19\n\x11shadow_inferences\x18\x04 \x01(\x04\x12\x17\n\x0flive_compute_ms\x18\x05 \x01(\x01\x12\x19\n\x11shadow_compute_ms\x18\x06 \x01(\x01\x12\x15\n\rlive_queue_ms\x18\x07 \x01(\x01\x12\x17\n\x0fshadow_queue_ms\x18\x08 \x01(\x01\x12\x1e\n\x16\x65xtra_compute_fraction\x18\t \x01(\x01\x12\x10\n\x08window_s\x18\n \x01(\x01\"\xc5\x03\n\x0cShadowReport\x12%\n\x06target\x18\x01 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12\x0f\n\x07sampled\x18\x02 \x01(\x04\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\n\n\x02ok\x18\x04 \x01(\x04\x12\x0c\n\x04shed\x18\x05 \x01(\x04\x12\x37\n\x06\x65rrors\x18\x06 \x03(\x0b\x32\'.shadowgrpc.v1.ShadowReport.ErrorsEntry\x12\x10\n\x08\x63ompared\x18\x07 \x01(\x04\x12\x19\n\x11\x63ontract_mismatch\x18\x08 \x01(\x04\x12\x30\n\x07outputs\x18\t \x03(\x0b\x32\x1f.shadowgrpc.v1.OutputComparison\x12.\n\x07latency\x18\n \x01(\x0b\x32\x1d.shadowgrpc.v1.LatencySummary\x12\x13\n\x0blive_failed\x18\x0b \x01(\x04\x12\x11\n\tin_flight\x18\x0c \x01(\r\x12\x0c\n\x04\x64own\x18\r \x01(\x04\x12(\n\x04\x63ost\x18\x0e \x01(\x0b\x32\x1a.shadowgrpc.v1.ComputeCost\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xd5\x02\n\x0bRouteReport\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x04live\x18\x02 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0f\n\x07live_ok\x18\x04 \x01(\x04\x12?\n\x0blive_errors\x18\x05 \x03(\x0b\x32*.shadowgrpc.v1.RouteReport.LiveErrorsEntry\x12\x18\n\x10shm_not_mirrored\x18\x06 \x01(\x04\x12\x33\n\x0clive_latency\x18\x07 \x01(\x0b\x32\x1d.shadowgrpc.v1.LatencySummary\x12,\n\x07shadows\x18\x08 \x03(\x0b\x32\x1b.shadowgrpc.v1.ShadowReport\x1a\x31\n\x0fLiveErrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xa6\x01\n\x06Report\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x19\n\x11unrouted_requests\x18\x03 \x01(\x04\x12\x19\n\x11unparsed_requests\x18\x04 \x01(\x04\x12*\n\x06routes\x18\x05 \x03(\x0b\x32\x1a.shadowgrpc.v1.RouteReport\x12\x17\n\x0fstream_messages\x18\x06 \x01(\x04\x32\xa7\x01\n\rShadowControl\x12\x43\n\tGetReport\x12\x1f.shadowgrpc.v1.GetReportRequest\x1a\x15.shadowgrpc.v1.Report\x12Q\n\nListRoutes\x12 .shadowgrpc.v1.ListRoutesRequest\x1a!.shadowgrpc.v1.ListRoutesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashadowgrpc/v1/shadow.proto\x12\rshadowgrpc.v1\"=\n\x07Outcome\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"r\n\x16RecordOutcomesResponse\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\x12\x0f\n\x07unknown\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x04\x12\x10\n\x08mismatch\x18\x05 \x01(\x04\"!\n\x10GetReportRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x13\n\x11ListRoutesRequest\"\x87\x01\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x01\x12\x12\n\ndeadline_s\x18\x06 \x01(\x01\x12\x15\n\rmax_in_flight\x18\x07 \x01(\r\"c\n\x05Route\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x04live\x18\x02 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12&\n\x07shadows\x18\x03 \x03(\x0b\x32\x15.shadowgrpc.v1.Target\"P\n\x12ListRoutesResponse\x12\x14\n\x0c\x64\x65\x66\x61ult_live\x18\x01 \x01(\t\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.shadowgrpc.v1.Route\"p\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0f\n\x07mean_ms\x18\x05 \x01(\x01\x12\x0e\n\x06max_ms\x18\x06 \x01(\x01\"\x91\x01\n\x10OutputComparison\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x13\n\x0b\x61greed_rows\x18\x04 \x01(\x04\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x15\n\rmean_abs_diff\x18\x06 \x01(\x01\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x01\"\xfa\x01\n\x0b\x43omputeCost\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0flive_inferences\x18\x03 \x01(\x04\x12\x19\n\x11shadow_inferences\x18\x04 \x01(\x04\x12\x17\n\x0flive_compute_ms\x18\x05 \x01(\x01\x12\x19\n\x11shadow_compute_ms\x18\x06 \x01(\x01\x12\x15\n\rlive_queue_ms\x18\x07 \x01(\x01\x12\x17\n\x0fshadow_queue_ms\x18\x08 \x01(\x01\x12\x1e\n\x16\x65xtra_compute_fraction\x18\t \x01(\x01\x12\x10\n\x08window_s\x18\n \x01(\x01\"\"\n\x08Interval\x12\n\n\x02lo\x18\x01 \x01(\x01\x12\n\n\x02hi\x18\x02 \x01(\x01\"\x83\x01\n\nModelScore\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12,\n\x0b\x61\x63\x63uracy_ci\x18\x03 \x01(\x0b\x32\x17.shadowgrpc.v1.Interval\x12\r\n\x05\x62rier\x18\x04 \x01(\x01\x12\x0b\n\x03\x65\x63\x65\x18\x05 \x01(\x01\x12\x0b\n\x03mae\x18\x06 \x01(\x01\"\xe5\x02\n\x0bGroundTruth\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\'\n\x04live\x18\x03 \x01(\x0b\x32\x19.shadowgrpc.v1.ModelScore\x12)\n\x06shadow\x18\x04 \x01(\x0b\x32\x19.shadowgrpc.v1.ModelScore\x12\x14\n\x0cimprovements\x18\x05 \x01(\x04\x12\x13\n\x0bregressions\x18\x06 \x01(\x04\x12\x12\n\nboth_right\x18\x07 \x01(\x04\x12\x12\n\nboth_wrong\x18\x08 \x01(\x04\x12\x31\n\x10improvement_rate\x18\t \x01(\x0b\x32\x17.shadowgrpc.v1.Interval\x12\x30\n\x0fregression_rate\x18\n \x01(\x0b\x32\x17.shadowgrpc.v1.Interval\x12\x16\n\x0e\x61\x63\x63uracy_delta\x18\x0b \x01(\x01\x12\x16\n\x0eshape_mismatch\x18\x0c \x01(\x04\"\xb6\x01\n\x0cOutcomeStore\x12\x0f\n\x07waiting\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\x04\x12\x14\n\x0c\x65victed_full\x18\x03 \x01(\x04\x12\x17\n\x0f\x65victed_expired\x18\x04 \x01(\x04\x12\x0f\n\x07unknown\x18\x05 \x01(\x04\x12\x11\n\tduplicate\x18\x06 \x01(\x04\x12\x10\n\x08mismatch\x18\x07 \x01(\x04\x12\x11\n\tmax_pairs\x18\x08 \x01(\x04\x12\r\n\x05ttl_s\x18\t \x01(\x01\"\xf7\x03\n\x0cShadowReport\x12%\n\x06target\x18\x01 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12\x0f\n\x07sampled\x18\x02 \x01(\x04\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\n\n\x02ok\x18\x04 \x01(\x04\x12\x0c\n\x04shed\x18\x05 \x01(\x04\x12\x37\n\x06\x65rrors\x18\x06 \x03(\x0b\x32\'.shadowgrpc.v1.ShadowReport.ErrorsEntry\x12\x10\n\x08\x63ompared\x18\x07 \x01(\x04\x12\x19\n\x11\x63ontract_mismatch\x18\x08 \x01(\x04\x12\x30\n\x07outputs\x18\t \x03(\x0b\x32\x1f.shadowgrpc.v1.OutputComparison\x12.\n\x07latency\x18\n \x01(\x0b\x32\x1d.shadowgrpc.v1.LatencySummary\x12\x13\n\x0blive_failed\x18\x0b \x01(\x04\x12\x11\n\tin_flight\x18\x0c \x01(\r\x12\x0c\n\x04\x64own\x18\r \x01(\x04\x12(\n\x04\x63ost\x18\x0e \x01(\x0b\x32\x1a.shadowgrpc.v1.ComputeCost\x12\x30\n\x0cground_truth\x18\x0f \x01(\x0b\x32\x1a.shadowgrpc.v1.GroundTruth\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xd5\x02\n\x0bRouteReport\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x04live\x18\x02 \x01(\x0b\x32\x15.shadowgrpc.v1.Target\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0f\n\x07live_ok\x18\x04 \x01(\x04\x12?\n\x0blive_errors\x18\x05 \x03(\x0b\x32*.shadowgrpc.v1.RouteReport.LiveErrorsEntry\x12\x18\n\x10shm_not_mirrored\x18\x06 \x01(\x04\x12\x33\n\x0clive_latency\x18\x07 \x01(\x0b\x32\x1d.shadowgrpc.v1.LatencySummary\x12,\n\x07shadows\x18\x08 \x03(\x0b\x32\x1b.shadowgrpc.v1.ShadowReport\x1a\x31\n\x0fLiveErrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xd5\x01\n\x06Report\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x19\n\x11unrouted_requests\x18\x03 \x01(\x04\x12\x19\n\x11unparsed_requests\x18\x04 \x01(\x04\x12*\n\x06routes\x18\x05 \x03(\x0b\x32\x1a.shadowgrpc.v1.RouteReport\x12\x17\n\x0fstream_messages\x18\x06 \x01(\x04\x12-\n\x08outcomes\x18\x07 \x01(\x0b\x32\x1b.shadowgrpc.v1.OutcomeStore2\xfa\x01\n\rShadowControl\x12\x43\n\tGetReport\x12\x1f.shadowgrpc.v1.GetReportRequest\x1a\x15.shadowgrpc.v1.Report\x12Q\n\nListRoutes\x12 .shadowgrpc.v1.ListRoutesRequest\x1a!.shadowgrpc.v1.ListRoutesResponse\x12Q\n\x0eRecordOutcomes\x12\x16.shadowgrpc.v1.Outcome\x1a%.shadowgrpc.v1.RecordOutcomesResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHADOWREPORT_ERRORSENTRY']._serialized_options = b'8\001'
   _globals['_ROUTEREPORT_LIVEERRORSENTRY']._loaded_options = None
   _globals['_ROUTEREPORT_LIVEERRORSENTRY']._serialized_options = b'8\001'
-  _globals['_GETREPORTREQUEST']._serialized_start=45
-  _globals['_GETREPORTREQUEST']._serialized_end=78
-  _globals['_LISTROUTESREQUEST']._serialized_start=80
-  _globals['_LISTROUTESREQUEST']._serialized_end=99
-  _globals['_TARGET']._serialized_start=102
-  _globals['_TARGET']._serialized_end=237
-  _globals['_ROUTE']._serialized_start=239
-  _globals['_ROUTE']._serialized_end=338
-  _globals['_LISTROUTESRESPONSE']._serialized_start=340
-  _globals['_LISTROUTESRESPONSE']._serialized_end=420
-  _globals['_LATENCYSUMMARY']._serialized_start=422
-  _globals['_LATENCYSUMMARY']._serialized_end=534
-  _globals['_OUTPUTCOMPARISON']._serialized_start=537
-  _globals['_OUTPUTCOMPARISON']._serialized_end=682
-  _globals['_COMPUTECOST']._serialized_start=685
-  _globals['_COMPUTECOST']._serialized_end=935
-  _globals['_SHADOWREPORT']._serialized_start=938
-  _globals['_SHADOWREPORT']._serialized_end=1391
-  _globals['_SHADOWREPORT_ERRORSENTRY']._serialized_start=1346
-  _globals['_SHADOWREPORT_ERRORSENTRY']._serialized_end=1391
-  _globals['_ROUTEREPORT']._serialized_start=1394
-  _globals['_ROUTEREPORT']._serialized_end=1735
-  _globals['_ROUTEREPORT_LIVEERRORSENTRY']._serialized_start=1686
-  _globals['_ROUTEREPORT_LIVEERRORSENTRY']._serialized_end=1735
-  _globals['_REPORT']._serialized_start=1738
-  _globals['_REPORT']._serialized_end=1904
-  _globals['_SHADOWCONTROL']._serialized_start=1907
-  _globals['_SHADOWCONTROL']._serialized_end=2074
+  _globals['_OUTCOME']._serialized_start=45
+  _globals['_OUTCOME']._serialized_end=106
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=108
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=222
+  _globals['_GETREPORTREQUEST']._serialized_start=224
+  _globals['_GETREPORTREQUEST']._serialized_end=257
+  _globals['_LISTROUTESREQUEST']._serialized_start=259
+  _globals['_LISTROUTESREQUEST']._serialized_end=278
+  _globals['_TARGET']._serialized_start=281
+  _globals['_TARGET']._serialized_end=416
+  _globals['_ROUTE']._serialized_start=418
+  _globals['_ROUTE']._serialized_end=517
+  _globals['_LISTROUTESRESPONSE']._serialized_start=519
+  _globals['_LISTROUTESRESPONSE']._serialized_end=599
+  _globals['_LATENCYSUMMARY']._serialized_start=601
+  _globals['_LATENCYSUMMARY']._serialized_end=713
+  _globals['_OUTPUTCOMPARISON']._serialized_start=716
+  _globals['_OUTPUTCOMPARISON']._serialized_end=861
+  _globals['_COMPUTECOST']._serialized_start=864
+  _globals['_COMPUTECOST']._serialized_end=1114
+  _globals['_INTERVAL']._serialized_start=1116
+  _globals['_INTERVAL']._serialized_end=1150
+  _globals['_MODELSCORE']._serialized_start=1153
+  _globals['_MODELSCORE']._serialized_end=1284
+  _globals['_GROUNDTRUTH']._serialized_start=1287
+  _globals['_GROUNDTRUTH']._serialized_end=1644
+  _globals['_OUTCOMESTORE']._serialized_start=1647
+  _globals['_OUTCOMESTORE']._serialized_end=1829
+  _globals['_SHADOWREPORT']._serialized_start=1832
+  _globals['_SHADOWREPORT']._serialized_end=2335
+  _globals['_SHADOWREPORT_ERRORSENTRY']._serialized_start=2290
+  _globals['_SHADOWREPORT_ERRORSENTRY']._serialized_end=2335
+  _globals['_ROUTEREPORT']._serialized_start=2338
+  _globals['_ROUTEREPORT']._serialized_end=2679
+  _globals['_ROUTEREPORT_LIVEERRORSENTRY']._serialized_start=2630
+  _globals['_ROUTEREPORT_LIVEERRORSENTRY']._serialized_end=2679
+  _globals['_REPORT']._serialized_start=2682
+  _globals['_REPORT']._serialized_end=2895
+  _globals['_SHADOWCONTROL']._serialized_start=2898
+  _globals['_SHADOWCONTROL']._serialized_end=3148
 # @@protoc_insertion_point(module_scope)

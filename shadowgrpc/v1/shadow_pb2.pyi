@@ -6,6 +6,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Outcome(_message.Message):
+    __slots__ = ("request_id", "labels", "values")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RecordOutcomesResponse(_message.Message):
+    __slots__ = ("received", "accepted", "unknown", "duplicate", "mismatch")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    accepted: int
+    unknown: int
+    duplicate: int
+    mismatch: int
+    def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ...) -> None: ...
+
 class GetReportRequest(_message.Message):
     __slots__ = ("model",)
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -110,8 +134,82 @@ class ComputeCost(_message.Message):
     window_s: float
     def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., live_inferences: _Optional[int] = ..., shadow_inferences: _Optional[int] = ..., live_compute_ms: _Optional[float] = ..., shadow_compute_ms: _Optional[float] = ..., live_queue_ms: _Optional[float] = ..., shadow_queue_ms: _Optional[float] = ..., extra_compute_fraction: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
 
+class Interval(_message.Message):
+    __slots__ = ("lo", "hi")
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    lo: float
+    hi: float
+    def __init__(self, lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
+
+class ModelScore(_message.Message):
+    __slots__ = ("rows", "accuracy", "accuracy_ci", "brier", "ece", "mae")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_CI_FIELD_NUMBER: _ClassVar[int]
+    BRIER_FIELD_NUMBER: _ClassVar[int]
+    ECE_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    accuracy: float
+    accuracy_ci: Interval
+    brier: float
+    ece: float
+    mae: float
+    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ...) -> None: ...
+
+class GroundTruth(_message.Message):
+    __slots__ = ("kind", "rows", "live", "shadow", "improvements", "regressions", "both_right", "both_wrong", "improvement_rate", "regression_rate", "accuracy_delta", "shape_mismatch")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    IMPROVEMENTS_FIELD_NUMBER: _ClassVar[int]
+    REGRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    BOTH_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BOTH_WRONG_FIELD_NUMBER: _ClassVar[int]
+    IMPROVEMENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_DELTA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    rows: int
+    live: ModelScore
+    shadow: ModelScore
+    improvements: int
+    regressions: int
+    both_right: int
+    both_wrong: int
+    improvement_rate: Interval
+    regression_rate: Interval
+    accuracy_delta: float
+    shape_mismatch: int
+    def __init__(self, kind: _Optional[str] = ..., rows: _Optional[int] = ..., live: _Optional[_Union[ModelScore, _Mapping]] = ..., shadow: _Optional[_Union[ModelScore, _Mapping]] = ..., improvements: _Optional[int] = ..., regressions: _Optional[int] = ..., both_right: _Optional[int] = ..., both_wrong: _Optional[int] = ..., improvement_rate: _Optional[_Union[Interval, _Mapping]] = ..., regression_rate: _Optional[_Union[Interval, _Mapping]] = ..., accuracy_delta: _Optional[float] = ..., shape_mismatch: _Optional[int] = ...) -> None: ...
+
+class OutcomeStore(_message.Message):
+    __slots__ = ("waiting", "stored", "evicted_full", "evicted_expired", "unknown", "duplicate", "mismatch", "max_pairs", "ttl_s")
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FULL_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    waiting: int
+    stored: int
+    evicted_full: int
+    evicted_expired: int
+    unknown: int
+    duplicate: int
+    mismatch: int
+    max_pairs: int
+    ttl_s: float
+    def __init__(self, waiting: _Optional[int] = ..., stored: _Optional[int] = ..., evicted_full: _Optional[int] = ..., evicted_expired: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ..., max_pairs: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +231,7 @@ class ShadowReport(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     DOWN_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -147,7 +246,8 @@ class ShadowReport(_message.Message):
     in_flight: int
     down: int
     cost: ComputeCost
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ...) -> None: ...
+    ground_truth: GroundTruth
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ...) -> None: ...
 
 class RouteReport(_message.Message):
     __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows")
@@ -177,17 +277,19 @@ class RouteReport(_message.Message):
     def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages")
+    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     UNROUTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     UNPARSED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     STREAM_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     unrouted_requests: int
     unparsed_requests: int
     routes: _containers.RepeatedCompositeFieldContainer[RouteReport]
     stream_messages: int
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ...) -> None: ...
+    outcomes: OutcomeStore
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class ShadowControlStub:
                 request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesRequest.SerializeToString,
                 response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesResponse.FromString,
                 _registered_method=True)
+        self.RecordOutcomes = channel.stream_unary(
+                '/shadowgrpc.v1.ShadowControl/RecordOutcomes',
+                request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.SerializeToString,
+                response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.FromString,
+                _registered_method=True)
 
 
 class ShadowControlServicer:
@@ -65,6 +70,15 @@ class ShadowControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordOutcomes(self, request_iterator, context):
+        """Ground truth for earlier requests, joined by request id with the waiting live/shadow pairs.
+        Unknown, expired or duplicate ids are counted, never an error; a malformed outcome ends the
+        stream with INVALID_ARGUMENT naming the field (outcomes before it are kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShadowControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_ShadowControlServicer_to_server(servicer, server):
                     servicer.ListRoutes,
                     request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesRequest.FromString,
                     response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'RecordOutcomes': grpc.stream_unary_rpc_method_handler(
+                    servicer.RecordOutcomes,
+                    request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.FromString,
+                    response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +153,33 @@ class ShadowControl:
             '/shadowgrpc.v1.ShadowControl/ListRoutes',
             shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesRequest.SerializeToString,
             shadowgrpc_dot_v1_dot_shadow__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOutcomes(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shadowgrpc.v1.ShadowControl/RecordOutcomes',
+            shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.SerializeToString,
+            shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,
