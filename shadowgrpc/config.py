@@ -24,6 +24,14 @@ so a bad config is refused at start, never discovered under traffic.
     sample_rate = 1.0                # by hash of the request id when the caller set one
     # deadline_ms: default = the live deadline (the caller's, else live.deadline_ms)
     max_in_flight = 64
+
+    [routes.gates]                   # the verdict (all optional; defaults shown)
+    min_pairs = 200                  # compared pairs before latency/error gates decide
+    min_outcomes = 200               # outcome rows before quality gates decide
+    p99_ratio_max = 1.2              # shadow p99 <= 1.2 x live p99 (p99_ms_max: absolute bound)
+    error_rate_max = 0.01
+    accuracy_delta_min = -0.005      # lower 95% bound of shadow - live accuracy
+    ece_delta_max = 0.02
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .verdict import Gates
 
 # Used for a shadow call when neither the caller, the live target nor the shadow set a deadline:
 # a shadow without any deadline could hold its in-flight slot forever.
@@ -68,6 +78,7 @@ class Route:
     model: str
     live: LiveTarget
     shadows: tuple[ShadowTarget, ...] = ()
+    gates: Gates = Gates()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +160,7 @@ class Settings:
 def _route(r: Any, where: str, default_live: str) -> Route:
     if not isinstance(r, Mapping):
         raise ConfigError(f"{where[:-1]}: must be a table")
-    _only(r, where, {"model", "live", "shadows"})
+    _only(r, where, {"model", "live", "shadows", "gates"})
     model = _string(r, "model", where, required=True)
     live_t = _table(r, "live", where + "live")
     _only(live_t, where + "live.", {"address", "model", "version", "deadline_ms"})
@@ -192,7 +203,23 @@ def _route(r: Any, where: str, default_live: str) -> Route:
                 raise ConfigError(
                     f"{sw}version: shadow is the live target itself; name it with 'aa' (e.g. name = \"aa\") if an A/A noise-floor target is intended"
                 )
-    return Route(model=model, live=live, shadows=tuple(shadows))
+    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where))
+
+
+def _gates(r: Mapping[str, Any], where: str) -> Gates:
+    t = _table(r, "gates", where + "gates")
+    gw = where + "gates."
+    _only(t, gw, {"min_pairs", "min_outcomes", "p99_ratio_max", "p99_ms_max", "error_rate_max", "accuracy_delta_min", "ece_delta_max"})
+    d = Gates()
+    return Gates(
+        min_pairs=int(_number(t, "min_pairs", gw, d.min_pairs, lo=1, hi=1e12, integer=True)),
+        min_outcomes=int(_number(t, "min_outcomes", gw, d.min_outcomes, lo=1, hi=1e12, integer=True)),
+        p99_ratio_max=float(_number(t, "p99_ratio_max", gw, d.p99_ratio_max, lo=0.01, hi=1000)),
+        p99_ms_max=float(_number(t, "p99_ms_max", gw, 0, lo=0.001, hi=3_600_000)) if "p99_ms_max" in t else None,
+        error_rate_max=float(_number(t, "error_rate_max", gw, d.error_rate_max, lo=0, hi=1)),
+        accuracy_delta_min=float(_number(t, "accuracy_delta_min", gw, d.accuracy_delta_min, lo=-1, hi=1)),
+        ece_delta_max=float(_number(t, "ece_delta_max", gw, d.ece_delta_max, lo=-1, hi=1)),
+    )
 
 
 def _only(t: Mapping[str, Any], where: str, allowed: set[str]) -> None:

@@ -11,6 +11,7 @@ from .config import LiveTarget, ShadowTarget
 from .router import Router
 from .outcomes import OutcomeStats, Scores, wilson
 from .stats import LatencyHistogram
+from .verdict import evaluate
 from .v1 import shadow_pb2 as pb
 
 
@@ -116,6 +117,10 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
             )
             sr.errors.update(s.errors)
             sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes))
+            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes)
+            sr.verdict.decision = decision
+            for gr in gates:
+                sr.verdict.gates.add(name=gr.name, status=gr.status, reason=gr.reason, value=gr.value, threshold=gr.threshold)
             c = (costs or {}).get((name, ss.target.name))
             if c is not None:
                 sr.cost.CopyFrom(pb.ComputeCost(**c))
@@ -164,6 +169,10 @@ def format_report(rep: pb.Report) -> str:
     for r in rep.routes:
         live = r.live
         lines.append("")
+        for s in r.shadows:  # the verdict first
+            lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}")
+            for gt in s.verdict.gates:
+                lines.append(f"  {gt.status:<15} {gt.name:<16} {gt.reason}")
         lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}")
         lines.append(
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "

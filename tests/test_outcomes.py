@@ -121,3 +121,7 @@ def test_ground_truth_join_end_to_end(triton):
     assert g.improvements + g.regressions + g.both_right + g.both_wrong == n
     assert g.improvement_rate.lo <= g.improvements / n <= g.improvement_rate.hi
     assert rep.outcomes.unknown == 20050 and rep.outcomes.duplicate == 10 and rep.outcomes.waiting == 0
+    # v2 loses more rows than it wins against the truth: the accuracy gate fails, with its numbers.
+    v = rep.routes[0].shadows[0].verdict
+    acc = {gt.name: gt for gt in v.gates}["accuracy"]
+    assert v.decision == "FAIL" and acc.status == "FAIL" and f"{g.regressions} regressions" in acc.reason

@@ -208,8 +208,30 @@ class OutcomeStore(_message.Message):
     ttl_s: float
     def __init__(self, waiting: _Optional[int] = ..., stored: _Optional[int] = ..., evicted_full: _Optional[int] = ..., evicted_expired: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ..., max_pairs: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
+class Gate(_message.Message):
+    __slots__ = ("name", "status", "reason", "value", "threshold")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: str
+    reason: str
+    value: float
+    threshold: float
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("decision", "gates")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    decision: str
+    gates: _containers.RepeatedCompositeFieldContainer[Gate]
+    def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ...) -> None: ...
+
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +254,7 @@ class ShadowReport(_message.Message):
     DOWN_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -247,7 +270,8 @@ class ShadowReport(_message.Message):
     down: int
     cost: ComputeCost
     ground_truth: GroundTruth
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ...) -> None: ...
+    verdict: Verdict
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
 
 class RouteReport(_message.Message):
     __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows")
