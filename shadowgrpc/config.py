@@ -71,6 +71,7 @@ class ShadowTarget:
     sample_rate: float = 1.0
     deadline_s: float | None = None  # None = the live deadline
     max_in_flight: int = 64
+    noise_floor: bool = False  # an A/A replica of live: its differences are jitter, not change
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,10 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         sw = f"{where}shadows[{j}]."
         if not isinstance(s, Mapping):
             raise ConfigError(f"{sw[:-1]}: must be a table")
-        _only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight"})
+        _only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor"})
+        noise_floor = s.get("noise_floor", False)
+        if not isinstance(noise_floor, bool):
+            raise ConfigError(f"{sw}noise_floor: must be true or false, got {noise_floor!r}")
         smodel = _string(s, "model", sw, default=model)
         sversion = _version(s, sw)
         name = _string(s, "name", sw, default=f"{smodel}:{sversion}" if sversion else smodel)
@@ -195,14 +199,12 @@ def _route(r: Any, where: str, default_live: str) -> Route:
                 sample_rate=float(_number(s, "sample_rate", sw, 1.0, lo=0.0, hi=1.0)),
                 deadline_s=_deadline(s, sw),
                 max_in_flight=int(_number(s, "max_in_flight", sw, 64, lo=1, hi=100_000, integer=True)),
+                noise_floor=noise_floor,
             )
         )
-        if (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion:
-            # Allowed (an A/A noise-floor target), but only when named as such.
-            if "aa" not in name.lower() and "a/a" not in name.lower():
-                raise ConfigError(
-                    f"{sw}version: shadow is the live target itself; name it with 'aa' (e.g. name = \"aa\") if an A/A noise-floor target is intended"
-                )
+        same = (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion
+        if same and not noise_floor:
+            raise ConfigError(f"{sw}version: this shadow is the live target itself; set noise_floor = true if an A/A noise-floor target is intended")
     return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where))
 
 

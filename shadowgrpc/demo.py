@@ -121,8 +121,12 @@ def _check(rep, sent: dict, prefs: Path, cancelled: int, outcomes) -> int:
     """The report's counts must match what the demo sent; say so, or say what differs."""
     problems = []
     fraud_shadows = [s for r in rep.routes if r.model == "fraud" for s in r.shadows]
-    if outcomes.accepted != sent["fraud"] or any(s.ground_truth.rows != sent["fraud"] * sent["batch"] for s in fraud_shadows):
-        problems.append(f"ground truth: {outcomes.accepted} outcomes joined for {sent['fraud']} fraud requests")
+    # Every compared pair carried an id, so every one of them must have been joined with its outcome.
+    if outcomes.accepted != sent["fraud"] or any(s.ground_truth.rows != s.compared * sent["batch"] for s in fraud_shadows):
+        problems.append(
+            f"ground truth: {outcomes.accepted} outcomes joined for {sent['fraud']} fraud requests; rows per shadow "
+            + ", ".join(f"{s.target.name} {s.ground_truth.rows} for {s.compared} pairs" for s in fraud_shadows)
+        )
     routes = {r.model: r for r in rep.routes}
     for model in ("fraud", "merchant_intent"):
         r = routes[model]

@@ -61,6 +61,7 @@ def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
         sample_rate=t.sample_rate,
         deadline_s=t.deadline_s or 0.0,
         max_in_flight=t.max_in_flight,
+        noise_floor=t.noise_floor,
     )
 
 
@@ -180,6 +181,7 @@ def format_report(rep: pb.Report) -> str:
         )
         header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
         lines.append(header)
+        floor = {o.name: o for s in r.shadows if s.target.noise_floor for o in s.outputs}
         for s in r.shadows:
             t = s.target
             lines.append(
@@ -212,12 +214,19 @@ def format_report(rep: pb.Report) -> str:
                 )
             elif c.reason:
                 lines.append(f"    compute: unavailable ({c.reason})")
+            if t.noise_floor:
+                lines.append("    (A/A noise floor: a replica of live; its differences are jitter, not change)")
             for o in s.outputs:
                 if o.kind == "classifier":
-                    lines.append(
+                    line = (
                         f"    {o.name}: top-label agreement {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows), "
                         f"mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
                     )
                 else:
-                    lines.append(f"    {o.name}: mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g} over {o.rows} rows")
+                    line = f"    {o.name}: mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g} over {o.rows} rows"
+                f = floor.get(o.name)
+                if f is not None and not t.noise_floor:
+                    line += f"  [A/A noise floor: " + (f"agreement {f.agreement:.2%}, " if f.kind == "classifier" else "")
+                    line += f"mean |diff| {f.mean_abs_diff:.4g}]"
+                lines.append(line)
     return "\n".join(lines)

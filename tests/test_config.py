@@ -15,7 +15,10 @@ def test_example_config_loads():
     s = Settings.load(resources.files("shadowgrpc.examples").joinpath("shadow.toml"))
     fraud = s.route_for("fraud")
     assert fraud is not None and fraud.live.version == "1" and fraud.live.address == s.default_live
-    assert [(t.name, t.version, t.sample_rate) for t in fraud.shadows] == [("fraud-v2", "2", 1.0)]
+    assert [(t.name, t.version, t.sample_rate, t.noise_floor) for t in fraud.shadows] == [
+        ("fraud-v2", "2", 1.0, False),
+        ("fraud-v1-aa", "1", 0.25, True),
+    ]
     assert s.admin_listen.startswith("127.0.0.1:")
 
 
@@ -42,6 +45,14 @@ def test_bad_config_names_the_key(doc, key):
     with pytest.raises(ConfigError) as e:
         Settings.from_dict(doc)
     assert str(e.value).startswith(key + ":"), str(e.value)
+
+
+def test_a_noise_floor_target_must_say_so():
+    doc = {"routes": [{"model": "m", "live": {"version": "1"}, "shadows": [{"name": "aa", "version": "1", "noise_floor": True}]}]}
+    assert Settings.from_dict(doc).routes[0].shadows[0].noise_floor is True
+    doc["routes"][0]["shadows"][0]["noise_floor"] = "yes"
+    with pytest.raises(ConfigError, match=r"^routes\[0\]\.shadows\[0\]\.noise_floor: must be true or false"):
+        Settings.from_dict(doc)
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path):

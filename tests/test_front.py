@@ -439,3 +439,36 @@ def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
     assert v2.live_compute_ms > 0 and 0.2 < v2.extra_compute_fraction < 5  # v1 and v2 cost about the same
     assert half.available and half.shadow_inferences == shadows["half"].ok < 40
     assert not gone.available and "UNAVAILABLE" in gone.reason
+
+
+def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
+    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.report import format_report
+
+    cfg = {
+        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
+        "routes": [
+            {
+                "model": "fraud",
+                "live": {"version": "1"},
+                "shadows": [{"name": "v2", "version": "2"}, {"name": "aa", "version": "1", "noise_floor": True}],
+            }
+        ],
+    }
+    ft = FrontThread(cfg).start()
+    try:
+        feats, _ = make_transactions(200, seed=13)
+        with grpc.insecure_channel(ft.address) as ch:
+            call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+            for i in range(0, 200, 4):
+                call(fraud_request(feats[i : i + 4], rid=f"aa-{i}").SerializeToString(), timeout=10)
+        ft.drain()
+        rep = fetch_report(ft.admin_address)
+    finally:
+        ft.stop()
+    shadows = {s.target.name: s for s in rep.routes[0].shadows}
+    aa, v2 = shadows["aa"].outputs[0], shadows["v2"].outputs[0]
+    assert shadows["aa"].target.noise_floor and aa.rows == v2.rows == 200
+    assert aa.agreement == 1.0 and aa.max_abs_diff == 0.0  # a deterministic model has no jitter
+    assert v2.agreement < 1.0 and v2.mean_abs_diff > 0.0
+    assert "[A/A noise floor: agreement 100.00%, mean |diff| 0]" in format_report(rep)

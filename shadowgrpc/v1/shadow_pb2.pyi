@@ -41,7 +41,7 @@ class ListRoutesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("name", "address", "model", "version", "sample_rate", "deadline_s", "max_in_flight")
+    __slots__ = ("name", "address", "model", "version", "sample_rate", "deadline_s", "max_in_flight", "noise_floor")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class Target(_message.Message):
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FLOOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     model: str
@@ -56,7 +57,8 @@ class Target(_message.Message):
     sample_rate: float
     deadline_s: float
     max_in_flight: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., sample_rate: _Optional[float] = ..., deadline_s: _Optional[float] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+    noise_floor: bool
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., sample_rate: _Optional[float] = ..., deadline_s: _Optional[float] = ..., max_in_flight: _Optional[int] = ..., noise_floor: _Optional[bool] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("model", "live", "shadows")
