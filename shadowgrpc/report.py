@@ -101,6 +101,11 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
             live_latency=latency_summary(st.live_latency),
         )
         rr.live_errors.update(st.live_errors)
+        comp = rs.completeness
+        rr.inputs_not_checked = comp.not_checked
+        rr.inputs_metadata_error = comp.metadata_error
+        for iname, ist in comp.inputs.items():
+            rr.inputs.add(name=iname, **{f: getattr(ist, f) for f in ist.__slots__})
         for ss in rs.shadows:
             s = ss.stats
             sr = rr.shadows.add(
@@ -179,6 +184,14 @@ def format_report(rep: pb.Report) -> str:
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
             f"shm (not mirrored) {r.shm_not_mirrored}  p50/p95/p99 ms {_lat(r.live_latency)}"
         )
+        for i in r.inputs:
+            lines.append(
+                f"  input {i.name}: {i.requests} shadowed requests, {i.values} values; NaN {i.nan}, inf {i.inf}, "
+                f"empty strings {i.empty_strings}; dtype mismatch {i.dtype_mismatch}, shape mismatch {i.shape_mismatch}, "
+                f"missing {i.missing}, undeclared {i.undeclared}"
+            )
+        if r.inputs_metadata_error:
+            lines.append(f"  inputs: model metadata unavailable ({r.inputs_metadata_error})")
         header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
         lines.append(header)
         floor = {o.name: o for s in r.shadows if s.target.noise_floor for o in s.outputs}

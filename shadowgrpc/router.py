@@ -26,6 +26,7 @@ import grpc
 
 from .backends import MODEL_SCOPED, Upstream, Upstreams
 from .compare import compare_responses
+from .completeness import Completeness
 from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings, ShadowTarget
 from .outcomes import OutcomeStats, PairStore, score
 from .packing import build_request, sample_key, scan_request
@@ -74,7 +75,7 @@ class ShadowState:
 
 
 class RouteState:
-    __slots__ = ("route", "live", "stats", "shadows", "live_name", "live_version")
+    __slots__ = ("route", "live", "stats", "shadows", "live_name", "live_version", "completeness")
 
     def __init__(self, route: Route, live: Upstream, shadows: list[ShadowState]) -> None:
         self.route = route
@@ -84,6 +85,7 @@ class RouteState:
         # Rewrite the live request only when the route renames or pins the live model.
         self.live_name = route.live.model if route.live.model != route.model else None
         self.live_version = route.live.version or None
+        self.completeness = Completeness(live, route.live.model, route.live.version)
 
 
 class Router:
@@ -162,6 +164,7 @@ class Router:
     ) -> asyncio.Future[bytes] | None:
         key = sample_key(request_id) if request_id else random.random()
         live_done: asyncio.Future[bytes] | None = None
+        started = False
         for ss in rs.shadows:
             t = ss.target
             if key >= t.sample_rate:
@@ -181,7 +184,9 @@ class Router:
             ss.in_flight += 1
             self._shadow_bytes += len(raw)
             s.sent += 1
-            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done))
+            inputs = None if started else rs.completeness
+            started = True
+            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done, inputs))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return live_done
@@ -195,22 +200,27 @@ class Router:
         metadata: tuple | None,
         deadline: float,
         live_done: asyncio.Future[bytes],
+        inputs: Completeness | None,
     ) -> None:
         s = ss.stats
         size = len(raw)
         try:
             req = build_request(raw, ss.name, ss.version, True)
-            del raw
             t0 = _perf()
+            response = None
             try:
                 response = await ss.upstream.infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
+                s.latency.record(_perf() - t0)
+                s.ok += 1
             except grpc.aio.AioRpcError as e:
                 s.errors[e.code().name] += 1
-                return
             finally:
                 del req
-            s.latency.record(_perf() - t0)
-            s.ok += 1
+            if inputs is not None:  # once per request, by its first shadow task
+                await inputs.check(raw)
+            del raw
+            if response is None:
+                return
             try:
                 live_response = await live_done
             except asyncio.CancelledError:
