@@ -47,6 +47,7 @@ demo: install
 bench: install
 	mkdir -p bench-results
 	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
+	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
 
 clean:

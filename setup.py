@@ -19,6 +19,7 @@ else:
 
     extensions = [
         Extension("shadowgrpc._packing_c", ["ext/shadowgrpc/_packing_c.pyx"]),
+        Extension("shadowgrpc._sketches_c", ["ext/shadowgrpc/_sketches_c.pyx"]),
     ]
     ext_modules = cythonize(
         extensions,

@@ -44,9 +44,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # `packing_impl` yields the compiled module or the Python twin; a test that takes it runs twice.
     if "packing_impl" in metafunc.fixturenames:
         metafunc.parametrize("packing_impl", _impl_params(metafunc.config), indirect=True)
+    if "sketches_impl" in metafunc.fixturenames:
+        metafunc.parametrize("sketches_impl", _impl_params(metafunc.config), indirect=True)
 
 
 @pytest.fixture
 def packing_impl(request: pytest.FixtureRequest) -> ModuleType:
     name = "shadowgrpc._packing_c" if request.param == "c" else "shadowgrpc._packing_py"
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def sketches_impl(request: pytest.FixtureRequest) -> ModuleType:
+    name = "shadowgrpc._sketches_c" if request.param == "c" else "shadowgrpc._sketches_py"
     return importlib.import_module(name)

@@ -42,3 +42,10 @@ cdef struct WireError:
     pos_t offset
     uint64_t a
     uint64_t b
+
+
+# Streaming sketches (_sketches_c): a count and a histogram column index.
+from libc.stdint cimport int64_t
+
+ctypedef int64_t count_t      # one bin's count (int64, as in the serialized form)
+ctypedef Py_ssize_t col_t     # a histogram column: 0 underflow, 1..nbins bins, nbins+1 overflow

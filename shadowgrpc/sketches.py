@@ -1,0 +1,87 @@
+"""Streaming sketches (histograms, latency, divergences, paired statistics): picks the compiled
+twin or the pure-numpy one.
+
+The compiled ``shadowgrpc._sketches_c`` is used unless ``SHADOWGRPC_NO_EXTENSIONS`` is set
+(non-empty), the interpreter is not CPython, or the extension is not built. ``IMPLEMENTATION``
+says which one ("c" or "py"). Both give identical counts, values and bytes;
+``shadowgrpc._sketches_py`` documents the rules and is the source of types.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+__all__ = (
+    "DEFAULT_EPS",
+    "IMPLEMENTATION",
+    "BinaryAgreement",
+    "CosineStats",
+    "Histogram",
+    "LabelAgreement",
+    "LatencySketch",
+    "RegressionAgreement",
+    "divergences",
+    "update_many",
+)
+
+NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
+
+if TYPE_CHECKING:
+    from ._sketches_py import (
+        DEFAULT_EPS,
+        BinaryAgreement,
+        CosineStats,
+        Histogram,
+        LabelAgreement,
+        LatencySketch,
+        RegressionAgreement,
+        divergences,
+        update_many,
+    )
+
+    IMPLEMENTATION: str
+elif NO_EXTENSIONS:
+    from ._sketches_py import (
+        DEFAULT_EPS,
+        BinaryAgreement,
+        CosineStats,
+        Histogram,
+        LabelAgreement,
+        LatencySketch,
+        RegressionAgreement,
+        divergences,
+        update_many,
+    )
+
+    IMPLEMENTATION = "py"
+else:
+    try:
+        from ._sketches_c import (
+            DEFAULT_EPS,
+            BinaryAgreement,
+            CosineStats,
+            Histogram,
+            LabelAgreement,
+            LatencySketch,
+            RegressionAgreement,
+            divergences,
+        update_many,
+        )
+
+        IMPLEMENTATION = "c"
+    except ImportError:  # pragma: no cover - extension not built
+        from ._sketches_py import (
+            DEFAULT_EPS,
+            BinaryAgreement,
+            CosineStats,
+            Histogram,
+            LabelAgreement,
+            LatencySketch,
+            RegressionAgreement,
+            divergences,
+        update_many,
+        )
+
+        IMPLEMENTATION = "py"
