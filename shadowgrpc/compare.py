@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from .packing import scan_response
+from .sketches import Histogram
 from .stats import OutputStats, ShadowStats
+
+PROB_EDGES = np.linspace(0.0, 1.0, 21)
+NUMERIC_BINS = 32
+FREEZE_ROWS = 256
 
 # KServe v2 datatype -> numpy dtype (little-endian, as Triton's raw contents are).
 NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -86,6 +91,7 @@ def _compare_output(stats: ShadowStats, name: str, a: np.ndarray, b: np.ndarray)
         lb = b.reshape(-1, b.shape[-1]).argmax(axis=1)
         out.rows += int(la.size)
         out.agreed_rows += int(np.count_nonzero(la == lb))
+    _bin(out, a, b)
     if a.size:
         d = np.abs(a.astype(np.float64, copy=False) - b.astype(np.float64, copy=False))
         out.values += int(d.size)
@@ -93,3 +99,33 @@ def _compare_output(stats: ShadowStats, name: str, a: np.ndarray, b: np.ndarray)
         out.abs_diff_max = max(out.abs_diff_max, float(d.max()))
         if out.kind != "classifier":
             out.rows += int(a.shape[0]) if a.ndim else 1
+
+
+def _bin(out: OutputStats, a: np.ndarray, b: np.ndarray) -> None:
+    """Feed the live and shadow histograms (same edges for both; see OutputStats)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    cols = a.shape[-1] if a.ndim >= 2 else 1
+    a2 = a.reshape(-1, cols)
+    b2 = b.reshape(-1, cols)
+    if out.hist_live is None:
+        if out.kind == "classifier":
+            edges = PROB_EDGES
+        else:
+            out.pending.append((a2.copy(), b2.copy()))
+            if sum(len(x) for x, _ in out.pending) < FREEZE_ROWS:
+                return
+            live = np.concatenate([x for x, _ in out.pending])
+            finite = live[np.isfinite(live)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            pad = (hi - lo) * 0.05 or 0.5
+            edges = np.linspace(lo - pad, hi + pad, NUMERIC_BINS + 1)
+        out.hist_live, out.hist_shadow = Histogram(edges, cols), Histogram(edges, cols)
+        for x, y in out.pending:
+            out.hist_live.update(x)
+            out.hist_shadow.update(y)
+        out.pending.clear()
+        if out.kind != "classifier":
+            return
+    out.hist_live.update(a2)
+    out.hist_shadow.update(b2)

@@ -11,6 +11,7 @@ from .config import LiveTarget, ShadowTarget
 from .router import Router
 from .outcomes import OutcomeStats, Scores, wilson
 from .stats import LatencyHistogram
+from .sketches import divergences
 from .verdict import evaluate
 from .v1 import shadow_pb2 as pb
 
@@ -48,6 +49,22 @@ def ground_truth_pb(o: OutcomeStats) -> pb.GroundTruth:
         g.regression_rate.lo, g.regression_rate.hi = wilson(o.regressions, n)
         g.accuracy_delta = (o.shadow.correct - o.live.correct) / n
     return g
+
+
+def drift_pb(o) -> pb.Divergence:
+    lc, sc = o.hist_live.counts, o.hist_shadow.counts
+    per_class = [divergences(lc[k], sc[k], edges=o.hist_live.edges) for k in range(lc.shape[0])]
+    mean = {key: sum(d[key] for d in per_class) / len(per_class) for key in per_class[0]}
+    return pb.Divergence(
+        kl_live_shadow=mean["kl_pq"],
+        kl_shadow_live=mean["kl_qp"],
+        js=mean["js"],
+        psi=mean["psi"],
+        tv=mean["tv"],
+        w1=mean["w1"],
+        binned=int(lc.sum()),
+        edges=[float(e) for e in o.hist_live.edges],
+    )
 
 
 def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
@@ -133,7 +150,7 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
             else:
                 sr.cost.reason = "not collected"
             for oname, o in s.outputs.items():
-                sr.outputs.add(
+                oc = sr.outputs.add(
                     name=oname,
                     kind=o.kind,
                     rows=o.rows,
@@ -142,6 +159,8 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
                     mean_abs_diff=(o.abs_diff_sum / o.values) if o.values else 0.0,
                     max_abs_diff=o.abs_diff_max,
                 )
+                if o.hist_live is not None:
+                    oc.drift.CopyFrom(drift_pb(o))
     return rep
 
 
@@ -237,9 +256,15 @@ def format_report(rep: pb.Report) -> str:
                     )
                 else:
                     line = f"    {o.name}: mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g} over {o.rows} rows"
+                if o.drift.binned:
+                    dv = o.drift
+                    line += (
+                        f"\n      drift (not quality): PSI {dv.psi:.4f}  JS {dv.js:.4f} bits  KL {dv.kl_live_shadow:.4f}/{dv.kl_shadow_live:.4f}  "
+                        f"TV {dv.tv:.4f}  W1 {dv.w1:.4g}  ({len(dv.edges) - 1} bins on [{dv.edges[0]:.4g}, {dv.edges[-1]:.4g}])"
+                    )
                 f = floor.get(o.name)
                 if f is not None and not t.noise_floor:
                     line += f"  [A/A noise floor: " + (f"agreement {f.agreement:.2%}, " if f.kind == "classifier" else "")
-                    line += f"mean |diff| {f.mean_abs_diff:.4g}]"
+                    line += f"mean |diff| {f.mean_abs_diff:.4g}" + (f", PSI {f.drift.psi:.4f}" if f.drift.binned else "") + "]"
                 lines.append(line)
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 _MIN_S = 1e-6
 _MAX_S = 60.0
@@ -69,7 +70,11 @@ class LatencyHistogram:
 
 @dataclass(slots=True)
 class OutputStats:
-    """Per output tensor: top-label agreement (classifier) or absolute differences (numeric)."""
+    """Per output tensor: top-label agreement (classifier) or absolute differences (numeric),
+    and live/shadow histograms on the same edges for the drift divergences. Classifier outputs
+    (probabilities) use 20 bins on [0, 1], one row per class; numeric outputs freeze their edges
+    from the first ``FREEZE_ROWS`` live rows (32 bins over their range, padded 5%), buffering
+    those rows' pairs until then."""
 
     kind: str
     rows: int = 0
@@ -77,6 +82,9 @@ class OutputStats:
     abs_diff_sum: float = 0.0
     abs_diff_max: float = 0.0
     values: int = 0
+    hist_live: Any = None
+    hist_shadow: Any = None
+    pending: list = field(default_factory=list)
 
 
 @dataclass(slots=True)

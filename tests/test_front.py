@@ -471,4 +471,8 @@ def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
     assert shadows["aa"].target.noise_floor and aa.rows == v2.rows == 200
     assert aa.agreement == 1.0 and aa.max_abs_diff == 0.0  # a deterministic model has no jitter
     assert v2.agreement < 1.0 and v2.mean_abs_diff > 0.0
-    assert "[A/A noise floor: agreement 100.00%, mean |diff| 0]" in format_report(rep)
+    # Drift on the same 20 probability bins: zero for the replica, positive for v2.
+    assert list(aa.drift.edges) == list(v2.drift.edges) and len(v2.drift.edges) == 21
+    assert aa.drift.binned == v2.drift.binned == 400  # 200 rows x 2 classes
+    assert aa.drift.psi == aa.drift.js == aa.drift.tv == 0.0 and v2.drift.psi > 0 and 0 < v2.drift.js <= 1
+    assert "[A/A noise floor: agreement 100.00%, mean |diff| 0, PSI 0.0000]" in format_report(rep)

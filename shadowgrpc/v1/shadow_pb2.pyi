@@ -94,8 +94,28 @@ class LatencySummary(_message.Message):
     max_ms: float
     def __init__(self, count: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
 
+class Divergence(_message.Message):
+    __slots__ = ("kl_live_shadow", "kl_shadow_live", "js", "psi", "tv", "w1", "binned", "edges")
+    KL_LIVE_SHADOW_FIELD_NUMBER: _ClassVar[int]
+    KL_SHADOW_LIVE_FIELD_NUMBER: _ClassVar[int]
+    JS_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    TV_FIELD_NUMBER: _ClassVar[int]
+    W1_FIELD_NUMBER: _ClassVar[int]
+    BINNED_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    kl_live_shadow: float
+    kl_shadow_live: float
+    js: float
+    psi: float
+    tv: float
+    w1: float
+    binned: int
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, kl_live_shadow: _Optional[float] = ..., kl_shadow_live: _Optional[float] = ..., js: _Optional[float] = ..., psi: _Optional[float] = ..., tv: _Optional[float] = ..., w1: _Optional[float] = ..., binned: _Optional[int] = ..., edges: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class OutputComparison(_message.Message):
-    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff")
+    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +123,7 @@ class OutputComparison(_message.Message):
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     rows: int
@@ -110,7 +131,8 @@ class OutputComparison(_message.Message):
     agreement: float
     mean_abs_diff: float
     max_abs_diff: float
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
+    drift: Divergence
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ...) -> None: ...
 
 class ComputeCost(_message.Message):
     __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s")

@@ -1,0 +1,51 @@
+"""compare.py: agreement, contract mismatch and drift histograms, on synthetic responses."""
+
+from __future__ import annotations
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from shadowgrpc.compare import FREEZE_ROWS, NUMERIC_BINS, compare_responses
+from shadowgrpc.stats import ShadowStats
+
+
+def _resp(**outputs: np.ndarray) -> bytes:
+    r = pb.ModelInferResponse(model_name="m")
+    for name, a in outputs.items():
+        r.outputs.add(name=name, datatype={"f": "FP32", "i": "INT32"}[a.dtype.kind], shape=list(a.shape))
+        r.raw_output_contents.append(np.ascontiguousarray(a).tobytes())
+    return r.SerializeToString()
+
+
+def test_classifier_agreement_and_probability_histograms():
+    s = ShadowStats()
+    live = np.array([[0.92, 0.08], [0.3, 0.7], [0.55, 0.45]], np.float32)
+    shadow = np.array([[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]], np.float32)
+    primary = compare_responses(_resp(p=live), _resp(p=shadow), s)
+    assert primary is not None and primary[0].shape == (3, 2)
+    o = s.outputs["p"]
+    assert o.kind == "classifier" and (o.rows, o.agreed_rows) == (3, 2)
+    assert o.hist_live.counts.shape == (2, 22) and o.hist_live.counts.sum() == 6
+    assert o.hist_live.counts[0, 1 + 18] == 1  # 0.92 -> bin 18, [0.9, 0.95) (column 0 is underflow)
+
+
+def test_numeric_edges_freeze_after_enough_live_rows_and_keep_every_value():
+    s = ShadowStats()
+    rng = np.random.default_rng(0)
+    total = 0
+    for _ in range(FREEZE_ROWS // 8 + 3):
+        a = rng.normal(10, 2, (8, 1)).astype(np.float32)
+        total += 8
+        compare_responses(_resp(v=a), _resp(v=a + 0.5), s)
+    o = s.outputs["v"]
+    assert o.kind == "numeric" and o.hist_live is not None and len(o.hist_live.edges) == NUMERIC_BINS + 1
+    assert o.hist_live.counts.sum() == o.hist_shadow.counts.sum() == total and not o.pending
+
+
+def test_contract_mismatch_is_not_compared():
+    s = ShadowStats()
+    a = np.zeros((2, 2), np.float32)
+    assert compare_responses(_resp(p=a), _resp(p=np.zeros((2, 3), np.float32)), s) is None
+    assert compare_responses(_resp(p=a), _resp(q=a), s) is None
+    assert compare_responses(_resp(p=a), _resp(p=a.astype(np.int32)), s) is None
+    assert (s.contract_mismatch, s.compared) == (3, 0)
