@@ -57,3 +57,9 @@ class FrontThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+def front_for(triton_address: str, routes: list[dict], **server: Any) -> FrontThread:
+    """A started FrontThread on loopback ports in front of ``triton_address``."""
+    cfg = {"server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton_address, **server}, "routes": routes}
+    return FrontThread(cfg).start()

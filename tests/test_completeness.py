@@ -7,20 +7,17 @@ import numpy as np
 import pytest
 
 from shadowgrpc.examples.data import make_transactions
-from tests.frontctl import FrontThread
+from tests.frontctl import front_for
 from tests.test_front import INFER, fraud_request, intent_request
 
 pytestmark = pytest.mark.triton
 
 
 def test_nan_inf_empty_strings_and_contract_of_inputs_are_counted(triton):
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
-        "routes": [
-            {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "aa", "version": "1", "noise_floor": True}]},
-            {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
-        ],
-    }
+    routes = [
+        {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "aa", "version": "1", "noise_floor": True}]},
+        {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
+    ]
     feats, _ = make_transactions(4, seed=3)
     reqs = [fraud_request(feats) for _ in range(10)]
     for k in range(3):
@@ -37,7 +34,7 @@ def test_nan_inf_empty_strings_and_contract_of_inputs_are_counted(triton):
         reqs.append(r)
     reqs.append(fraud_request(np.zeros((4, 5), np.float32)))
     texts = [intent_request([b"HOTEL AURORA", b""]), intent_request([b""]), intent_request([b"CITY BUS PASS"])]
-    ft = FrontThread(cfg).start()
+    ft = front_for(triton.grpc_address, routes)
     try:
         with grpc.insecure_channel(ft.address) as ch:
             call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 
 from shadowgrpc.examples.data import make_transactions
-from tests.frontctl import FrontThread
+from tests.frontctl import front_for
 
 pytestmark = pytest.mark.triton
 
@@ -45,27 +45,24 @@ def intent_request(texts: list[bytes], rid: str = "", version: str = "1") -> pb.
 
 @pytest.fixture(scope="module")
 def front(triton):
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
-        "routes": [
-            {
-                "model": "fraud",
-                "live": {"version": "1"},
-                "shadows": [
-                    {"name": "v2", "version": "2"},
-                    {"name": "recorder", "model": "fraud_recorder"},
-                    {"name": "faulty", "model": "fraud_faulty"},
-                    {"name": "sleepy", "model": "fraud_sleepy", "max_in_flight": 4},
-                    {"name": "missing", "model": "no_such_model"},
-                    {"name": "garbage", "model": "fraud_garbage"},
-                ],
-            },
-            {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
-            {"model": "basket_value", "shadows": [{"name": "v2", "version": "2", "sample_rate": 0.5}]},
-            {"model": "fraud_sleepy"},
-        ],
-    }
-    ft = FrontThread(cfg).start()
+    routes = [
+        {
+            "model": "fraud",
+            "live": {"version": "1"},
+            "shadows": [
+                {"name": "v2", "version": "2"},
+                {"name": "recorder", "model": "fraud_recorder"},
+                {"name": "faulty", "model": "fraud_faulty"},
+                {"name": "sleepy", "model": "fraud_sleepy", "max_in_flight": 4},
+                {"name": "missing", "model": "no_such_model"},
+                {"name": "garbage", "model": "fraud_garbage"},
+            ],
+        },
+        {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
+        {"model": "basket_value", "shadows": [{"name": "v2", "version": "2", "sample_rate": 0.5}]},
+        {"model": "fraud_sleepy"},
+    ]
+    ft = front_for(triton.grpc_address, routes)
     yield ft
     ft.stop()
 
@@ -390,11 +387,8 @@ def test_caller_cancellation_reaches_the_live_call(triton, front):
 
 
 def test_compressed_requests_and_upstream_compression(triton):
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address, "upstream_compression": "gzip"},
-        "routes": [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]}],
-    }
-    ft = FrontThread(cfg).start()
+    routes = [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]}]
+    ft = front_for(triton.grpc_address, routes, upstream_compression="gzip")
     try:
         feats, _ = make_transactions(4, seed=8)
         raw = fraud_request(feats, rid="gz").SerializeToString()
@@ -412,17 +406,14 @@ def test_compressed_requests_and_upstream_compression(triton):
 def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
     from shadowgrpc.cli import fetch_report
 
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
-        "routes": [
-            {
-                "model": "fraud",
-                "live": {"version": "1"},
-                "shadows": [{"name": "v2", "version": "2"}, {"name": "half", "model": "fraud_recorder", "sample_rate": 0.5}, {"name": "gone", "address": "127.0.0.1:1"}],
-            }
-        ],
-    }
-    ft = FrontThread(cfg).start()
+    routes = [
+        {
+            "model": "fraud",
+            "live": {"version": "1"},
+            "shadows": [{"name": "v2", "version": "2"}, {"name": "half", "model": "fraud_recorder", "sample_rate": 0.5}, {"name": "gone", "address": "127.0.0.1:1"}],
+        }
+    ]
+    ft = front_for(triton.grpc_address, routes)
     try:
         feats, _ = make_transactions(40, seed=12)
         with grpc.insecure_channel(ft.address) as ch:
@@ -445,17 +436,14 @@ def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
     from shadowgrpc.cli import fetch_report
     from shadowgrpc.report import format_report
 
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
-        "routes": [
-            {
-                "model": "fraud",
-                "live": {"version": "1"},
-                "shadows": [{"name": "v2", "version": "2"}, {"name": "aa", "version": "1", "noise_floor": True}],
-            }
-        ],
-    }
-    ft = FrontThread(cfg).start()
+    routes = [
+        {
+            "model": "fraud",
+            "live": {"version": "1"},
+            "shadows": [{"name": "v2", "version": "2"}, {"name": "aa", "version": "1", "noise_floor": True}],
+        }
+    ]
+    ft = front_for(triton.grpc_address, routes)
     try:
         feats, _ = make_transactions(200, seed=13)
         with grpc.insecure_channel(ft.address) as ch:

@@ -54,16 +54,13 @@ def test_ground_truth_join_end_to_end(triton):
     from shadowgrpc.cli import fetch_report
     from shadowgrpc.examples.data import make_transactions, reference_fraud_probability
     from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
-    from tests.frontctl import FrontThread
+    from tests.frontctl import front_for
     from tests.test_front import INFER, fraud_request
 
-    cfg = {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton.grpc_address},
-        "routes": [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]}],
-    }
+    routes = [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]}]
     n = 600
     feats, labels = make_transactions(n, seed=21)
-    ft = FrontThread(cfg).start()
+    ft = front_for(triton.grpc_address, routes)
     try:
         live_probs = []
         with grpc.insecure_channel(ft.address) as ch:
