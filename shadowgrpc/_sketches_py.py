@@ -28,6 +28,7 @@ Rules shared by both twins:
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ LAT_NBUCKETS = int(math.ceil(math.log(LAT_MAX_S / LAT_MIN_S) / math.log(LAT_GROW
 LAT_BOUNDS = np.array([LAT_MIN_S * LAT_GROWTH**i for i in range(LAT_NBUCKETS + 1)], dtype=np.float64)
 LAT_BOUNDS[-1] = max(LAT_BOUNDS[-1], LAT_MAX_S)
 LAT_MID = np.sqrt(LAT_BOUNDS[:-1] * LAT_BOUNDS[1:])
+_LAT_BOUNDS_LIST = LAT_BOUNDS.tolist()  # for the scalar path: bisect on floats, same rule
 
 
 def preamble(kind: int) -> bytes:
@@ -250,7 +252,22 @@ class LatencySketch:
         return float(self.sum_ns) / self.count / 1e9 if self.count else math.nan
 
     def record(self, seconds: float) -> None:
-        self.record_many(np.array([seconds], dtype=np.float64))
+        # Scalar path (one latency per request, on the live path): the rule of record_many
+        # without its array allocations (34 us per call through record_many, ~1 us here).
+        v = float(seconds)
+        if v != v:
+            self.nan += 1
+            return
+        if v < LAT_MIN_S:
+            self.clamped_low += 1
+        elif v >= LAT_MAX_S:
+            self.clamped_high += 1
+        if v > self.max:
+            self.max = v
+        i = bisect.bisect_right(_LAT_BOUNDS_LIST, v) - 1
+        self._counts[0 if i < 0 else min(i, LAT_NBUCKETS - 1)] += 1
+        self.sum_ns += round(min(max(v, LAT_MIN_S), LAT_MAX_S) * 1e9)  # half-even, as np.rint
+        self.count += 1
 
     def record_many(self, values: Any) -> None:
         v = np.asarray(values)

@@ -10,21 +10,17 @@ from . import __version__
 from .config import LiveTarget, ShadowTarget
 from .router import Router
 from .outcomes import OutcomeStats, Scores, wilson
-from .stats import LatencyHistogram
-from .sketches import divergences
+from .sketches import LatencySketch, divergences
 from .verdict import evaluate
 from .v1 import shadow_pb2 as pb
 
 
-def latency_summary(h: LatencyHistogram) -> pb.LatencySummary:
-    return pb.LatencySummary(
-        count=h.n,
-        p50_ms=h.quantile(0.50) * 1e3,
-        p95_ms=h.quantile(0.95) * 1e3,
-        p99_ms=h.quantile(0.99) * 1e3,
-        mean_ms=h.mean * 1e3,
-        max_ms=h.max * 1e3,
-    )
+def latency_summary(h: LatencySketch) -> pb.LatencySummary:
+    """Quantiles are bucket midpoints, never reported above the largest value seen."""
+    if not h.count:
+        return pb.LatencySummary()
+    p50, p95, p99 = (min(q, h.max) * 1e3 for q in h.quantiles((0.50, 0.95, 0.99)))
+    return pb.LatencySummary(count=h.count, p50_ms=p50, p95_ms=p95, p99_ms=p99, mean_ms=h.mean * 1e3, max_ms=h.max * 1e3)
 
 
 def _score(sc: Scores, kind: str) -> pb.ModelScore:

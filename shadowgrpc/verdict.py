@@ -65,7 +65,7 @@ def evaluate(g: Gates, route: RouteStats, s: ShadowStats, o: OutcomeStats) -> tu
 
     # Latency under the live deadline.
     lp99, sp99 = route.live_latency.quantile(0.99), s.latency.quantile(0.99)
-    if pairs < g.min_pairs or route.live_latency.n == 0:
+    if pairs < g.min_pairs or route.live_latency.count == 0:
         gates.append(GateResult("latency_p99", "NOT_ENOUGH_DATA", f"{pairs} compared pairs, need {g.min_pairs}"))
     else:
         ratio = sp99 / lp99 if lp99 > 0 else math.inf
@@ -87,7 +87,7 @@ def evaluate(g: Gates, route: RouteStats, s: ShadowStats, o: OutcomeStats) -> tu
 
     # Quality, from ground truth only.
     n = o.live.rows
-    if o.kind != "classifier" and o.kind != "regression" or n < g.min_outcomes:
+    if o.kind not in ("classifier", "regression") or n < g.min_outcomes:
         why = f"{n} outcome rows, need {g.min_outcomes}: accuracy and calibration unknown (agreement with live is not accuracy)"
         gates.append(GateResult("accuracy", "NOT_ENOUGH_DATA", why))
         if o.kind != "regression":

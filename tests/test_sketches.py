@@ -255,6 +255,17 @@ def test_latency_matches_reference_and_merges(sketches_impl: ModuleType, values:
     assert s.quantiles([0.5, 0.99]) == r.quantiles([0.5, 0.99]) or s.count == 0
 
 
+@SETTINGS
+@given(values=st.lists(st.one_of(st.floats(allow_infinity=True), st.floats(1e-7, 100.0), st.sampled_from([1e-6, 60.0, 0.0, -1.0])), max_size=200))
+def test_latency_record_equals_record_many(sketches_impl: ModuleType, values: list[float]) -> None:
+    # record() is the per-request path (the front records one latency per call).
+    one, many = sketches_impl.LatencySketch(), ref.LatencySketch()
+    for v in values:
+        one.record(v)
+    many.record_many(np.array(values, dtype=np.float64))
+    assert one.to_bytes() == many.to_bytes()
+
+
 def test_latency_clamping_and_errors(sketches_impl: ModuleType) -> None:
     s = sketches_impl.LatencySketch()
     s.record_many([1e-9, 0.0, 120.0, math.nan, 1e-3])
