@@ -87,6 +87,13 @@ class RouteState:
         self.live_version = route.live.version or None
         self.completeness = Completeness(live, route.live.model, route.live.version)
 
+    def live_request(self, raw: bytes, version: str | None) -> bytes:
+        """``raw`` for the live target: unchanged unless the route renames the model or pins a
+        version other than the caller's (``version``; None when unknown)."""
+        if self.live_name is None and (self.live_version is None or self.live_version == version):
+            return raw
+        return build_request(raw, self.live_name, self.live_version, False)
+
 
 class Router:
     def __init__(self, settings: Settings, upstreams: Upstreams) -> None:
@@ -115,11 +122,11 @@ class Router:
         except ValueError:
             # Not a ModelInferRequest we can read: Triton gives the caller its own answer.
             self.unparsed += 1
-            return await self._proxy(self.default.infer, raw, context, None)
+            return await self._proxy(self.default.infer, raw, context)
         rs = self.routes.get(model)
         if rs is None:
             self.unrouted += 1
-            return await self._proxy(self.default.infer, raw, context, None)
+            return await self._proxy(self.default.infer, raw, context)
 
         st = rs.stats
         st.requests += 1
@@ -127,12 +134,8 @@ class Router:
         timeout = context.time_remaining()
         if timeout is None:
             timeout = rs.route.live.deadline_s
-        live_raw = raw
-        if rs.live_name is not None or (rs.live_version is not None and rs.live_version != version):
-            live_raw = build_request(raw, rs.live_name, rs.live_version, False)
-
         t0 = _perf()
-        call = rs.live.infer(live_raw, timeout=timeout, metadata=metadata)
+        call = rs.live.infer(rs.live_request(raw, version), timeout=timeout, metadata=metadata)
         live_done: asyncio.Future[bytes] | None = None
         if rs.shadows:
             if uses_shm:
@@ -261,10 +264,9 @@ class Router:
         return "accepted"
 
     # -- everything else ----------------------------------------------------------------------
-    async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext, timeout: float | None) -> bytes:
-        rt = context.time_remaining()
+    async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return await method(raw, timeout=rt if rt is not None else timeout, metadata=forward_metadata(context))
+            return await method(raw, timeout=context.time_remaining(), metadata=forward_metadata(context))
         except grpc.aio.AioRpcError as e:
             await abort_like(context, e)
             raise
@@ -279,14 +281,12 @@ class Router:
                 return self.default, raw
             rs = self.routes.get(model)
             if rs is not None:
-                if rs.live_name is not None or (rs.live_version is not None and rs.live_version != version):
-                    raw = build_request(raw, rs.live_name, rs.live_version, False)
-                return rs.live, raw
+                return rs.live, rs.live_request(raw, version)
         return self.default, raw
 
     async def unary(self, method: str, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         up, raw = self.upstream_for(method, raw)
-        return await self._proxy(up.unary[method], raw, context, None)
+        return await self._proxy(up.unary[method], raw, context)
 
     async def stream_infer(self, requests, context: grpc.aio.ServicerContext):
         """ModelStreamInfer: a bidirectional pass-through to the live Triton of the first
@@ -297,23 +297,17 @@ class Router:
             first = await it.__anext__()
         except StopAsyncIteration:
             return
-        up, rewrite = self.default, None
         try:
-            model, _, _, _ = scan_request(first)
-            rs = self.routes.get(model)
-            if rs is not None:
-                up = rs.live
-                if rs.live_name is not None or rs.live_version is not None:
-                    rewrite = rs
+            rs = self.routes.get(scan_request(first)[0])
         except ValueError:
-            pass
+            rs = None
+        up = rs.live if rs is not None else self.default
         call = up.stream_infer(metadata=forward_metadata(context), timeout=context.time_remaining())
 
         def fix(msg: bytes) -> bytes:
             self.stream_messages += 1
-            if rewrite is None:
-                return msg
-            return build_request(msg, rewrite.live_name, rewrite.live_version, False)
+            # Messages are not scanned one by one: a pinned version is applied to each.
+            return msg if rs is None else rs.live_request(msg, None)
 
         async def pump() -> None:
             try:
