@@ -124,11 +124,11 @@ class CostTracker:
                 if problem is not None:
                     out[(name, t.name)] = {"available": False, "reason": problem}
                     continue
+                # Same model on the same Triton: an unpinned side leaves out the other's version.
                 same_model = lkey == skey
-                live_u = _pick(now_snap[lkey], live.version, {t.version} if same_model and t.version else set()) - _pick(
-                    self.baseline[lkey], live.version, {t.version} if same_model and t.version else set()
-                )
+                live_excl = {t.version} if same_model and t.version else set()
                 sh_excl = {live.version} if same_model and live.version else set()
+                live_u = _pick(now_snap[lkey], live.version, live_excl) - _pick(self.baseline[lkey], live.version, live_excl)
                 sh_u = _pick(now_snap[skey], t.version, sh_excl) - _pick(self.baseline[skey], t.version, sh_excl)
                 out[(name, t.name)] = {
                     "available": True,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .backends import SERVICE, UNARY_METHODS
 from .cost import CostTracker
-from .report import build_report
+from .report import build_report, target_pb
 from .router import Router
 from .v1 import shadow_pb2 as pb
 from .v1 import shadow_pb2_grpc as pb_grpc
@@ -48,9 +48,8 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
 
     async def RecordOutcomes(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.RecordOutcomesResponse:
         resp = pb.RecordOutcomesResponse()
-        i = -1
         async for o in request_iterator:
-            i += 1
+            i = resp.received
             problem = _outcome_problem(o, i)
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -62,8 +61,6 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         return resp
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
-        from .report import target_pb
-
         resp = pb.ListRoutesResponse(default_live=self._router.settings.default_live)
         for r in self._router.settings.routes:
             resp.routes.add(model=r.model, live=target_pb(r.live), shadows=[target_pb(s) for s in r.shadows])

@@ -158,3 +158,20 @@ def test_unreachable_shadow_never_fails_live():
         assert s.sent == sent and s.down >= 20
 
     asyncio.run(_with_front(routes, body))
+
+
+def test_list_routes_on_the_admin_port():
+    from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
+
+    routes = [{"model": "echo", "live": {"version": "3"}, "shadows": [{"name": "s", "model": "echo2", "sample_rate": 0.5, "deadline_ms": 250}]}]
+
+    async def body(fake, front, stub):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{front.admin_port}") as ch:
+            resp = await shadow_pb2_grpc.ShadowControlStub(ch).ListRoutes(shadow_pb2.ListRoutesRequest(), timeout=5)
+        assert resp.default_live == fake.address
+        (r,) = resp.routes
+        assert (r.model, r.live.name, r.live.version, r.live.address) == ("echo", "live", "3", fake.address)
+        (s,) = r.shadows
+        assert (s.name, s.model, s.sample_rate, s.deadline_s, s.max_in_flight) == ("s", "echo2", 0.5, 0.25, 64)
+
+    asyncio.run(_with_front(routes, body))
