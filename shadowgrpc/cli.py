@@ -59,25 +59,61 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- report ---------------------------------------------------------------------------------------
-def fetch_report(target: str, model: str = "", timeout: float = 5.0):
+def fetch_report(target: str, model: str = "", timeout: float = 5.0, snapshot: bool = False):
     import grpc
 
     from .v1 import shadow_pb2, shadow_pb2_grpc
 
     with grpc.insecure_channel(target) as ch:
-        return shadow_pb2_grpc.ShadowControlStub(ch).GetReport(shadow_pb2.GetReportRequest(model=model), timeout=timeout)
+        stub = shadow_pb2_grpc.ShadowControlStub(ch)
+        return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     import grpc
 
-    from .report import format_report, report_json
+    from .report import build_report, format_report, report_json
+    from .state import SnapshotError, load, merge, snapshot
 
+    targets = args.target or ([] if args.snapshots else ["127.0.0.1:8011"])
+    single = len(targets) == 1 and not args.snapshots and not args.save
+    views = []
+    for t in targets:
+        try:
+            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single)
+        except grpc.RpcError as e:
+            print(f"shadowgrpc report: {t}: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+        if single:
+            print(report_json(rep) if args.json else format_report(rep))
+            return 0
+        try:
+            views.append(load(rep.snapshot))
+        except SnapshotError as e:
+            print(f"shadowgrpc report: {t}: {e}", file=sys.stderr)
+            return 1
+    for path in args.snapshots:
+        try:
+            with open(path, "rb") as f:
+                views.append(load(f.read()))
+        except OSError as e:
+            print(f"shadowgrpc report: {path}: cannot read: {e.strerror or e}", file=sys.stderr)
+            return 1
+        except SnapshotError as e:
+            print(f"shadowgrpc report: {path}: {e}", file=sys.stderr)
+            return 1
     try:
-        rep = fetch_report(args.target, args.model, args.timeout)
-    except grpc.RpcError as e:
-        print(f"shadowgrpc report: {args.target}: {e.code().name}: {e.details()}", file=sys.stderr)
+        view = merge(views)
+    except SnapshotError as e:
+        print(f"shadowgrpc report: cannot merge: {e}", file=sys.stderr)
         return 1
+    if args.model and args.model not in view.routes:
+        print(f"shadowgrpc report: no route for model {args.model!r} in the merged state", file=sys.stderr)
+        return 1
+    if args.save:
+        with open(args.save, "wb") as f:
+            f.write(snapshot(view, view.costs))
+    rep = build_report(view, args.model, view.costs)
     print(report_json(rep) if args.json else format_report(rep))
     return 0
 
@@ -120,10 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "report",
-        help="print the shadow report of a running front",
-        description="Fetch ShadowControl.GetReport from a running front's admin port and print it.",
+        help="print the shadow report of a running front (or of several, merged)",
+        description="Fetch ShadowControl.GetReport from a running front's admin port and print it, verdict first. "
+        "With several --target and/or --from, each front's state snapshot is fetched (or read) and merged exactly "
+        "(counts, latency and paired sketches, slices, ground truth) before the report is built.",
     )
-    r.add_argument("--target", default="127.0.0.1:8011", metavar="ADDR", help="the front's admin address (default 127.0.0.1:8011)")
+    r.add_argument(
+        "--target",
+        action="append",
+        metavar="ADDR",
+        help="a front's admin address (default 127.0.0.1:8011); repeat it to merge the reports of several replicas exactly",
+    )
+    r.add_argument(
+        "--from",
+        dest="snapshots",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a snapshot saved with --save (repeatable; merged with each other and with any --target)",
+    )
+    r.add_argument("--save", metavar="FILE", help="also write the (merged) state as a snapshot file, for a later --from")
     r.add_argument("--model", default="", help="only this route")
     r.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
     r.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")

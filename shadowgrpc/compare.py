@@ -2,21 +2,36 @@
 
 Runs in the shadow task after both answers are in, never on the live path. Outputs whose names,
 datatypes or shapes differ between live and shadow are a *contract mismatch*: counted, not
-compared. A float output whose last axis has more than one class is treated as a classifier
-(top-label agreement per row); every other numeric output gets mean/max |live - shadow|.
+compared. Each output is compared by its kind (``[routes.outputs.NAME] kind``, else inferred: a
+float output whose last axis has more than one class is a classifier, anything else regression):
+- classifier: live x shadow top-1 label confusion matrix (agreement = its trace / rows);
+- binary: 2x2 agreement of (score >= threshold);
+- regression: rows with |live - shadow| <= atol + rtol * |shadow|, and |live - shadow| quantiles;
+- embedding: cosine similarity per row (rows = first axis).
+All kinds also get mean/max |live - shadow| and live/shadow drift histograms on the same edges:
+the output's configured ``edges``; else classifier and binary probabilities 20 bins on [0, 1],
+others ``bins`` over the first ``freeze_rows`` live rows (padded 5%), frozen from then on.
+The same paired statistic is kept per bucket of each configured slice (slices.py), for rows of the
+first axis, while the target's per-slice sketches stay under ``SLICE_BUDGET_BYTES``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from .config import OutputSpec, Route
 from .packing import scan_response
-from .sketches import Histogram
-from .stats import OutputStats, ShadowStats
+from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, RegressionAgreement
+from .slices import groups, rows_for
+from .stats import OutputStats, ShadowStats, to_exact
 
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
-NUMERIC_BINS = 32
-FREEZE_ROWS = 256
+NUMERIC_BINS = OutputSpec().bins
+FREEZE_ROWS = OutputSpec().freeze_rows
+SLICE_BUDGET_BYTES = 1 << 20  # per shadow target: per-slice paired sketches of all its outputs
+_NO_ROUTE = Route(model="", live=None)  # type: ignore[arg-type]
 
 # KServe v2 datatype -> numpy dtype (little-endian, as Triton's raw contents are).
 NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -51,10 +66,17 @@ def as_array(datatype: str, shape: tuple[int, ...], contents: memoryview | None)
 Primary = tuple[np.ndarray, np.ndarray]
 
 
-def compare_responses(live_raw: bytes, shadow_raw: bytes, stats: ShadowStats) -> Primary | None:
-    """Update ``stats`` with one live/shadow pair. Returns the primary output (the first numeric
-    one, as rows x values) of live and shadow, for the ground-truth join; None on a contract
-    mismatch or when there is no numeric output."""
+def compare_responses(
+    live_raw: bytes,
+    shadow_raw: bytes,
+    stats: ShadowStats,
+    route: Route = _NO_ROUTE,
+    slice_buckets: Sequence[np.ndarray | None] = (),
+) -> Primary | None:
+    """Update ``stats`` with one live/shadow pair. ``slice_buckets`` (from ``slices.assign``)
+    gives each request row's bucket per slice of ``route``. Returns the primary output (the first
+    numeric one, as rows x values) of live and shadow, for the ground-truth join; None on a
+    contract mismatch or when there is no numeric output."""
     try:
         live = scan_response(live_raw)
         shadow = scan_response(shadow_raw)
@@ -73,59 +95,110 @@ def compare_responses(live_raw: bytes, shadow_raw: bytes, stats: ShadowStats) ->
         a = as_array(dtype, shape, contents)
         sd, ss, sc = shadow_by_name[name]
         b = as_array(sd, ss, sc)
-        if a is None or b is None:
+        if a is None or b is None or a.size == 0:
             continue
-        _compare_output(stats, name, a, b)
+        _compare_output(stats, route, name, a, b, slice_buckets)
         if primary is None and a.ndim >= 1 and a.shape[0] > 0:
             primary = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
     return primary
 
 
-def _compare_output(stats: ShadowStats, name: str, a: np.ndarray, b: np.ndarray) -> None:
-    classifier = a.ndim >= 1 and a.shape[-1] > 1 and a.dtype.kind == "f"
+def _new_paired(kind: str, a: np.ndarray, spec: OutputSpec):
+    if kind == "classifier":
+        return LabelAgreement(a.shape[-1])
+    if kind == "binary":
+        return BinaryAgreement(spec.threshold)
+    if kind == "embedding":
+        return CosineStats()
+    return RegressionAgreement(spec.atol, spec.rtol)
+
+
+def _update_paired(p, kind: str, a: np.ndarray, b: np.ndarray) -> None:
+    """``a``/``b``: rows x values (rows = the output's first axis)."""
+    if kind == "classifier":
+        c = p.confusion.shape[0]
+        p.update_probs(a.reshape(-1, c), b.reshape(-1, c))
+    elif kind == "binary":
+        p.update_binary(a, b)
+    elif kind == "embedding":
+        p.update_embeddings(a, b)
+    else:
+        p.update_regression(a, b)
+
+
+def _kind(spec: OutputSpec, a: np.ndarray) -> str:
+    if spec.kind:
+        return spec.kind
+    return "classifier" if a.ndim >= 1 and a.shape[-1] > 1 and a.dtype.kind == "f" else "regression"
+
+
+def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, b: np.ndarray, slice_buckets) -> None:
     out = stats.outputs.get(name)
+    spec = route.output_spec(name)
     if out is None:
-        out = stats.outputs[name] = OutputStats(kind="classifier" if classifier else "numeric")
-    if out.kind == "classifier":
-        la = a.reshape(-1, a.shape[-1]).argmax(axis=1)
-        lb = b.reshape(-1, b.shape[-1]).argmax(axis=1)
-        out.rows += int(la.size)
-        out.agreed_rows += int(np.count_nonzero(la == lb))
-    _bin(out, a, b)
-    if a.size:
-        d = np.abs(a.astype(np.float64, copy=False) - b.astype(np.float64, copy=False))
-        out.values += int(d.size)
-        out.abs_diff_sum += float(d.sum())
-        out.abs_diff_max = max(out.abs_diff_max, float(d.max()))
-        if out.kind != "classifier":
-            out.rows += int(a.shape[0]) if a.ndim else 1
-
-
-def _bin(out: OutputStats, a: np.ndarray, b: np.ndarray) -> None:
-    """Feed the live and shadow histograms (same edges for both; see OutputStats)."""
-    if a.dtype.kind != "f" or a.size == 0:
+        kind = _kind(spec, a)
+        if kind == "classifier" and (a.ndim == 0 or a.shape[-1] < 2):
+            kind = "regression"  # a configured classifier answered with one value per row
+        out = stats.outputs[name] = OutputStats(kind=kind, paired=_new_paired(kind, a, spec))
+        out.slices = [[None] * len(s.buckets) for s in route.slices]
+    kind = out.kind
+    if kind == "classifier" and a.shape[-1] != out.paired.confusion.shape[0]:
+        stats.contract_mismatch += 1  # the class count changed between answers: not comparable
         return
-    cols = a.shape[-1] if a.ndim >= 2 else 1
+    rows = a.shape[0] if a.ndim else 1
+    a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
+    _update_paired(out.paired, kind, a2, b2)
+    for i, sl in enumerate(route.slices):
+        missing = len(sl.buckets) - 1
+        buckets = rows_for(slice_buckets[i] if i < len(slice_buckets) else None, rows, missing)
+        for bucket, mask in groups(buckets):
+            p = out.slices[i][bucket]
+            if p is None:
+                p = _new_paired(kind, a, spec)
+                size = len(p.to_bytes())
+                if stats.slice_bytes + size > SLICE_BUDGET_BYTES:
+                    out.slice_rows_dropped += rows if mask is None else int(mask.sum())
+                    continue
+                stats.slice_bytes += size
+                out.slices[i][bucket] = p
+            _update_paired(p, kind, a2 if mask is None else a2[mask], b2 if mask is None else b2[mask])
+    _bin(out, spec, a, b)
+    d = np.abs(a.astype(np.float64, copy=False) - b.astype(np.float64, copy=False))
+    if not np.isfinite(d).all():
+        d = d[np.isfinite(d)]  # NaN/inf answers: counted by the paired sketch as invalid
+    if d.size:
+        out.values += int(d.size)
+        out.abs_diff_fx += to_exact(d.sum())
+        out.abs_diff_max = max(out.abs_diff_max, float(d.max()))
+
+
+def _bin(out: OutputStats, spec: OutputSpec, a: np.ndarray, b: np.ndarray) -> None:
+    """Feed the live and shadow histograms (same edges for both; see the module doc)."""
+    if a.dtype.kind != "f":
+        return
+    cols = a.shape[-1] if a.ndim >= 2 and out.kind != "embedding" else 1  # per class / column
     a2 = a.reshape(-1, cols)
     b2 = b.reshape(-1, cols)
     if out.hist_live is None:
-        if out.kind == "classifier":
+        if spec.edges:
+            edges = np.asarray(spec.edges)
+        elif out.kind in ("classifier", "binary"):
             edges = PROB_EDGES
         else:
             out.pending.append((a2.copy(), b2.copy()))
-            if sum(len(x) for x, _ in out.pending) < FREEZE_ROWS:
+            if sum(len(x) for x, _ in out.pending) < spec.freeze_rows:
                 return
             live = np.concatenate([x for x, _ in out.pending])
             finite = live[np.isfinite(live)]
             lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             pad = (hi - lo) * 0.05 or 0.5
-            edges = np.linspace(lo - pad, hi + pad, NUMERIC_BINS + 1)
+            edges = np.linspace(lo - pad, hi + pad, spec.bins + 1)
         out.hist_live, out.hist_shadow = Histogram(edges, cols), Histogram(edges, cols)
-        for x, y in out.pending:
+        pending, out.pending = out.pending, []
+        for x, y in pending:
             out.hist_live.update(x)
             out.hist_shadow.update(y)
-        out.pending.clear()
-        if out.kind != "classifier":
+        if pending:
             return
     out.hist_live.update(a2)
     out.hist_shadow.update(b2)

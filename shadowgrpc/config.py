@@ -25,6 +25,20 @@ so a bad config is refused at start, never discovered under traffic.
     # deadline_ms: default = the live deadline (the caller's, else live.deadline_ms)
     max_in_flight = 64
 
+    [routes.outputs.probability]     # optional, per output: how live and shadow are compared
+    kind = "classifier"              # classifier | binary | regression | embedding (default:
+                                     # classifier for float outputs with >1 class, else regression)
+    edges = [0.0, 0.25, 0.5, 0.75, 1.0]  # drift histogram bins; default: classifier 20 on [0, 1],
+                                     # others `bins` (32) over the first `freeze_rows` (256) live rows
+    # threshold = 0.5 (binary), atol = 1e-6 / rtol = 1e-3 (regression)
+
+    [[routes.slices]]                # paired and ground-truth stats per bucket, and a verdict gate
+    name = "amount"                  #   per slice with enough outcomes
+    input = "INPUT"                  # input tensor (rows = first axis)
+    column = 0                       # index in a row
+    edges = [3.3]                    # numeric buckets "< 3.3", ">= 3.3" (or labels = [...])
+    # values = ["US", "DE"]          # BYTES inputs instead: one bucket per value, plus "other"
+
     [routes.gates]                   # the verdict (all optional; defaults shown)
     min_pairs = 200                  # compared pairs before latency/error gates decide
     min_outcomes = 200               # outcome rows before quality gates decide
@@ -32,6 +46,7 @@ so a bad config is refused at start, never discovered under traffic.
     error_rate_max = 0.01
     accuracy_delta_min = -0.005      # lower 95% bound of shadow - live accuracy
     ece_delta_max = 0.02
+    slice_min_outcomes = 200         # outcome rows before a slice bucket's accuracy gate decides
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .slices import MAX_BUCKETS, Slice
 from .verdict import Gates
 
 # Used for a shadow call when neither the caller, the live target nor the shadow set a deadline:
@@ -74,12 +90,39 @@ class ShadowTarget:
     noise_floor: bool = False  # an A/A replica of live: its differences are jitter, not change
 
 
+OUTPUT_KINDS = ("classifier", "binary", "regression", "embedding")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """How one output is compared; every field optional (inferred from the first answer)."""
+
+    kind: str = ""  # "" = inferred
+    edges: tuple[float, ...] = ()  # drift histogram edges; () = default rule
+    bins: int = 32  # numeric outputs without edges: bins over the first freeze_rows live rows
+    freeze_rows: int = 256
+    threshold: float = 0.5  # binary
+    atol: float = 1e-6  # regression: |live - shadow| <= atol + rtol * |shadow|
+    rtol: float = 1e-3
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     model: str
     live: LiveTarget
     shadows: tuple[ShadowTarget, ...] = ()
     gates: Gates = Gates()
+    outputs: tuple[tuple[str, OutputSpec], ...] = ()
+    slices: tuple[Slice, ...] = ()
+
+    def output_spec(self, name: str) -> OutputSpec:
+        for n, spec in self.outputs:
+            if n == name:
+                return spec
+        return _DEFAULT_SPEC
+
+
+_DEFAULT_SPEC = OutputSpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +204,7 @@ class Settings:
 def _route(r: Any, where: str, default_live: str) -> Route:
     if not isinstance(r, Mapping):
         raise ConfigError(f"{where[:-1]}: must be a table")
-    _only(r, where, {"model", "live", "shadows", "gates"})
+    _only(r, where, {"model", "live", "shadows", "gates", "outputs", "slices"})
     model = _string(r, "model", where, required=True)
     live_t = _table(r, "live", where + "live")
     _only(live_t, where + "live.", {"address", "model", "version", "deadline_ms"})
@@ -205,13 +248,105 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         same = (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion
         if same and not noise_floor:
             raise ConfigError(f"{sw}version: this shadow is the live target itself; set noise_floor = true if an A/A noise-floor target is intended")
-    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where))
+    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where), outputs=_outputs(r, where), slices=_slices(r, where))
+
+
+def _floats(t: Mapping[str, Any], key: str, where: str, min_len: int) -> tuple[float, ...]:
+    v = t.get(key, [])
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
+        raise ConfigError(f"{where}{key}: must be an array of numbers, got {v!r}")
+    e = tuple(float(x) for x in v)
+    if len(e) < min_len:
+        raise ConfigError(f"{where}{key}: needs at least {min_len} values, got {len(e)}")
+    if any(x != x or x in (float("inf"), float("-inf")) for x in e) or any(b <= a for a, b in zip(e, e[1:])):
+        raise ConfigError(f"{where}{key}: must be finite and strictly increasing, got {v!r}")
+    return e
+
+
+def _strings(t: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    v = t.get(key, [])
+    if not isinstance(v, list) or any(not isinstance(x, str) for x in v):
+        raise ConfigError(f"{where}{key}: must be an array of strings, got {v!r}")
+    if len(set(v)) != len(v):
+        raise ConfigError(f"{where}{key}: duplicate entries in {v!r}")
+    return tuple(v)
+
+
+def _outputs(r: Mapping[str, Any], where: str) -> tuple[tuple[str, OutputSpec], ...]:
+    t = _table(r, "outputs", where + "outputs")
+    d = OutputSpec()
+    specs = []
+    for name, o in t.items():
+        ow = f"{where}outputs.{name}."
+        if not isinstance(o, Mapping):
+            raise ConfigError(f"{ow[:-1]}: must be a table")
+        _only(o, ow, {"kind", "edges", "bins", "freeze_rows", "threshold", "atol", "rtol"})
+        kind = o.get("kind", "")
+        if kind and kind not in OUTPUT_KINDS:
+            raise ConfigError(f"{ow}kind: must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+        specs.append(
+            (
+                name,
+                OutputSpec(
+                    kind=kind,
+                    edges=_floats(o, "edges", ow, 2) if "edges" in o else (),
+                    bins=int(_number(o, "bins", ow, d.bins, lo=1, hi=4096, integer=True)),
+                    freeze_rows=int(_number(o, "freeze_rows", ow, d.freeze_rows, lo=1, hi=1_000_000, integer=True)),
+                    threshold=float(_number(o, "threshold", ow, d.threshold, lo=-1e30, hi=1e30)),
+                    atol=float(_number(o, "atol", ow, d.atol, lo=0, hi=1e30)),
+                    rtol=float(_number(o, "rtol", ow, d.rtol, lo=0, hi=1e30)),
+                ),
+            )
+        )
+    return tuple(specs)
+
+
+def _slices(r: Mapping[str, Any], where: str) -> tuple[Slice, ...]:
+    raw = r.get("slices", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}slices: must be an array of tables ([[routes.slices]])")
+    out: list[Slice] = []
+    total = 0
+    for k, t in enumerate(raw):
+        sw = f"{where}slices[{k}]."
+        if not isinstance(t, Mapping):
+            raise ConfigError(f"{sw[:-1]}: must be a table")
+        _only(t, sw, {"name", "input", "column", "edges", "values", "labels"})
+        name = _string(t, "name", sw, required=True)
+        if any(s.name == name for s in out):
+            raise ConfigError(f"{sw}name: duplicate slice {name!r}")
+        if ("edges" in t) == ("values" in t):
+            raise ConfigError(f"{sw[:-1]}: set edges (numeric input) or values (BYTES input), exactly one")
+        edges = _floats(t, "edges", sw, 1) if "edges" in t else ()
+        values = _strings(t, "values", sw) if "values" in t else ()
+        if "values" in t and not values:
+            raise ConfigError(f"{sw}values: needs at least one value")
+        default_labels = Slice.edge_labels(edges) if edges else (*values, "other")
+        labels = _strings(t, "labels", sw) if "labels" in t else default_labels
+        if len(labels) != len(default_labels):
+            raise ConfigError(f"{sw}labels: needs {len(default_labels)} names (one per bucket), got {len(labels)}")
+        if "missing" in labels:
+            raise ConfigError(f"{sw}labels: 'missing' is reserved for rows the slice cannot read")
+        total += len(labels) + 1
+        if total > MAX_BUCKETS:
+            raise ConfigError(f"{sw[:-1]}: more than {MAX_BUCKETS} slice buckets in this route (memory bound)")
+        out.append(
+            Slice(
+                name=name,
+                input=_string(t, "input", sw, required=True),
+                column=int(_number(t, "column", sw, 0, lo=0, hi=1 << 30, integer=True)),
+                edges=edges,
+                values=values,
+                labels=labels,
+            )
+        )
+    return tuple(out)
 
 
 def _gates(r: Mapping[str, Any], where: str) -> Gates:
     t = _table(r, "gates", where + "gates")
     gw = where + "gates."
-    _only(t, gw, {"min_pairs", "min_outcomes", "p99_ratio_max", "p99_ms_max", "error_rate_max", "accuracy_delta_min", "ece_delta_max"})
+    _only(t, gw, {"min_pairs", "min_outcomes", "p99_ratio_max", "p99_ms_max", "error_rate_max", "accuracy_delta_min", "ece_delta_max", "slice_min_outcomes"})
     d = Gates()
     return Gates(
         min_pairs=int(_number(t, "min_pairs", gw, d.min_pairs, lo=1, hi=1e12, integer=True)),
@@ -221,6 +356,7 @@ def _gates(r: Mapping[str, Any], where: str) -> Gates:
         error_rate_max=float(_number(t, "error_rate_max", gw, d.error_rate_max, lo=0, hi=1)),
         accuracy_delta_min=float(_number(t, "accuracy_delta_min", gw, d.accuracy_delta_min, lo=-1, hi=1)),
         ece_delta_max=float(_number(t, "ece_delta_max", gw, d.ece_delta_max, lo=-1, hi=1)),
+        slice_min_outcomes=int(_number(t, "slice_min_outcomes", gw, d.slice_min_outcomes, lo=1, hi=1e12, integer=True)),
     )
 
 

@@ -8,6 +8,8 @@ an error. With outcomes, both models are scored against the truth, separately:
   disagreement breakdown: shadow right & live wrong (improvement), live right & shadow wrong
   (regression), both wrong, both right; Wilson 95% intervals on the rates;
 - other numeric outputs (regression): mean absolute error of each.
+Each configured slice (slices.py) keeps the same scores per bucket, from the bucket of each row
+recorded with the pair when it was compared.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .stats import from_exact, to_exact
 
 ECE_BINS = 10
 
@@ -35,15 +39,28 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 
 @dataclass(slots=True)
 class Scores:
-    """One model's score against the truth (classifier or regression)."""
+    """One model's score against the truth (classifier or regression). Float sums are kept
+    exact (``stats.to_exact``) so that replicas merge to the same numbers as one front."""
 
     rows: int = 0
     correct: int = 0
-    brier_sum: float = 0.0
-    abs_err_sum: float = 0.0
+    brier_fx: int = 0
+    abs_err_fx: int = 0
     conf_count: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS, np.int64))
-    conf_sum: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS))
-    hit_sum: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS))
+    conf_fx: list[int] = field(default_factory=lambda: [0] * ECE_BINS)
+    hit_count: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS, np.int64))
+
+    @property
+    def brier_sum(self) -> float:
+        return from_exact(self.brier_fx)
+
+    @property
+    def abs_err_sum(self) -> float:
+        return from_exact(self.abs_err_fx)
+
+    @property
+    def conf_sum(self) -> np.ndarray:
+        return np.array([from_exact(v) for v in self.conf_fx])
 
     def add_classifier(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         pred = probs.argmax(axis=1)
@@ -52,17 +69,19 @@ class Scores:
         onehot[np.arange(len(labels)), labels] = 1.0
         conf = probs.max(axis=1).astype(np.float64)
         b = np.minimum((conf * ECE_BINS).astype(np.int64), ECE_BINS - 1)
-        np.add.at(self.conf_count, b, 1)
-        np.add.at(self.conf_sum, b, conf)
-        np.add.at(self.hit_sum, b, hit)
+        self.conf_count += np.bincount(b, minlength=ECE_BINS)
+        self.hit_count += np.bincount(b, weights=hit, minlength=ECE_BINS).astype(np.int64)
+        for k, v in enumerate(np.bincount(b, weights=conf, minlength=ECE_BINS)):
+            if v:
+                self.conf_fx[k] += to_exact(v)
         self.rows += len(labels)
         self.correct += int(hit.sum())
-        self.brier_sum += float(((probs - onehot) ** 2).sum())
+        self.brier_fx += to_exact(((probs - onehot) ** 2).sum())
         return hit
 
     def add_regression(self, pred: np.ndarray, values: np.ndarray) -> None:
         self.rows += len(values)
-        self.abs_err_sum += float(np.abs(pred.astype(np.float64) - values).sum())
+        self.abs_err_fx += to_exact(np.abs(pred.astype(np.float64) - values).sum())
 
     @property
     def ece(self) -> float:
@@ -70,7 +89,7 @@ class Scores:
         if n == 0:
             return 0.0
         nz = self.conf_count > 0
-        gaps = np.abs(self.conf_sum[nz] - self.hit_sum[nz])  # = count * |mean conf - accuracy|
+        gaps = np.abs(self.conf_sum[nz] - self.hit_count[nz])  # = count * |mean conf - accuracy|
         return float(gaps.sum() / n)
 
 
@@ -86,6 +105,18 @@ class OutcomeStats:
     both_right: int = 0
     both_wrong: int = 0
     shape_mismatch: int = 0  # outcome rows != prediction rows
+    slices: list[list[OutcomeStats | None]] = field(default_factory=list)  # [slice][bucket]
+
+    def bucket(self, i: int, b: int, n_buckets: int) -> OutcomeStats:
+        while len(self.slices) <= i:
+            self.slices.append([])
+        row = self.slices[i]
+        if not row:
+            row.extend([None] * n_buckets)
+        o = row[b]
+        if o is None:
+            o = row[b] = OutcomeStats()
+        return o
 
 
 @dataclass(slots=True)
@@ -94,6 +125,7 @@ class Pair:
     live: np.ndarray  # primary output, rows x classes (or rows x 1)
     shadows: dict[str, np.ndarray]
     born: float
+    slices: list  # per route slice: each row's bucket (np.ndarray) or None (unreadable)
 
 
 class PairStore:
@@ -111,7 +143,7 @@ class PairStore:
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def add(self, request_id: str, route: str, target: str, live: np.ndarray, shadow: np.ndarray) -> None:
+    def add(self, request_id: str, route: str, target: str, live: np.ndarray, shadow: np.ndarray, slices: list = ()) -> None:
         now = time.monotonic()
         self._expire(now)
         p = self._pairs.get(request_id)
@@ -120,7 +152,7 @@ class PairStore:
                 while len(self._pairs) >= self.max_pairs:
                     self._pairs.popitem(last=False)
                     self.evicted_full += 1
-            p = self._pairs[request_id] = Pair(route, live.copy(), {}, now)
+            p = self._pairs[request_id] = Pair(route, live.copy(), {}, now, list(slices))
             self.stored += 1
         p.shadows[target] = shadow.copy()
 
@@ -144,7 +176,39 @@ class PairStore:
             self.evicted_expired += 1
 
 
-def score(stats: OutcomeStats, live: np.ndarray, shadow: np.ndarray, labels: np.ndarray | None, values: np.ndarray | None) -> bool:
+def score(
+    stats: OutcomeStats,
+    live: np.ndarray,
+    shadow: np.ndarray,
+    labels: np.ndarray | None,
+    values: np.ndarray | None,
+    slices: tuple = (),
+    buckets: list = (),
+) -> bool:
+    """Score one pair against its outcome, overall and per slice bucket (``slices``: the route's
+    Slice configs; ``buckets``: the pair's bucket per row for each); False when the outcome's rows
+    or classes do not fit the predictions."""
+    if not _score(stats, live, shadow, labels, values):
+        return False
+    rows = live.shape[0]
+    for i, sl in enumerate(slices):
+        n = len(sl.buckets)
+        b = buckets[i] if i < len(buckets) else None
+        if b is None or len(b) != rows:
+            b = np.full(rows, n - 1, dtype=np.int16)  # "missing"
+        for k in np.unique(b):
+            m = b == k
+            _score(
+                stats.bucket(i, int(k), n),
+                live[m],
+                shadow[m],
+                labels[m] if labels is not None else None,
+                values[m] if values is not None else None,
+            )
+    return True
+
+
+def _score(stats: OutcomeStats, live: np.ndarray, shadow: np.ndarray, labels: np.ndarray | None, values: np.ndarray | None) -> bool:
     """Score one pair against its outcome; False when the outcome's rows do not match."""
     rows = live.shape[0]
     classifier = live.ndim == 2 and live.shape[1] > 1

@@ -1,4 +1,5 @@
-"""Reports: the router's stats as a ``shadowgrpc.v1.Report`` and as a readable table."""
+"""Reports: a router's stats (or a merged snapshot View, state.py) as a ``shadowgrpc.v1.Report``
+and as a readable table."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from google.protobuf import json_format
 
 from . import __version__
 from .config import LiveTarget, ShadowTarget
-from .router import Router
 from .outcomes import OutcomeStats, Scores, wilson
+from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
 from .verdict import evaluate
 from .v1 import shadow_pb2 as pb
@@ -36,7 +37,16 @@ def _score(sc: Scores, kind: str) -> pb.ModelScore:
     return m
 
 
-def ground_truth_pb(o: OutcomeStats) -> pb.GroundTruth:
+def ground_truth_pb(o: OutcomeStats, slices: tuple = ()) -> pb.GroundTruth:
+    g = _ground_truth(o)
+    for sl, row in zip(slices, o.slices):
+        for label, bo in zip(sl.buckets, row):
+            if bo is not None and bo.live.rows:
+                g.slices.add(slice=sl.name, bucket=label, truth=_ground_truth(bo))
+    return g
+
+
+def _ground_truth(o: OutcomeStats) -> pb.GroundTruth:
     g = pb.GroundTruth(kind=o.kind, rows=o.live.rows, live=_score(o.live, o.kind), shadow=_score(o.shadow, o.kind), shape_mismatch=o.shape_mismatch)
     if o.kind == "classifier" and o.live.rows:
         n = o.live.rows
@@ -78,11 +88,63 @@ def target_pb(t: LiveTarget | ShadowTarget) -> pb.Target:
     )
 
 
-def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], dict] | None = None) -> pb.Report:
-    """The report; ``costs`` from ``CostTracker.collect()`` fills each shadow's ComputeCost."""
+def _agreement(kind: str, p) -> float:
+    if p is None:
+        return 0.0
+    if kind == "embedding":
+        return p.mean if p.count else 0.0
+    n = paired_rows(p)
+    return paired_agreed(p) / n if n else 0.0
+
+
+def output_pb(name: str, o: OutputStats, slices: tuple) -> pb.OutputComparison:
+    p = o.paired
+    oc = pb.OutputComparison(
+        name=name,
+        kind=o.kind,
+        rows=o.rows,
+        agreed_rows=o.agreed_rows,
+        agreement=_agreement(o.kind, p),
+        mean_abs_diff=(o.abs_diff_sum / o.values) if o.values else 0.0,
+        max_abs_diff=o.abs_diff_max,
+        invalid_rows=p.invalid if p is not None else 0,
+        slice_rows_dropped=o.slice_rows_dropped,
+    )
+    if hasattr(p, "confusion"):
+        oc.n_classes = p.confusion.shape[0]
+        oc.confusion.extend(int(x) for x in p.confusion.reshape(-1))
+    if o.kind == "binary":
+        oc.threshold = p.threshold
+    elif o.kind == "regression" and p.errors.count:
+        oc.error_p50, oc.error_p90, oc.error_p99 = (min(q, p.errors.max) for q in p.errors.quantiles((0.5, 0.9, 0.99)))
+    elif o.kind == "embedding" and p.count:
+        oc.cosine_min = p.min
+    for sl, row in zip(slices, o.slices):
+        for label, sp in zip(sl.buckets, row):
+            if sp is not None and paired_rows(sp):
+                oc.slices.add(slice=sl.name, bucket=label, rows=paired_rows(sp), agreement=_agreement(o.kind, sp))
+    if o.hist_live is not None:
+        oc.drift.CopyFrom(drift_pb(o))
+    return oc
+
+
+def sketch_bytes(s: ShadowStats) -> int:
+    """Memory held by one target's sketches (latency, paired, per-slice, drift histograms)."""
+    n = s.latency.nbytes
+    for o in s.outputs.values():
+        for sk in (o.paired, o.hist_live, o.hist_shadow, *(p for row in o.slices for p in row)):
+            if sk is not None:
+                n += sk.nbytes if hasattr(sk, "nbytes") else len(sk.to_bytes())
+    return n
+
+
+def build_report(router, model: str = "", costs: dict[tuple[str, str], dict] | None = None) -> pb.Report:
+    """The report of a Router or a snapshot View (state.py); ``costs`` from
+    ``CostTracker.collect()`` fills each shadow's ComputeCost."""
     rep = pb.Report(
         version=__version__,
-        uptime_s=time.time() - router.started,
+        replicas=getattr(router, "replicas", 1),
+        uptime_s=getattr(router, "taken", time.time()) - router.started,
         unrouted_requests=router.unrouted,
         unparsed_requests=router.unparsed,
         stream_messages=router.stream_messages,
@@ -117,6 +179,7 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
         comp = rs.completeness
         rr.inputs_not_checked = comp.not_checked
         rr.inputs_metadata_error = comp.metadata_error
+        rr.sketch_bytes = st.live_latency.nbytes + sum(sketch_bytes(ss.stats) for ss in rs.shadows)
         for iname, ist in comp.inputs.items():
             rr.inputs.add(name=iname, **{f: getattr(ist, f) for f in ist.__slots__})
         for ss in rs.shadows:
@@ -133,10 +196,12 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
                 latency=latency_summary(s.latency),
                 live_failed=s.live_failed,
                 in_flight=ss.in_flight,
+                drift_edges_differ=getattr(ss, "drift_edges_differ", 0),
             )
             sr.errors.update(s.errors)
-            sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes))
-            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes)
+            slices = rs.route.slices
+            sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes, slices))
+            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes, slices)
             sr.verdict.decision = decision
             for gr in gates:
                 sr.verdict.gates.add(name=gr.name, status=gr.status, reason=gr.reason, value=gr.value, threshold=gr.threshold)
@@ -146,17 +211,7 @@ def build_report(router: Router, model: str = "", costs: dict[tuple[str, str], d
             else:
                 sr.cost.reason = "not collected"
             for oname, o in s.outputs.items():
-                oc = sr.outputs.add(
-                    name=oname,
-                    kind=o.kind,
-                    rows=o.rows,
-                    agreed_rows=o.agreed_rows,
-                    agreement=(o.agreed_rows / o.rows) if (o.kind == "classifier" and o.rows) else 0.0,
-                    mean_abs_diff=(o.abs_diff_sum / o.values) if o.values else 0.0,
-                    max_abs_diff=o.abs_diff_max,
-                )
-                if o.hist_live is not None:
-                    oc.drift.CopyFrom(drift_pb(o))
+                sr.outputs.append(output_pb(oname, o, slices))
     return rep
 
 
@@ -174,10 +229,32 @@ def _errs(d) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "0"
 
 
+def _pct(kind: str, v: float) -> str:
+    return f"cos {v:.4f}" if kind == "embedding" else f"{v:.2%}"
+
+
+def _paired_text(o: pb.OutputComparison) -> str:
+    if o.kind == "classifier":
+        text = f"top-label agreement {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows)"
+        if o.n_classes <= 4 and len(o.confusion) == o.n_classes**2:
+            rows = [list(o.confusion[i * o.n_classes : (i + 1) * o.n_classes]) for i in range(o.n_classes)]
+            text += f", confusion live x shadow {rows}"
+        return text
+    if o.kind == "binary":
+        return f"agreement at {o.threshold:g} {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows)"
+    if o.kind == "embedding":
+        return f"cosine mean {o.agreement:.4f} min {o.cosine_min:.4f} ({o.rows} rows)"
+    return (
+        f"within tolerance {o.agreement:.2%} ({o.agreed_rows}/{o.rows} values), "
+        f"|diff| p50/p90/p99 {o.error_p50:.3g}/{o.error_p90:.3g}/{o.error_p99:.3g}"
+    )
+
+
 def format_report(rep: pb.Report) -> str:
     """A plain-text table, one block per route."""
+    merged = f"  ({rep.replicas} replicas merged)" if rep.replicas > 1 else ""
     lines = [
-        f"shadowgrpc {rep.version}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
+        f"shadowgrpc {rep.version}{merged}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
         f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
     ]
     o = rep.outcomes
@@ -194,7 +271,7 @@ def format_report(rep: pb.Report) -> str:
             lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}")
             for gt in s.verdict.gates:
                 lines.append(f"  {gt.status:<15} {gt.name:<16} {gt.reason}")
-        lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}")
+        lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}  (sketches {r.sketch_bytes / 1024:.0f} KiB)")
         lines.append(
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
             f"shm (not mirrored) {r.shm_not_mirrored}  p50/p95/p99 ms {_lat(r.live_latency)}"
@@ -233,6 +310,15 @@ def format_report(rep: pb.Report) -> str:
                 )
             elif g.kind == "regression":
                 lines.append(f"    ground truth ({g.rows} rows): MAE live {g.live.mae:.4g}, shadow {g.shadow.mae:.4g}")
+            for sg in g.slices:
+                t_ = sg.truth
+                if t_.kind == "classifier":
+                    lines.append(
+                        f"      slice {sg.slice} {sg.bucket}: {t_.rows} rows, accuracy live {t_.live.accuracy:.2%} shadow "
+                        f"{t_.shadow.accuracy:.2%} (delta {t_.accuracy_delta:+.2%}); improvements {t_.improvements}, regressions {t_.regressions}"
+                    )
+                elif t_.kind == "regression":
+                    lines.append(f"      slice {sg.slice} {sg.bucket}: {t_.rows} rows, MAE live {t_.live.mae:.4g} shadow {t_.shadow.mae:.4g}")
             c = s.cost
             if c.available:
                 lines.append(
@@ -245,13 +331,11 @@ def format_report(rep: pb.Report) -> str:
             if t.noise_floor:
                 lines.append("    (A/A noise floor: a replica of live; its differences are jitter, not change)")
             for o in s.outputs:
-                if o.kind == "classifier":
-                    line = (
-                        f"    {o.name}: top-label agreement {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows), "
-                        f"mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
-                    )
-                else:
-                    line = f"    {o.name}: mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g} over {o.rows} rows"
+                line = f"    {o.name} ({o.kind}): {_paired_text(o)}, mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
+                if o.slices:
+                    line += "\n      by slice: " + "; ".join(f"{x.slice} {x.bucket} {_pct(o.kind, x.agreement)} ({x.rows})" for x in o.slices)
+                if o.slice_rows_dropped:
+                    line += f"\n      {o.slice_rows_dropped} rows not kept per slice (memory bound)"
                 if o.drift.binned:
                     dv = o.drift
                     line += (
@@ -260,7 +344,7 @@ def format_report(rep: pb.Report) -> str:
                     )
                 f = floor.get(o.name)
                 if f is not None and not t.noise_floor:
-                    line += f"  [A/A noise floor: " + (f"agreement {f.agreement:.2%}, " if f.kind == "classifier" else "")
+                    line += "  [A/A noise floor: " + (f"agreement {f.agreement:.2%}, " if f.kind == "classifier" else "")
                     line += f"mean |diff| {f.mean_abs_diff:.4g}" + (f", PSI {f.drift.psi:.4f}" if f.drift.binned else "") + "]"
                 lines.append(line)
     return "\n".join(lines)

@@ -11,7 +11,9 @@ The path, in order (DESIGN.md "A request's path"):
    deadline, as a task held in a set. Past ``max_in_flight`` per target, or past the byte budget
    for all in-flight shadow requests, the shadow is shed and counted; while the target's
    connection is down (TRANSIENT_FAILURE) it is not sent and counted as ``down``.
-4. When both answers are in, ``compare_responses`` updates the target's stats.
+4. When both answers are in, ``compare_responses`` updates the target's stats, overall and per
+   slice bucket (``slices.assign``, once per request); with a request id the pair waits for its
+   ground truth (``record_outcome``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .completeness import Completeness
 from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings, ShadowTarget
 from .outcomes import OutcomeStats, PairStore, score
 from .packing import build_request, sample_key, scan_request
+from .slices import assign
 from .stats import RouteStats, ShadowStats
 
 log = logging.getLogger("shadowgrpc.router")
@@ -62,10 +65,12 @@ def _trailing(md) -> tuple[tuple[str, Any], ...]:
 
 
 class ShadowState:
-    __slots__ = ("target", "upstream", "stats", "outcomes", "in_flight", "name", "version")
+    __slots__ = ("target", "route", "slices", "upstream", "stats", "outcomes", "in_flight", "name", "version")
 
-    def __init__(self, target: ShadowTarget, upstream: Upstream) -> None:
+    def __init__(self, target: ShadowTarget, upstream: Upstream, route: Route) -> None:
         self.target = target
+        self.route = route
+        self.slices = route.slices
         self.upstream = upstream
         self.stats = ShadowStats()
         self.outcomes = OutcomeStats()
@@ -101,7 +106,7 @@ class Router:
         self.default = upstreams.get(settings.default_live, "live")
         self.routes: dict[str, RouteState] = {}
         for r in settings.routes:
-            shadows = [ShadowState(s, upstreams.get(s.address, "shadow")) for s in r.shadows]
+            shadows = [ShadowState(s, upstreams.get(s.address, "shadow"), r) for s in r.shadows]
             self.routes[r.model] = RouteState(r, upstreams.get(r.live.address, "live"), shadows)
         self.unrouted = 0
         self.unparsed = 0
@@ -168,6 +173,7 @@ class Router:
         key = sample_key(request_id) if request_id else random.random()
         live_done: asyncio.Future[bytes] | None = None
         started = False
+        per_request: list = []  # the request's slice buckets, computed by the first shadow task to need them
         for ss in rs.shadows:
             t = ss.target
             if key >= t.sample_rate:
@@ -189,7 +195,7 @@ class Router:
             s.sent += 1
             inputs = None if started else rs.completeness
             started = True
-            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done, inputs))
+            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done, inputs, per_request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return live_done
@@ -204,6 +210,7 @@ class Router:
         deadline: float,
         live_done: asyncio.Future[bytes],
         inputs: Completeness | None,
+        per_request: list,
     ) -> None:
         s = ss.stats
         size = len(raw)
@@ -221,6 +228,9 @@ class Router:
                 del req
             if inputs is not None:  # once per request, by its first shadow task
                 await inputs.check(raw)
+            slices = ss.slices
+            if slices and response is not None and not per_request:
+                per_request.append(assign(slices, raw))  # once per request (no await in between)
             del raw
             if response is None:
                 return
@@ -229,9 +239,10 @@ class Router:
             except asyncio.CancelledError:
                 s.live_failed += 1
                 return
-            primary = compare_responses(live_response, response, s)
+            buckets = per_request[0] if per_request else ()
+            primary = compare_responses(live_response, response, s, ss.route, buckets)
             if primary is not None and request_id and self.pairs.max_pairs:
-                self.pairs.add(request_id, route, ss.target.name, *primary)
+                self.pairs.add(request_id, route, ss.target.name, *primary, buckets)
         except asyncio.CancelledError:
             s.errors["CANCELLED"] += 1
         except Exception:  # a shadow problem must never surface anywhere but in its stats
@@ -256,7 +267,7 @@ class Router:
         ok = False
         for ss in rs.shadows if rs is not None else ():
             shadow = pair.shadows.get(ss.target.name)
-            if shadow is not None and score(ss.outcomes, pair.live, shadow, labels, values):
+            if shadow is not None and score(ss.outcomes, pair.live, shadow, labels, values, ss.slices, pair.slices):
                 ok = True
         if not ok:
             self.outcomes_mismatch += 1

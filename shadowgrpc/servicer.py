@@ -14,6 +14,7 @@ from .backends import SERVICE, UNARY_METHODS
 from .cost import CostTracker
 from .report import build_report, target_pb
 from .router import Router
+from .state import snapshot
 from .v1 import shadow_pb2 as pb
 from .v1 import shadow_pb2_grpc as pb_grpc
 
@@ -44,7 +45,11 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
     async def GetReport(self, request: pb.GetReportRequest, context: grpc.aio.ServicerContext) -> pb.Report:
         if request.model and request.model not in self._router.routes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
-        return build_report(self._router, request.model, await self._cost.collect())
+        costs = await self._cost.collect()
+        rep = build_report(self._router, request.model, costs)
+        if request.snapshot:
+            rep.snapshot = snapshot(self._router, costs)
+        return rep
 
     async def RecordOutcomes(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.RecordOutcomesResponse:
         resp = pb.RecordOutcomesResponse()

@@ -7,26 +7,80 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .sketches import LatencySketch
+
+
+# Sums of floats merged across replicas must not depend on the order of addition: each response's
+# partial sum (computed the same way on whichever replica sees it) is added exactly, as an integer
+# count of 2**-1074 (every finite float64 is one), and read back correctly rounded.
+_EXACT_SHIFT = 1074
+
+
+def to_exact(x: float) -> int:
+    """``x`` (finite) as an exact integer multiple of 2**-1074."""
+    n, d = float(x).as_integer_ratio()
+    return n << (_EXACT_SHIFT + 1 - d.bit_length())
+
+
+def from_exact(v: int) -> float:
+    return v / (1 << _EXACT_SHIFT)  # int / int: correctly rounded
 
 
 @dataclass(slots=True)
 class OutputStats:
-    """Per output tensor: top-label agreement (classifier) or absolute differences (numeric),
-    and live/shadow histograms on the same edges for the drift divergences. Classifier outputs
-    (probabilities) use 20 bins on [0, 1], one row per class; numeric outputs freeze their edges
-    from the first ``FREEZE_ROWS`` live rows (32 bins over their range, padded 5%), buffering
-    those rows' pairs until then."""
+    """Per output tensor of one shadow target (see compare.py for the rules):
+    - ``paired``: the kind's paired sketch (classifier: LabelAgreement, the live x shadow confusion
+      matrix; binary: BinaryAgreement at the threshold; regression: RegressionAgreement, within
+      tolerance and |live - shadow| quantiles; embedding: CosineStats);
+    - ``slices[i][b]``: the same sketch for the rows in bucket ``b`` of the route's slice ``i``
+      (None until a row lands there, or when the memory bound refused it: ``slice_rows_dropped``);
+    - mean/max |live - shadow| over all values;
+    - ``hist_live``/``hist_shadow``: drift histograms on the same edges (``pending`` holds the
+      first rows until numeric edges freeze)."""
 
     kind: str
-    rows: int = 0
-    agreed_rows: int = 0
-    abs_diff_sum: float = 0.0
-    abs_diff_max: float = 0.0
+    paired: Any = None
     values: int = 0
+    abs_diff_fx: int = 0  # exact sum of finite |live - shadow| (to_exact); NaN/inf pairs not summed
+    abs_diff_max: float = 0.0
     hist_live: Any = None
     hist_shadow: Any = None
     pending: list = field(default_factory=list)
+    slices: list[list[Any]] = field(default_factory=list)
+    slice_rows_dropped: int = 0
+
+    @property
+    def abs_diff_sum(self) -> float:
+        return from_exact(self.abs_diff_fx)
+
+    @property
+    def rows(self) -> int:
+        return paired_rows(self.paired)
+
+    @property
+    def agreed_rows(self) -> int:
+        return paired_agreed(self.paired)
+
+
+def paired_rows(p: Any) -> int:
+    """Rows a paired sketch has seen (invalid ones included)."""
+    if p is None:
+        return 0
+    if hasattr(p, "confusion"):
+        return int(p.confusion.sum()) + p.invalid
+    return p.count + p.invalid
+
+
+def paired_agreed(p: Any) -> int:
+    """Rows on which live and shadow agree: same top label, same side of the threshold, within
+    tolerance; for embeddings, the rows compared (see the mean cosine instead)."""
+    if p is None:
+        return 0
+    if hasattr(p, "confusion"):
+        return int(np.trace(p.confusion))
+    return p.within if hasattr(p, "within") else p.count
 
 
 @dataclass(slots=True)
@@ -40,6 +94,7 @@ class ShadowStats:
     compared: int = 0
     contract_mismatch: int = 0
     live_failed: int = 0
+    slice_bytes: int = 0  # per-slice sketches held (bounded by compare.SLICE_BUDGET_BYTES)
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     latency: LatencySketch = field(default_factory=LatencySketch)
 

@@ -6,6 +6,9 @@ NOT_ENOUGH_DATA, each with its reason; the decision is
 - else FAIL when any gate fails,
 - else NOT_ENOUGH_DATA when any gate lacks data,
 - else PASS.
+The accuracy gate is also applied in every slice bucket (``[[routes.slices]]``) with at least
+``slice_min_outcomes`` outcome rows, so a shadow better on average but worse in one region or
+amount band fails; buckets with fewer rows are listed as SKIPPED (not deciding).
 Quality is decided by ground truth (accuracy, calibration) where outcomes exist. Agreement with
 live is not quality (a better model disagrees with live where live was wrong); without outcomes
 the verdict says that accuracy is unknown instead of guessing from agreement.
@@ -31,12 +34,13 @@ class Gates:
     error_rate_max: float = 0.01  # (shadow errors) / sent
     accuracy_delta_min: float = -0.005  # lower 95% bound of (shadow - live) accuracy
     ece_delta_max: float = 0.02  # shadow ECE - live ECE
+    slice_min_outcomes: int = 200  # outcome rows in a slice bucket before its accuracy gate decides
 
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
     name: str
-    status: str  # PASS | FAIL | NOT_ENOUGH_DATA
+    status: str  # PASS | FAIL | NOT_ENOUGH_DATA | SKIPPED (informational, never decides)
     reason: str
     value: float = 0.0
     threshold: float = 0.0
@@ -53,7 +57,8 @@ def paired_delta_ci(improvements: int, regressions: int, n: int, z: float = Z95)
     return d, d - z * se, d + z * se
 
 
-def evaluate(g: Gates, route: RouteStats, s: ShadowStats, o: OutcomeStats) -> tuple[str, list[GateResult]]:
+def evaluate(g: Gates, route: RouteStats, s: ShadowStats, o: OutcomeStats, slices: tuple = ()) -> tuple[str, list[GateResult]]:
+    """The decision and every gate's result; ``slices``: the route's Slice configs (bucket names)."""
     gates: list[GateResult] = []
     pairs = s.compared
     if s.contract_mismatch and not s.compared:
@@ -92,21 +97,47 @@ def evaluate(g: Gates, route: RouteStats, s: ShadowStats, o: OutcomeStats) -> tu
         gates.append(GateResult("accuracy", "NOT_ENOUGH_DATA", why))
         if o.kind != "regression":
             gates.append(GateResult("calibration_ece", "NOT_ENOUGH_DATA", why))
-    elif o.kind == "classifier":
+    else:
+        gates.append(_accuracy_gate("accuracy", g, o))
+        if o.kind == "classifier":
+            de = o.shadow.ece - o.live.ece
+            why = f"ECE shadow {o.shadow.ece:.4f} - live {o.live.ece:.4f} = {de:+.4f} (max {g.ece_delta_max:+.4f})"
+            gates.append(GateResult("calibration_ece", "PASS" if de <= g.ece_delta_max else "FAIL", why, de, g.ece_delta_max))
+    gates.extend(_slice_gates(g, o, slices))
+
+    statuses = {r.status for r in gates}
+    decision = "FAIL" if "FAIL" in statuses else "NOT_ENOUGH_DATA" if "NOT_ENOUGH_DATA" in statuses else "PASS"
+    return decision, gates
+
+
+def _accuracy_gate(name: str, g: Gates, o: OutcomeStats) -> GateResult:
+    n = o.live.rows
+    if o.kind == "classifier":
         d, lo, _ = paired_delta_ci(o.improvements, o.regressions, n)
         why = (
             f"shadow - live accuracy {d:+.2%} (95% CI lower bound {lo:+.2%}; min {g.accuracy_delta_min:+.2%}) over {n} rows: "
             f"{o.improvements} improvements, {o.regressions} regressions"
         )
-        gates.append(GateResult("accuracy", "PASS" if lo >= g.accuracy_delta_min else "FAIL", why, lo, g.accuracy_delta_min))
-        de = o.shadow.ece - o.live.ece
-        why = f"ECE shadow {o.shadow.ece:.4f} - live {o.live.ece:.4f} = {de:+.4f} (max {g.ece_delta_max:+.4f})"
-        gates.append(GateResult("calibration_ece", "PASS" if de <= g.ece_delta_max else "FAIL", why, de, g.ece_delta_max))
-    else:
-        lm, sm = o.live.abs_err_sum / n, o.shadow.abs_err_sum / n
-        why = f"MAE shadow {sm:.4g} vs live {lm:.4g} over {n} rows"
-        gates.append(GateResult("accuracy", "PASS" if sm <= lm else "FAIL", why, sm - lm, 0.0))
+        return GateResult(name, "PASS" if lo >= g.accuracy_delta_min else "FAIL", why, lo, g.accuracy_delta_min)
+    lm, sm = o.live.abs_err_sum / n, o.shadow.abs_err_sum / n
+    why = f"MAE shadow {sm:.4g} vs live {lm:.4g} over {n} rows"
+    return GateResult(name, "PASS" if sm <= lm else "FAIL", why, sm - lm, 0.0)
 
-    statuses = {r.status for r in gates}
-    decision = "FAIL" if "FAIL" in statuses else "NOT_ENOUGH_DATA" if "NOT_ENOUGH_DATA" in statuses else "PASS"
-    return decision, gates
+
+def _slice_gates(g: Gates, o: OutcomeStats, slices: tuple) -> list[GateResult]:
+    """The accuracy gate in every slice bucket with enough outcome rows; one SKIPPED line per
+    slice for the buckets without."""
+    out: list[GateResult] = []
+    for sl, row in zip(slices, o.slices):
+        few = []
+        for label, bo in zip(sl.buckets, row):
+            if bo is None or bo.live.rows == 0:
+                continue
+            if bo.kind not in ("classifier", "regression") or bo.live.rows < g.slice_min_outcomes:
+                few.append(f"{label} ({bo.live.rows})")
+                continue
+            out.append(_accuracy_gate(f"accuracy[{sl.name} {label}]", g, bo))
+        if few:
+            why = f"outcome rows below {g.slice_min_outcomes}, not gated: " + ", ".join(few)
+            out.append(GateResult(f"accuracy[{sl.name}]", "SKIPPED", why))
+    return out

@@ -38,7 +38,7 @@ def test_numeric_edges_freeze_after_enough_live_rows_and_keep_every_value():
         total += 8
         compare_responses(_resp(v=a), _resp(v=a + 0.5), s)
     o = s.outputs["v"]
-    assert o.kind == "numeric" and o.hist_live is not None and len(o.hist_live.edges) == NUMERIC_BINS + 1
+    assert o.kind == "regression" and o.hist_live is not None and len(o.hist_live.edges) == NUMERIC_BINS + 1
     assert o.hist_live.counts.sum() == o.hist_shadow.counts.sum() == total and not o.pending
 
 

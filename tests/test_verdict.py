@@ -67,7 +67,7 @@ def test_better_model_passes_and_worse_model_fails_on_accuracy():
     o = _outcomes(4000, 0.80, 0.80)
     o.improvements = o.regressions = 0  # the same predictions as live...
     o.shadow = copy.deepcopy(o.live)
-    o.shadow.conf_sum = o.shadow.conf_sum * 1.2  # ...stated 20% more confidently
+    o.shadow.conf_fx = [v * 6 // 5 for v in o.shadow.conf_fx]  # ...stated 20% more confidently
     assert {g.name for g in evaluate(Gates(), r, s, o)[1] if g.status == "FAIL"} == {"calibration_ece"}
 
 

@@ -31,10 +31,12 @@ class RecordOutcomesResponse(_message.Message):
     def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "snapshot")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, model: _Optional[str] = ...) -> None: ...
+    snapshot: bool
+    def __init__(self, model: _Optional[str] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class ListRoutesRequest(_message.Message):
     __slots__ = ()
@@ -114,8 +116,20 @@ class Divergence(_message.Message):
     edges: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, kl_live_shadow: _Optional[float] = ..., kl_shadow_live: _Optional[float] = ..., js: _Optional[float] = ..., psi: _Optional[float] = ..., tv: _Optional[float] = ..., w1: _Optional[float] = ..., binned: _Optional[int] = ..., edges: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class SliceComparison(_message.Message):
+    __slots__ = ("slice", "bucket", "rows", "agreement")
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    slice: str
+    bucket: str
+    rows: int
+    agreement: float
+    def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ...) -> None: ...
+
 class OutputComparison(_message.Message):
-    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift")
+    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift", "n_classes", "confusion", "invalid_rows", "error_p50", "error_p90", "error_p99", "cosine_min", "threshold", "slices", "slice_rows_dropped")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +138,16 @@ class OutputComparison(_message.Message):
     MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    N_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_P50_FIELD_NUMBER: _ClassVar[int]
+    ERROR_P90_FIELD_NUMBER: _ClassVar[int]
+    ERROR_P99_FIELD_NUMBER: _ClassVar[int]
+    COSINE_MIN_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    SLICE_ROWS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     rows: int
@@ -132,7 +156,17 @@ class OutputComparison(_message.Message):
     mean_abs_diff: float
     max_abs_diff: float
     drift: Divergence
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ...) -> None: ...
+    n_classes: int
+    confusion: _containers.RepeatedScalarFieldContainer[int]
+    invalid_rows: int
+    error_p50: float
+    error_p90: float
+    error_p99: float
+    cosine_min: float
+    threshold: float
+    slices: _containers.RepeatedCompositeFieldContainer[SliceComparison]
+    slice_rows_dropped: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ...) -> None: ...
 
 class ComputeCost(_message.Message):
     __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s")
@@ -183,7 +217,7 @@ class ModelScore(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ...) -> None: ...
 
 class GroundTruth(_message.Message):
-    __slots__ = ("kind", "rows", "live", "shadow", "improvements", "regressions", "both_right", "both_wrong", "improvement_rate", "regression_rate", "accuracy_delta", "shape_mismatch")
+    __slots__ = ("kind", "rows", "live", "shadow", "improvements", "regressions", "both_right", "both_wrong", "improvement_rate", "regression_rate", "accuracy_delta", "shape_mismatch", "slices")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +230,7 @@ class GroundTruth(_message.Message):
     REGRESSION_RATE_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_DELTA_FIELD_NUMBER: _ClassVar[int]
     SHAPE_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
     kind: str
     rows: int
     live: ModelScore
@@ -208,7 +243,18 @@ class GroundTruth(_message.Message):
     regression_rate: Interval
     accuracy_delta: float
     shape_mismatch: int
-    def __init__(self, kind: _Optional[str] = ..., rows: _Optional[int] = ..., live: _Optional[_Union[ModelScore, _Mapping]] = ..., shadow: _Optional[_Union[ModelScore, _Mapping]] = ..., improvements: _Optional[int] = ..., regressions: _Optional[int] = ..., both_right: _Optional[int] = ..., both_wrong: _Optional[int] = ..., improvement_rate: _Optional[_Union[Interval, _Mapping]] = ..., regression_rate: _Optional[_Union[Interval, _Mapping]] = ..., accuracy_delta: _Optional[float] = ..., shape_mismatch: _Optional[int] = ...) -> None: ...
+    slices: _containers.RepeatedCompositeFieldContainer[SliceGroundTruth]
+    def __init__(self, kind: _Optional[str] = ..., rows: _Optional[int] = ..., live: _Optional[_Union[ModelScore, _Mapping]] = ..., shadow: _Optional[_Union[ModelScore, _Mapping]] = ..., improvements: _Optional[int] = ..., regressions: _Optional[int] = ..., both_right: _Optional[int] = ..., both_wrong: _Optional[int] = ..., improvement_rate: _Optional[_Union[Interval, _Mapping]] = ..., regression_rate: _Optional[_Union[Interval, _Mapping]] = ..., accuracy_delta: _Optional[float] = ..., shape_mismatch: _Optional[int] = ..., slices: _Optional[_Iterable[_Union[SliceGroundTruth, _Mapping]]] = ...) -> None: ...
+
+class SliceGroundTruth(_message.Message):
+    __slots__ = ("slice", "bucket", "truth")
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    TRUTH_FIELD_NUMBER: _ClassVar[int]
+    slice: str
+    bucket: str
+    truth: GroundTruth
+    def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., truth: _Optional[_Union[GroundTruth, _Mapping]] = ...) -> None: ...
 
 class OutcomeStore(_message.Message):
     __slots__ = ("waiting", "stored", "evicted_full", "evicted_expired", "unknown", "duplicate", "mismatch", "max_pairs", "ttl_s")
@@ -255,7 +301,7 @@ class Verdict(_message.Message):
     def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +325,7 @@ class ShadowReport(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_EDGES_DIFFER_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -295,7 +342,8 @@ class ShadowReport(_message.Message):
     cost: ComputeCost
     ground_truth: GroundTruth
     verdict: Verdict
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
+    drift_edges_differ: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ...) -> None: ...
 
 class InputCompleteness(_message.Message):
     __slots__ = ("name", "requests", "values", "nan", "inf", "empty_strings", "dtype_mismatch", "shape_mismatch", "missing", "undeclared")
@@ -322,7 +370,7 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "sketch_bytes")
     class LiveErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -341,6 +389,7 @@ class RouteReport(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_NOT_CHECKED_FIELD_NUMBER: _ClassVar[int]
     INPUTS_METADATA_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SKETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
     requests: int
@@ -352,10 +401,11 @@ class RouteReport(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[InputCompleteness]
     inputs_not_checked: int
     inputs_metadata_error: str
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ...) -> None: ...
+    sketch_bytes: int
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., sketch_bytes: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes")
+    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     UNROUTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +413,8 @@ class Report(_message.Message):
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     STREAM_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     unrouted_requests: int
@@ -370,4 +422,6 @@ class Report(_message.Message):
     routes: _containers.RepeatedCompositeFieldContainer[RouteReport]
     stream_messages: int
     outcomes: OutcomeStore
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ...) -> None: ...
+    replicas: int
+    snapshot: bytes
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ..., replicas: _Optional[int] = ..., snapshot: _Optional[bytes] = ...) -> None: ...
