@@ -20,8 +20,10 @@ def latency_summary(h: LatencySketch) -> pb.LatencySummary:
     """Quantiles are bucket midpoints, never reported above the largest value seen."""
     if not h.count:
         return pb.LatencySummary()
-    p50, p95, p99 = (min(q, h.max) * 1e3 for q in h.quantiles((0.50, 0.95, 0.99)))
-    return pb.LatencySummary(count=h.count, p50_ms=p50, p95_ms=p95, p99_ms=p99, mean_ms=h.mean * 1e3, max_ms=h.max * 1e3)
+    p50, p90, p95, p99, p999 = (min(q, h.max) * 1e3 for q in h.quantiles((0.50, 0.90, 0.95, 0.99, 0.999)))
+    return pb.LatencySummary(
+        count=h.count, p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99, p999_ms=p999, mean_ms=h.mean * 1e3, max_ms=h.max * 1e3
+    )
 
 
 def _score(sc: Scores, kind: str) -> pb.ModelScore:
@@ -174,6 +176,7 @@ def build_report(router, model: str = "", costs: dict[tuple[str, str], dict] | N
             live_ok=st.live_ok,
             shm_not_mirrored=st.shm_not_mirrored,
             live_latency=latency_summary(st.live_latency),
+            front_added=latency_summary(st.front_added),
         )
         rr.live_errors.update(st.live_errors)
         comp = rs.completeness
@@ -222,7 +225,7 @@ def report_json(rep: pb.Report) -> str:
 def _lat(l: pb.LatencySummary) -> str:
     if not l.count:
         return "-"
-    return f"{l.p50_ms:.2f} / {l.p95_ms:.2f} / {l.p99_ms:.2f}"
+    return f"{l.p50_ms:.2f} / {l.p90_ms:.2f} / {l.p99_ms:.2f} / {l.p999_ms:.2f}"
 
 
 def _errs(d) -> str:
@@ -274,8 +277,9 @@ def format_report(rep: pb.Report) -> str:
         lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}  (sketches {r.sketch_bytes / 1024:.0f} KiB)")
         lines.append(
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
-            f"shm (not mirrored) {r.shm_not_mirrored}  p50/p95/p99 ms {_lat(r.live_latency)}"
+            f"shm (not mirrored) {r.shm_not_mirrored}  p50/p90/p99/p99.9 ms {_lat(r.live_latency)}"
         )
+        lines.append(f"  front's own added time per live request, p50/p90/p99/p99.9 ms {_lat(r.front_added)}")
         for i in r.inputs:
             lines.append(
                 f"  input {i.name}: {i.requests} shadowed requests, {i.values} values; NaN {i.nan}, inf {i.inf}, "
@@ -284,14 +288,14 @@ def format_report(rep: pb.Report) -> str:
             )
         if r.inputs_metadata_error:
             lines.append(f"  inputs: model metadata unavailable ({r.inputs_metadata_error})")
-        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p95/p99 ms':<22} errors"
+        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p90/p99/p99.9 ms':<28} errors"
         lines.append(header)
         floor = {o.name: o for s in r.shadows if s.target.noise_floor for o in s.outputs}
         for s in r.shadows:
             t = s.target
             lines.append(
                 f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.down:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
-                f"{_lat(s.latency):<22} {_errs(s.errors)}"
+                f"{_lat(s.latency):<28} {_errs(s.errors)}"
             )
             g = s.ground_truth
             if g.kind == "classifier":

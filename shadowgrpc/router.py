@@ -122,6 +122,7 @@ class Router:
 
     # -- ModelInfer -------------------------------------------------------------------------
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        t_in = _perf()
         try:
             model, version, request_id, uses_shm = scan_request(raw)
         except ValueError:
@@ -142,11 +143,14 @@ class Router:
         t0 = _perf()
         call = rs.live.infer(rs.live_request(raw, version), timeout=timeout, metadata=metadata)
         live_done: asyncio.Future[bytes] | None = None
+        mirror_s = 0.0
         if rs.shadows:
             if uses_shm:
                 st.shm_not_mirrored += 1
             else:
+                tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout)
+                mirror_s = _perf() - tm
         try:
             response = await call
         except BaseException as e:
@@ -161,10 +165,12 @@ class Router:
                 st.live_errors["UNAVAILABLE"] += 1
             await abort_like(context, e)
             raise  # unreachable: abort raises
-        st.live_latency.record(_perf() - t0)
+        t1 = _perf()
+        st.live_latency.record(t1 - t0)
         st.live_ok += 1
         if live_done is not None and not live_done.done():
             live_done.set_result(response)
+        st.front_added.record((t0 - t_in) + mirror_s + (_perf() - t1))  # the handler's own time
         return response
 
     def _mirror(

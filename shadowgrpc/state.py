@@ -200,7 +200,7 @@ def snapshot(router: Any, costs: dict[tuple[str, str], dict] | None = None) -> b
             {
                 "config": _route_config(rs.route),
                 "requests": st.requests, "live_ok": st.live_ok, "shm_not_mirrored": st.shm_not_mirrored,
-                "live_errors": dict(st.live_errors), "live_latency": _sk(st.live_latency),
+                "live_errors": dict(st.live_errors), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
                 "inputs": {k: dataclasses.asdict(v) for k, v in comp.inputs.items()},
                 "inputs_not_checked": comp.not_checked, "inputs_metadata_error": comp.metadata_error,
                 "shadows": [
@@ -247,7 +247,8 @@ def _view(doc: dict) -> View:
     for r in doc["routes"]:
         route = _unroute_config(r["config"])
         st = RouteStats(requests=r["requests"], live_ok=r["live_ok"], shm_not_mirrored=r["shm_not_mirrored"],
-                        live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]))  # fmt: skip
+                        live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]),
+                        front_added=_unsk(r["front_added"]))  # fmt: skip
         comp = CompletenessView({k: InputStats(**v) for k, v in r["inputs"].items()}, r["inputs_not_checked"], r["inputs_metadata_error"])
         targets = {t.name: t for t in route.shadows}
         shadows = []
@@ -361,6 +362,7 @@ def merge(views: list[View]) -> View:
             _add(rm.stats, rv.stats, ("requests", "live_ok", "shm_not_mirrored"))
             rm.stats.live_errors.update(rv.stats.live_errors)
             rm.stats.live_latency.merge(rv.stats.live_latency)
+            rm.stats.front_added.merge(rv.stats.front_added)
             rm.completeness.not_checked += rv.completeness.not_checked
             rm.completeness.metadata_error = rm.completeness.metadata_error or rv.completeness.metadata_error
             for iname, ist in rv.completeness.inputs.items():

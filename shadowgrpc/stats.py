@@ -106,3 +106,4 @@ class RouteStats:
     live_errors: Counter[str] = field(default_factory=Counter)
     shm_not_mirrored: int = 0
     live_latency: LatencySketch = field(default_factory=LatencySketch)
+    front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

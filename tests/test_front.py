@@ -464,3 +464,7 @@ def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
     assert aa.drift.binned == v2.drift.binned == 400  # 200 rows x 2 classes
     assert aa.drift.psi == aa.drift.js == aa.drift.tv == 0.0 and v2.drift.psi > 0 and 0 < v2.drift.js <= 1
     assert "[A/A noise floor: agreement 100.00%, mean |diff| 0, PSI 0.0000]" in format_report(rep)
+    # The front's own time per request (two shadows scheduled) is counted and well below live's.
+    r = rep.routes[0]
+    assert r.front_added.count == r.live_latency.count == 50
+    assert 0 < r.front_added.p50_ms < r.live_latency.p50_ms and r.front_added.p50_ms <= r.front_added.p999_ms

@@ -81,20 +81,24 @@ class ListRoutesResponse(_message.Message):
     def __init__(self, default_live: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class LatencySummary(_message.Message):
-    __slots__ = ("count", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")
+    __slots__ = ("count", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms", "p90_ms", "p999_ms")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     P95_MS_FIELD_NUMBER: _ClassVar[int]
     P99_MS_FIELD_NUMBER: _ClassVar[int]
     MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P999_MS_FIELD_NUMBER: _ClassVar[int]
     count: int
     p50_ms: float
     p95_ms: float
     p99_ms: float
     mean_ms: float
     max_ms: float
-    def __init__(self, count: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
+    p90_ms: float
+    p999_ms: float
+    def __init__(self, count: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., max_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p999_ms: _Optional[float] = ...) -> None: ...
 
 class Divergence(_message.Message):
     __slots__ = ("kl_live_shadow", "kl_shadow_live", "js", "psi", "tv", "w1", "binned", "edges")
@@ -370,7 +374,7 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "sketch_bytes")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes")
     class LiveErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +393,7 @@ class RouteReport(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_NOT_CHECKED_FIELD_NUMBER: _ClassVar[int]
     INPUTS_METADATA_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FRONT_ADDED_FIELD_NUMBER: _ClassVar[int]
     SKETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
@@ -401,8 +406,9 @@ class RouteReport(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[InputCompleteness]
     inputs_not_checked: int
     inputs_metadata_error: str
+    front_added: LatencySummary
     sketch_bytes: int
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., sketch_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot")
