@@ -11,7 +11,8 @@ float output whose last axis has more than one class is a classifier, anything e
 All kinds also get mean/max |live - shadow| and live/shadow drift histograms on the same edges:
 the output's configured ``edges``; else classifier and binary probabilities 20 bins on [0, 1],
 others ``bins`` over the first ``freeze_rows`` live rows (padded 5%), frozen from then on.
-The same paired statistic is kept per bucket of each configured slice (slices.py), for rows of the
+For the ground-truth join the primary output is the first numeric one; a binary score is joined as
+the two-class probabilities (1 - p, p). The same paired statistic is kept per bucket of each configured slice (slices.py), for rows of the
 first axis, while the target's per-slice sketches stay under ``SLICE_BUDGET_BYTES``.
 """
 
@@ -100,6 +101,9 @@ def compare_responses(
         _compare_output(stats, route, name, a, b, slice_buckets)
         if primary is None and a.ndim >= 1 and a.shape[0] > 0:
             primary = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
+            if stats.outputs[name].kind == "binary" and primary[0].shape[1] == 1:
+                # One score per row: scored against labels as P(class 1), i.e. (1 - p, p).
+                primary = tuple(np.hstack([1.0 - x.astype(np.float64), x.astype(np.float64)]) for x in primary)  # type: ignore[assignment]
     return primary
 
 

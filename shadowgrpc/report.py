@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from . import __version__
 from .config import LiveTarget, ShadowTarget
-from .outcomes import OutcomeStats, Scores, wilson
+from .outcomes import ECE_BINS, OutcomeStats, Scores, wilson
 from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
 from .verdict import evaluate
@@ -34,6 +34,12 @@ def _score(sc: Scores, kind: str) -> pb.ModelScore:
         m.accuracy_ci.lo, m.accuracy_ci.hi = lo, hi
         m.brier = sc.brier_sum / sc.rows
         m.ece = sc.ece
+        conf = sc.conf_sum
+        for k in range(ECE_BINS):
+            n = int(sc.conf_count[k])
+            m.reliability.add(
+                lo=k / ECE_BINS, hi=(k + 1) / ECE_BINS, rows=n, confidence=conf[k] / n if n else 0.0, accuracy=int(sc.hit_count[k]) / n if n else 0.0
+            )
     elif sc.rows:
         m.mae = sc.abs_err_sum / sc.rows
     return m

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from tritonclient.grpc import service_pb2 as pb
 
 from shadowgrpc.compare import FREEZE_ROWS, NUMERIC_BINS, compare_responses
@@ -49,3 +50,36 @@ def test_contract_mismatch_is_not_compared():
     assert compare_responses(_resp(p=a), _resp(q=a), s) is None
     assert compare_responses(_resp(p=a), _resp(p=a.astype(np.int32)), s) is None
     assert (s.contract_mismatch, s.compared) == (3, 0)
+
+
+def test_output_kinds_from_config():
+    from shadowgrpc.config import Settings
+
+    route = Settings.from_dict(
+        {
+            "routes": [
+                {
+                    "model": "m",
+                    "outputs": {
+                        "score": {"kind": "binary", "threshold": 0.7},
+                        "emb": {"kind": "embedding"},
+                        "v": {"kind": "regression", "atol": 0.1, "rtol": 0.0, "edges": [0, 1, 2]},
+                    },
+                }
+            ]
+        }
+    ).routes[0]
+    s = ShadowStats()
+    score_l = np.array([[0.9], [0.6], [0.8]], np.float32)
+    score_s = np.array([[0.75], [0.65], [0.5]], np.float32)
+    emb_l = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    emb_s = np.array([[1, 0], [1, 0], [1, 1]], np.float32)
+    v_l = np.array([[0.5], [1.5], [2.5]], np.float32)
+    primary = compare_responses(_resp(score=score_l, emb=emb_l, v=v_l), _resp(score=score_s, emb=emb_s, v=v_l + 0.05), s, route)
+    sc, em, v = s.outputs["score"], s.outputs["emb"], s.outputs["v"]
+    assert sc.kind == "binary" and sc.paired.confusion.tolist() == [[1, 0], [1, 1]]  # at 0.7: agree, agree, differ
+    assert em.kind == "embedding" and em.paired.count == 3 and em.paired.mean == pytest.approx(2 / 3)
+    assert v.kind == "regression" and v.paired.within == 3 and list(v.hist_live.edges) == [0, 1, 2]
+    assert v.hist_live.counts.tolist() == [[0, 1, 1, 1]]  # configured edges: no freezing wait; 2.5 overflows
+    # A binary score joins ground truth as two-class probabilities.
+    assert primary[0].shape == (3, 2) and primary[0][0].tolist() == pytest.approx([0.1, 0.9])

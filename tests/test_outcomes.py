@@ -107,6 +107,9 @@ def test_ground_truth_join_end_to_end(triton):
 
     g = rep.routes[0].shadows[0].ground_truth
     assert g.kind == "classifier" and g.rows == n
+    rel = g.live.reliability  # the reliability diagram is the ECE's breakdown
+    assert len(rel) == 10 and sum(b.rows for b in rel) == n
+    assert g.live.ece == pytest.approx(sum(b.rows / n * abs(b.confidence - b.accuracy) for b in rel))
     live_hit = live_probs.argmax(1) == labels
     assert g.live.accuracy == pytest.approx(live_hit.mean())  # exactly what the caller saw
     onehot = np.eye(2)[labels]

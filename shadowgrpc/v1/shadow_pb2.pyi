@@ -205,20 +205,36 @@ class Interval(_message.Message):
     def __init__(self, lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
 
 class ModelScore(_message.Message):
-    __slots__ = ("rows", "accuracy", "accuracy_ci", "brier", "ece", "mae")
+    __slots__ = ("rows", "accuracy", "accuracy_ci", "brier", "ece", "mae", "reliability")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_CI_FIELD_NUMBER: _ClassVar[int]
     BRIER_FIELD_NUMBER: _ClassVar[int]
     ECE_FIELD_NUMBER: _ClassVar[int]
     MAE_FIELD_NUMBER: _ClassVar[int]
+    RELIABILITY_FIELD_NUMBER: _ClassVar[int]
     rows: int
     accuracy: float
     accuracy_ci: Interval
     brier: float
     ece: float
     mae: float
-    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ...) -> None: ...
+    reliability: _containers.RepeatedCompositeFieldContainer[ReliabilityBin]
+    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ..., reliability: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ...) -> None: ...
+
+class ReliabilityBin(_message.Message):
+    __slots__ = ("lo", "hi", "rows", "confidence", "accuracy")
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    lo: float
+    hi: float
+    rows: int
+    confidence: float
+    accuracy: float
+    def __init__(self, lo: _Optional[float] = ..., hi: _Optional[float] = ..., rows: _Optional[int] = ..., confidence: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
 
 class GroundTruth(_message.Message):
     __slots__ = ("kind", "rows", "live", "shadow", "improvements", "regressions", "both_right", "both_wrong", "improvement_rate", "regression_rate", "accuracy_delta", "shape_mismatch", "slices")
