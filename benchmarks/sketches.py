@@ -8,12 +8,13 @@
   scipy.stats.entropy (KL alone) for reference when installed;
 - one response's update of a route's sketches: 16 outputs of 8 float32 rows, each into a live and
   a shadow Histogram (64 bins) through one ``update_many`` call, plus live, shadow and front
-  latency records;
+  latency records (the figure the "route update <= 2 us" target is about), and its two parts alone;
 - decoding a ModelInferResponse's outputs to numpy: ``shadowgrpc.packing.scan_response`` +
   ``np.frombuffer`` / ``decode_bytes_tensor`` on the raw bytes, against tritonclient's
   ``InferResult(response).as_numpy(name)`` on the parsed message (and with the parse included).
 
-Timings are the best of several repeats (time.perf_counter). Targets are printed PASS/FAIL.
+Timings are the best of several repeats (time.perf_counter); the route update's repeats are short
+(20,000 calls, ~30 ms), so it takes three times as many. Targets are printed PASS/FAIL.
 
 Usage: python benchmarks/sketches.py [--json PATH] [--quick]
 """
@@ -34,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from shadowgrpc import packing, sketches  # noqa: E402
+
+
+ROUTE_TARGET_S = 2e-6  # one response's route update (bench_route_update's "update_s")
 
 
 def optional(name: str) -> Any:
@@ -131,8 +135,20 @@ def bench_route_update(repeats: int) -> dict[str, Any]:
         l1.record(0.0034)
         l2.record(0.00004)
 
+    def histograms_only() -> None:
+        sketches.update_many(hists, values)
+
+    def latencies_only() -> None:
+        l0.record(0.0021)
+        l1.record(0.0034)
+        l2.record(0.00004)
+
     nbytes = sum(h.nbytes for h in live_h + shadow_h) + sum(s.nbytes for s in lat)
-    return {"outputs": n_outputs, "rows": rows, "update_s": best_time(update, repeats, 20_000), "sketch_bytes": nbytes}
+    repeats *= 3
+    return {"outputs": n_outputs, "rows": rows, "update_s": best_time(update, repeats, 20_000),
+            "update_many_s": best_time(histograms_only, repeats, 20_000),
+            "latency_records_s": best_time(latencies_only, repeats, 20_000), "target_s": ROUTE_TARGET_S,
+            "sketch_bytes": nbytes}
 
 
 def bench_decode(repeats: int) -> list[dict[str, Any]]:
@@ -213,8 +229,12 @@ def main() -> int:
           + (f"{div['scipy_entropy_kl_s'] * 1e6:.1f} us" if div["scipy_entropy_kl_s"] else "missing"))
 
     route = bench_route_update(repeats)
-    print(f"route update ({route['outputs']} outputs x {route['rows']} rows, live+shadow histograms, 3 latencies): "
-          f"{route['update_s'] * 1e6:.2f} us; sketches hold {route['sketch_bytes']} bytes")
+    print(f"\nroute update, one response ({route['outputs']} outputs x {route['rows']} rows into live+shadow "
+          f"histograms, 3 latency records); sketches hold {route['sketch_bytes']} bytes")
+    for label, key in ((f"whole update (the <= {ROUTE_TARGET_S * 1e6:g} us target figure)", "update_s"),
+                       (f"  of which update_many, {2 * route['outputs']} histograms", "update_many_s"),
+                       ("  of which 3 LatencySketch.record calls", "latency_records_s")):
+        print(f"  {label:<46} {route[key] * 1e6:6.2f} us")
 
     dec = bench_decode(repeats)
     print(f"\n{'decode':<8} {'ours us':>9} {'as_numpy us':>12} {'x':>6} {'parse+as_numpy us':>18} {'x':>6}")
@@ -240,7 +260,8 @@ def main() -> int:
         ratio = ours / other if ours and other else None
         target(f">= {need}x {lib} ({n_t:.0e} float32, 1024 bins)", ratio >= need if ratio else None,
                f"{ratio:.2f}x" if ratio else f"{lib} missing")
-    target("route update <= 2 us", route["update_s"] <= 2e-6, f"{route['update_s'] * 1e6:.2f} us")
+    target(f"route update <= {ROUTE_TARGET_S * 1e6:g} us (one response)", route["update_s"] <= ROUTE_TARGET_S,
+           f"{route['update_s'] * 1e6:.2f} us")
     target("divergences <= 50 us", div["divergences_s"] <= 50e-6, f"{div['divergences_s'] * 1e6:.1f} us")
     for r in dec:
         target(f">= 3x as_numpy ({r['datatype']})", r["speedup"] >= 3.0,

@@ -67,7 +67,7 @@ else:
             LatencySketch,
             RegressionAgreement,
             divergences,
-        update_many,
+            update_many,
         )
 
         IMPLEMENTATION = "c"
@@ -81,7 +81,7 @@ else:
             LatencySketch,
             RegressionAgreement,
             divergences,
-        update_many,
+            update_many,
         )
 
         IMPLEMENTATION = "py"

@@ -129,6 +129,60 @@ def test_histogram_float32_paths(sketches_impl: ModuleType) -> None:
             h.update(values)
             r.update(values)
             assert h.to_bytes() == r.to_bytes()
+            for i in range(0, values.size, 7):  # a few values per update (no block loop)
+                h.update(values[i : i + 7])
+            r.update(values)
+            assert h.to_bytes() == r.to_bytes()
+
+
+def _layouts(rng: np.random.Generator, rows: int) -> list[object]:
+    """Value arrays of every layout that selects a different path into the compiled kernels."""
+    x = rng.uniform(-0.2, 1.2, size=(rows, 2))
+    x[::5, 0] = np.nan
+    out: list[object] = []
+    for dt in (np.float32, np.float64):
+        a = np.ascontiguousarray(x, dtype=dt)
+        raw = bytearray(a.nbytes + 1)
+        unaligned = np.frombuffer(raw, dtype=dt, count=a.size, offset=1).reshape(a.shape)
+        unaligned[...] = a
+        meta = a.astype(np.dtype(dt, metadata={"unit": "s"}))  # an equal dtype, not numpy's own
+        out += [a, a[:, 0].copy(), a[:, 1],                     # C-contiguous 2-D and 1-D; strided
+                np.asfortranarray(a), unaligned,
+                np.frombuffer(a.tobytes(), dtype=dt).reshape(a.shape),  # read-only
+                a.view(type("Sub", (np.ndarray,), {})), meta, memoryview(a), a.tolist()]
+    return out
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 15, 16, 17, 300, 5000])
+def test_histogram_layouts(sketches_impl: ModuleType, rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    layouts = _layouts(rng, rows)
+    for edges in (np.linspace(0.0, 1.0, 65), np.linspace(0.0, 1.0, 65) ** 2):  # uniform; search
+        many = [sketches_impl.Histogram(edges, 2) for _ in range(3)]
+        whole = ref.Histogram(edges, 2)
+        for values in layouts:
+            h, r = sketches_impl.Histogram(edges, 2), ref.Histogram(edges, 2)
+            h.update(values)
+            r.update(values)
+            assert h.to_bytes() == r.to_bytes()
+            sketches_impl.update_many(tuple(many), (values, values, values))
+            whole.update(values)
+        assert all(m.to_bytes() == whole.to_bytes() for m in many)
+
+
+def test_histogram_layout_errors(sketches_impl: ModuleType) -> None:
+    h = sketches_impl.Histogram([0.0, 1.0], 2)
+    for bad, error in ((np.zeros((4, 3), dtype=np.float32), ValueError), (np.zeros((2, 2, 2)), ValueError),
+                       (np.float32(0.5), ValueError), (np.zeros(4, dtype=np.float16), TypeError),
+                       (np.zeros(4, dtype=">f4" if np.little_endian else "<f4"), TypeError)):
+        with pytest.raises(error):
+            h.update(bad)
+        with pytest.raises(error):
+            sketches_impl.update_many([h], [bad])
+    for not_histogram in (object(), None):
+        with pytest.raises((TypeError, AttributeError)):  # compiled: not a Histogram; Python: no .update
+            sketches_impl.update_many([not_histogram], [np.zeros(2)])
+    assert h.counts.sum() == 0 and h.nan.sum() == 0
 
 
 def test_update_many(sketches_impl: ModuleType) -> None:
@@ -390,4 +444,5 @@ def test_sketches_c_loaded() -> None:
     assert sketches.divergences is sketches_c.divergences
     assert type(sketches.divergences).__name__ in ("builtin_function_or_method", "cython_function_or_method")
     assert sketches.Histogram(np.linspace(0, 1, 11)).uniform_edges
+    assert sketches_c._direct_ok()  # contiguous ndarrays are read from their header, not exported
     assert not sketches.Histogram([0.0, 0.1, 1.0]).uniform_edges
