@@ -17,6 +17,8 @@ so a bad config is refused at start, never discovered under traffic.
     [[routes]]
     model = "fraud"                  # the name callers use
     live = { version = "1" }         # address defaults to default_live, model to the route's
+    # live = { version = "1", metrics_url = "http://127.0.0.1:8002/metrics" }: Triton's Prometheus
+    #   endpoint, for compute cost from its metrics too (explicit: the gRPC port does not tell it)
     [[routes.shadows]]
     name = "fraud-v2"
     model = "fraud"
@@ -24,6 +26,7 @@ so a bad config is refused at start, never discovered under traffic.
     sample_rate = 1.0                # by hash of the request id when the caller set one
     # deadline_ms: default = the live deadline (the caller's, else live.deadline_ms)
     max_in_flight = 64
+    # metrics_url: default = live's when the shadow's address is live's, else none
 
     [routes.outputs.probability]     # optional, per output: how live and shadow are compared
     kind = "classifier"              # classifier | binary | regression | embedding (default:
@@ -57,6 +60,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .slices import MAX_BUCKETS, Slice
 from .verdict import Gates
@@ -76,6 +80,7 @@ class LiveTarget:
     model: str
     version: str = ""  # "" = whatever the caller asked for
     deadline_s: float | None = None  # applied when the caller set no deadline
+    metrics_url: str = ""  # Triton's Prometheus endpoint (compute cost from its metrics too); "" = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,7 @@ class ShadowTarget:
     deadline_s: float | None = None  # None = the live deadline
     max_in_flight: int = 64
     noise_floor: bool = False  # an A/A replica of live: its differences are jitter, not change
+    metrics_url: str = ""  # "" = none (live's when the shadow's address is live's)
 
 
 OUTPUT_KINDS = ("classifier", "binary", "regression", "embedding")
@@ -207,12 +213,13 @@ def _route(r: Any, where: str, default_live: str) -> Route:
     _only(r, where, {"model", "live", "shadows", "gates", "outputs", "slices"})
     model = _string(r, "model", where, required=True)
     live_t = _table(r, "live", where + "live")
-    _only(live_t, where + "live.", {"address", "model", "version", "deadline_ms"})
+    _only(live_t, where + "live.", {"address", "model", "version", "deadline_ms", "metrics_url"})
     live = LiveTarget(
         address=_address(live_t, "address", where + "live.", default_live),
         model=_string(live_t, "model", where + "live.", default=model),
         version=_version(live_t, where + "live."),
         deadline_s=_deadline(live_t, where + "live."),
+        metrics_url=_url(live_t, "metrics_url", where + "live."),
     )
     raw_shadows = r.get("shadows", [])
     if not isinstance(raw_shadows, list):
@@ -223,7 +230,7 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         sw = f"{where}shadows[{j}]."
         if not isinstance(s, Mapping):
             raise ConfigError(f"{sw[:-1]}: must be a table")
-        _only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor"})
+        _only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor", "metrics_url"})
         noise_floor = s.get("noise_floor", False)
         if not isinstance(noise_floor, bool):
             raise ConfigError(f"{sw}noise_floor: must be true or false, got {noise_floor!r}")
@@ -233,16 +240,18 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         if name in names or name == "live":
             raise ConfigError(f"{sw}name: {name!r} is already used in this route")
         names.add(name)
+        saddress = _address(s, "address", sw, live.address)
         shadows.append(
             ShadowTarget(
                 name=name,
-                address=_address(s, "address", sw, live.address),
+                address=saddress,
                 model=smodel,
                 version=sversion,
                 sample_rate=float(_number(s, "sample_rate", sw, 1.0, lo=0.0, hi=1.0)),
                 deadline_s=_deadline(s, sw),
                 max_in_flight=int(_number(s, "max_in_flight", sw, 64, lo=1, hi=100_000, integer=True)),
                 noise_floor=noise_floor,
+                metrics_url=_url(s, "metrics_url", sw, live.metrics_url if saddress == live.address else ""),
             )
         )
         same = (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion
@@ -407,6 +416,20 @@ def _deadline(t: Mapping[str, Any], where: str) -> float | None:
     if "deadline_ms" not in t:
         return None
     return float(_number(t, "deadline_ms", where, 0, lo=1, hi=3_600_000)) / 1000.0
+
+
+def _url(t: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    v = t.get(key, default)
+    if v == "":
+        return v  # none (also to opt a shadow out of live's)
+    try:
+        u = urlsplit(v) if isinstance(v, str) and not any(c.isspace() for c in v) else None
+        ok = u is not None and u.scheme in ("http", "https") and bool(u.hostname) and u.port != 0
+    except ValueError:  # a port out of range
+        ok = False
+    if not ok:
+        raise ConfigError(f"{where}{key}: must be an http(s) URL such as \"http://triton:8002/metrics\", got {v!r}")
+    return v
 
 
 def _address(t: Mapping[str, Any], key: str, where: str, default: str, allow_wildcard: bool = False) -> str:

@@ -9,6 +9,7 @@ from google.protobuf import json_format
 
 from . import __version__
 from .config import LiveTarget, ShadowTarget
+from .cost import format_cost
 from .outcomes import ECE_BINS, OutcomeStats, Scores, wilson
 from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
@@ -329,15 +330,7 @@ def format_report(rep: pb.Report) -> str:
                     )
                 elif t_.kind == "regression":
                     lines.append(f"      slice {sg.slice} {sg.bucket}: {t_.rows} rows, MAE live {t_.live.mae:.4g} shadow {t_.shadow.mae:.4g}")
-            c = s.cost
-            if c.available:
-                lines.append(
-                    f"    compute (Triton statistics, {c.window_s:.0f} s): shadow {c.shadow_compute_ms:.1f} ms over "
-                    f"{c.shadow_inferences} inferences = {c.extra_compute_fraction:.2f}x live's {c.live_compute_ms:.1f} ms over "
-                    f"{c.live_inferences}; queue live {c.live_queue_ms:.1f} ms, shadow {c.shadow_queue_ms:.1f} ms"
-                )
-            elif c.reason:
-                lines.append(f"    compute: unavailable ({c.reason})")
+            lines += format_cost(s.cost)  # Triton statistics, and metrics where configured
             if t.noise_floor:
                 lines.append("    (A/A noise floor: a replica of live; its differences are jitter, not change)")
             for o in s.outputs:

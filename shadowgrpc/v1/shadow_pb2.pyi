@@ -173,7 +173,62 @@ class OutputComparison(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ...) -> None: ...
 
 class ComputeCost(_message.Message):
-    __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s")
+    __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s", "metrics")
+    class Metrics(_message.Message):
+        __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s", "hosts")
+        AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+        REASON_FIELD_NUMBER: _ClassVar[int]
+        LIVE_INFERENCES_FIELD_NUMBER: _ClassVar[int]
+        SHADOW_INFERENCES_FIELD_NUMBER: _ClassVar[int]
+        LIVE_COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+        SHADOW_COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+        LIVE_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+        SHADOW_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+        EXTRA_COMPUTE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+        WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+        HOSTS_FIELD_NUMBER: _ClassVar[int]
+        available: bool
+        reason: str
+        live_inferences: int
+        shadow_inferences: int
+        live_compute_ms: float
+        shadow_compute_ms: float
+        live_queue_ms: float
+        shadow_queue_ms: float
+        extra_compute_fraction: float
+        window_s: float
+        hosts: _containers.RepeatedCompositeFieldContainer[ComputeCost.Host]
+        def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., live_inferences: _Optional[int] = ..., shadow_inferences: _Optional[int] = ..., live_compute_ms: _Optional[float] = ..., shadow_compute_ms: _Optional[float] = ..., live_queue_ms: _Optional[float] = ..., shadow_queue_ms: _Optional[float] = ..., extra_compute_fraction: _Optional[float] = ..., window_s: _Optional[float] = ..., hosts: _Optional[_Iterable[_Union[ComputeCost.Host, _Mapping]]] = ...) -> None: ...
+    class Host(_message.Message):
+        __slots__ = ("metrics_url", "serves", "reason", "cpu_utilization", "cpu_memory_used_bytes", "gpus", "window_s")
+        METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+        SERVES_FIELD_NUMBER: _ClassVar[int]
+        REASON_FIELD_NUMBER: _ClassVar[int]
+        CPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+        CPU_MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+        GPUS_FIELD_NUMBER: _ClassVar[int]
+        WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+        metrics_url: str
+        serves: str
+        reason: str
+        cpu_utilization: float
+        cpu_memory_used_bytes: float
+        gpus: _containers.RepeatedCompositeFieldContainer[ComputeCost.Gpu]
+        window_s: float
+        def __init__(self, metrics_url: _Optional[str] = ..., serves: _Optional[str] = ..., reason: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., cpu_memory_used_bytes: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[ComputeCost.Gpu, _Mapping]]] = ..., window_s: _Optional[float] = ...) -> None: ...
+    class Gpu(_message.Message):
+        __slots__ = ("uuid", "utilization", "energy_j", "mean_power_w", "memory_used_bytes")
+        UUID_FIELD_NUMBER: _ClassVar[int]
+        UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+        ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+        MEAN_POWER_W_FIELD_NUMBER: _ClassVar[int]
+        MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+        uuid: str
+        utilization: float
+        energy_j: float
+        mean_power_w: float
+        memory_used_bytes: float
+        def __init__(self, uuid: _Optional[str] = ..., utilization: _Optional[float] = ..., energy_j: _Optional[float] = ..., mean_power_w: _Optional[float] = ..., memory_used_bytes: _Optional[float] = ...) -> None: ...
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LIVE_INFERENCES_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +239,7 @@ class ComputeCost(_message.Message):
     SHADOW_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COMPUTE_FRACTION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     available: bool
     reason: str
     live_inferences: int
@@ -194,7 +250,8 @@ class ComputeCost(_message.Message):
     shadow_queue_ms: float
     extra_compute_fraction: float
     window_s: float
-    def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., live_inferences: _Optional[int] = ..., shadow_inferences: _Optional[int] = ..., live_compute_ms: _Optional[float] = ..., shadow_compute_ms: _Optional[float] = ..., live_queue_ms: _Optional[float] = ..., shadow_queue_ms: _Optional[float] = ..., extra_compute_fraction: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+    metrics: ComputeCost.Metrics
+    def __init__(self, available: _Optional[bool] = ..., reason: _Optional[str] = ..., live_inferences: _Optional[int] = ..., shadow_inferences: _Optional[int] = ..., live_compute_ms: _Optional[float] = ..., shadow_compute_ms: _Optional[float] = ..., live_queue_ms: _Optional[float] = ..., shadow_queue_ms: _Optional[float] = ..., extra_compute_fraction: _Optional[float] = ..., window_s: _Optional[float] = ..., metrics: _Optional[_Union[ComputeCost.Metrics, _Mapping]] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("lo", "hi")
