@@ -55,6 +55,7 @@ class Phase:
     progress: bool = False
     progress_every_s: float = 10.0
     keep_latencies: bool = False  # return every latency (seconds, in completion order)
+    traceparent: bool = False  # send a sampled W3C traceparent (a new trace id per request, up to 1024 ids) as a traced caller would
 
 
 def build_requests(n: int = 256, *, model: str = "fraud", version: str = "1", seed: int = 7, prefix: str = "bench") -> list[bytes]:
@@ -141,6 +142,8 @@ class _Client:
         lat: list[float] = []
         errors: Counter = Counter()
         perf = time.perf_counter
+        # Made before the clock starts: the client does no trace work per request.
+        tps = [(("traceparent", f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"),) for _ in range(1024)] if ph.traceparent else None
         t_start = perf()
         t_stop = t_start + ph.max_seconds
         state = {"next": 0, "truncated": False}
@@ -157,7 +160,7 @@ class _Client:
                 state["next"] = i + 1
                 t0 = perf()
                 try:
-                    await call(reqs[i % nreq], timeout=ph.deadline_s)
+                    await call(reqs[i % nreq], timeout=ph.deadline_s, metadata=tps[i & 1023] if tps else None)
                 except grpc.aio.AioRpcError as e:
                     errors[e.code().name] += 1
                     continue

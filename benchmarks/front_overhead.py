@@ -19,7 +19,14 @@ set, 1 s deadline): a sequential phase (p50/p99 latency), then a phase with 8 re
 every other round) and the median over rounds is reported. Then a soak in the shadow-down and
 shadow-slow states measures the front's peak RSS growth.
 
-Run:  python benchmarks/front_overhead.py [--quick] [--json results.json] [--loop uvloop]
+Tracing (``--tracing``, the same run, side by side; see benchmarks/_tracing.py): the front with
+one shadow (``--trace-base``) and tracing off, on at sampler ratio 1.0 and at 0.01 (``serve
+--trace``, ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``), spans exported over OTLP/gRPC to a
+real receiver in this process (tests/otlp.py, counting only), plus ``trace-caller``: ratio 0.01
+but every request carries a sampled ``traceparent``, so all are traced by the parent's decision.
+The fronts run side by side and are measured in interleaved blocks.
+
+Run:  python benchmarks/front_overhead.py [--quick] [--json results.json] [--loop uvloop] [--tracing]
 """
 
 from __future__ import annotations
@@ -46,9 +53,10 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
     sys.path.append(str(REPO_ROOT))
 
 if __package__:
-    from . import _load
+    from . import _load, _tracing
 else:  # run as a script: benchmarks/ is sys.path[0]
     import _load
+    import _tracing
 
 ClientProcess = _load.ClientProcess
 Phase = _load.Phase
@@ -57,7 +65,10 @@ TEST_MODELS = REPO_ROOT / "tests" / "models"
 SLEEPY_SECONDS = 2.0
 DEADLINE_S = 1.0
 CONCURRENCY = 8
-SCENARIOS = ("direct", "shadow-off", "one-shadow", "shadow-down", "shadow-slow")
+BASE_SCENARIOS = ("direct", "shadow-off", "one-shadow", "shadow-down", "shadow-slow")
+# Tracing scenarios: sampler ratio (None: tracing off) on the --trace-base front config.
+TRACE_SCENARIOS = {"trace-off": None, "trace-1": 1.0, "trace-0.01": 0.01, "trace-caller": 0.01}
+SCENARIOS = BASE_SCENARIOS + tuple(TRACE_SCENARIOS)
 SOAK_STATES = ("shadow-down", "shadow-slow")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -190,13 +201,14 @@ class FrontProcess:
         self.proc: subprocess.Popen | None = None
         self.port = self.admin_port = 0
 
-    def start(self, timeout: float = 60.0) -> FrontProcess:
+    def start(self, timeout: float = 60.0, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> FrontProcess:
         with contextlib.suppress(FileNotFoundError):
             self.ready_path.unlink()
         cmd = [sys.executable, "-m", "shadowgrpc", "--log-level", "WARNING", "serve", "--config", str(self.config_path),
-               "--ready-file", str(self.ready_path), "--loop", self.loop]
+               "--ready-file", str(self.ready_path), "--loop", self.loop, *extra_args]
         with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+                                         env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -277,6 +289,7 @@ class Bench:
         self.client = client
         self.down_port = down_port
         self.problems: list[str] = []
+        self.receiver = None  # tests/otlp.py OtlpReceiver for the tracing scenarios
         self.reference: bytes | None = None
         self._n = 0
 
@@ -318,8 +331,16 @@ class Bench:
         return True
 
     def start_front(self, scenario: str, tag: str) -> FrontProcess:
-        cfg = front_config(scenario, self.triton.grpc_address, self.down_port)
-        return FrontProcess(scenario, self.workdir, cfg, self.args.loop, tag).start()
+        base = self.args.trace_base if scenario in TRACE_SCENARIOS else scenario
+        cfg = front_config(base, self.triton.grpc_address, self.down_port)
+        front = FrontProcess(scenario, self.workdir, cfg, self.args.loop, tag)
+        ratio = TRACE_SCENARIOS.get(scenario)
+        if ratio is None:
+            return front.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SHADOWGRPC_TRACE"))}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=self.receiver.grpc_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_BSP_SCHEDULE_DELAY="100",
+                   OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=str(ratio), OTEL_SERVICE_NAME="shadowgrpc-bench")
+        return front.start(extra_args=("--trace",), env=env)
 
     def finish_front(self, front: FrontProcess, out: dict[str, Any]) -> None:
         out["front_report"] = front.report()
@@ -357,10 +378,15 @@ class Bench:
             if front:
                 out["mem_after_warmup_mb"] = proc_mem_mb(front.pid)
             pid = front.pid if front else None
-            out["seq"] = self.measured(Phase(f"round {rnd} {scenario} seq", a.seq_requests, 1, DEADLINE_S, max_seconds=a.phase_max_s), pid)
+            caller = scenario == "trace-caller"  # every request carries a sampled traceparent
+            spans0 = self.receiver.span_count if self.receiver else 0
+            out["seq"] = self.measured(Phase(f"round {rnd} {scenario} seq", a.seq_requests, 1, DEADLINE_S, max_seconds=a.phase_max_s,
+                                             traceparent=caller), pid)
             out["conc"] = self.measured(
                 Phase(f"round {rnd} {scenario} {CONCURRENCY}-inflight", a.requests, CONCURRENCY, DEADLINE_S,
-                      max_seconds=a.phase_max_s, progress=a.requests >= 20000), pid)
+                      max_seconds=a.phase_max_s, progress=a.requests >= 20000, traceparent=caller), pid)
+            if self.receiver:
+                out["spans_received"] = self.receiver.span_count - spans0  # what reached the collector during the phases
             if front:
                 out["mem_end_mb"] = proc_mem_mb(front.pid)
             self.client.close_channel()
@@ -454,6 +480,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "client_cpu_us_per_req": statistics.median(r["conc"]["client_cpu_s"] / max(1, r["conc"]["sent"]) * 1e6 for r in rs),
             "errors": sum(r["seq"]["error_count"] + r["conc"]["error_count"] + r.get("warmup", {}).get("error_count", 0) for r in rs),
             "front_rss_end_mb": median_of(rs, "mem_end_mb", "VmRSS") if sc != "direct" else None,
+            "spans_received": statistics.median(r.get("spans_received", 0) for r in rs),
         }
     return out
 
@@ -522,6 +549,10 @@ def print_tables(runs, summary, soaks, verdict, info, args) -> None:
         w(f"{sc:<12} {fmt(s['seq_p50_ms'], 3):>10} {fmt(s['seq_p99_ms'], 3):>10} {fmt(s['conc_rps'], 0):>14} "
           f"{fmt(s['conc_p50_ms'], 3):>8} {fmt(s['conc_p99_ms'], 3):>8} {fmt(s['front_cpu_us_per_req'], 0):>16} "
           f"{err:>6}{'  <-- LIVE ERRORS' if err else ''}\n")
+    traced = [sc for sc in TRACE_SCENARIOS if sc in summary and sc != "trace-off"]
+    if traced:
+        w("spans received by the OTLP collector per scenario (median over rounds): "
+          + ", ".join(f"{sc} {summary[sc]['spans_received']:.0f}" for sc in traced) + "\n")
     if args.rounds > 1:
         w(f"\nper round (seq p50, seq p99, {CONCURRENCY}-in-flight req/s, p50, p99 ms, front CPU-us/req, errors; load average at start):\n")
         for r in runs:
@@ -566,6 +597,15 @@ def print_tables(runs, summary, soaks, verdict, info, args) -> None:
     w("context (no target):\n")
     for key, v in info.items():
         w(f"        {key:<52} {fmt(v, 3):>9}\n")
+
+
+def otlp_receiver():
+    """The OTLP collector of the tracing scenarios: tests/otlp.py's real receiver, counting only."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))
+    from tests.otlp import OtlpReceiver
+
+    return OtlpReceiver(keep_spans=False)
 
 
 def machine_info(args: argparse.Namespace, triton) -> dict[str, Any]:
@@ -643,7 +683,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak-requests", type=int, default=100_000, help=f"requests ({CONCURRENCY} in flight) for the RSS soak in the shadow-down and shadow-slow states; 0 skips the soak")
     p.add_argument("--soak-warmup", type=int, default=2000, help="warm-up requests before the soak's RSS baseline is read")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="event loop of the front (shadowgrpc serve --loop; default uvloop, as serve)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(BASE_SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p.add_argument("--tracing", action="store_true",
+                   help="run the tracing scenarios instead: " + ", ".join(TRACE_SCENARIOS) + " (no soak unless --soak-requests is given)")
+    p.add_argument("--trace-base", choices=["one-shadow", "shadow-off"], default="one-shadow", help="front config of the tracing scenarios")
+    p.add_argument("--blocks", type=int, default=12, help="--tracing: interleaved blocks (every scenario once per block)")
+    p.add_argument("--block-requests", type=int, default=1500, help=f"--tracing: requests per scenario and block, {CONCURRENCY} in flight")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke test (well under a minute after Triton is up)")
     p.add_argument("--json", metavar="PATH", help="write every figure (all rounds, scenarios, soak, ratios, machine info) here")
     p.add_argument("--phase-max-s", type=float, default=120.0, help="time limit of one measured phase (it stops early and is flagged)")
@@ -653,6 +698,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.requests, args.seq_requests, args.warmup, args.rounds = 600, 150, 100, 1
         args.soak_requests, args.soak_warmup = min(args.soak_requests, 2000), 300
+        args.blocks, args.block_requests = 3, 300
+    if args.tracing:
+        if args.scenarios == p.get_default("scenarios"):
+            args.scenarios = ",".join(TRACE_SCENARIOS)
+        if "--soak-requests" not in (argv if argv is not None else sys.argv):
+            args.soak_requests = 0
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in args.scenario_list:
         if s not in SCENARIOS:
@@ -690,14 +741,18 @@ def main(argv: list[str] | None = None) -> int:
         with triton:
             log(f"Triton ready in {triton.startup_seconds or 0:.1f} s at {triton.grpc_address} (pid {triton.pid}); starting the load client ...")
             result["machine"] = machine_info(args, triton)
-            with ClientProcess(label="client") as client:
+            with ClientProcess(label="client") as client, contextlib.ExitStack() as stack:
                 bench = Bench(args, workdir, triton, client, down_port)
+                if any(sc in TRACE_SCENARIOS for sc in args.scenario_list):
+                    bench.receiver = stack.enter_context(otlp_receiver())
                 runs: list[dict[str, Any]] = []
                 # The direct response is the reference for byte identity.
                 client.open(triton.grpc_address)
                 bench.check_bytes("direct")
                 client.close_channel()
-                for rnd in range(1, args.rounds + 1):
+                if args.tracing:
+                    result["tracing"] = _tracing.interleaved(bench, args, args.scenario_list, Phase, CONCURRENCY, DEADLINE_S)
+                for rnd in range(1, args.rounds + 1 if not args.tracing else 1):
                     order = list(args.scenario_list) if rnd % 2 else list(reversed(args.scenario_list))
                     log(f"round {rnd}/{args.rounds}: {', '.join(order)}")
                     for sc in order:
@@ -715,7 +770,11 @@ def main(argv: list[str] | None = None) -> int:
                           problems=bench.problems)
             result["machine"]["loadavg_end"] = os.getloadavg()
             result["elapsed_s"] = time.monotonic() - t_begin
-            print_tables(runs, summary, soaks, verdict, info, args)
+            if args.tracing:
+                if not _tracing.print_result(result["tracing"], args):
+                    rc = 1
+            else:
+                print_tables(runs, summary, soaks, verdict, info, args)
             if bench.problems:
                 print(f"\n!!! {len(bench.problems)} PROBLEM(S):")
                 for p in bench.problems:

@@ -23,15 +23,21 @@ def _run(coro, loop_kind: str = "asyncio"):
 
 
 # -- serve ----------------------------------------------------------------------------------------
-async def serve(settings: Settings, ready_file: str | None = None) -> int:
+async def serve(settings: Settings, ready_file: str | None = None, telemetry=None) -> int:
+    """Run the front until SIGTERM/SIGINT. ``telemetry``: a telemetry.TelemetryOptions (default:
+    from SHADOWGRPC_TRACE / SHADOWGRPC_METRICS_PORT)."""
     from .server import Front
 
-    front = Front(settings)
+    front = Front(settings, telemetry)
     await front.start()
     print(f"shadowgrpc {__version__}: KServe v2 gRPC on port {front.port}, ShadowControl on port {front.admin_port}", flush=True)
     print(f"  default live Triton {settings.default_live}; {len(settings.routes)} route(s): "
           + ", ".join(f"{r.model} -> live {r.live.model}:{r.live.version or '*'} + {len(r.shadows)} shadow(s)" for r in settings.routes),
           flush=True)
+    if front.telemetry.tracer_provider is not None:
+        print("  tracing on: OpenTelemetry spans exported as the OTEL_* environment says", flush=True)
+    if front.metrics_port is not None:
+        print(f"  Prometheus metrics on http://{front.telemetry.options.metrics_host}:{front.metrics_port}/metrics", flush=True)
     if ready_file:
         with open(ready_file, "w") as f:
             f.write(f"{front.port} {front.admin_port}\n")
@@ -46,13 +52,26 @@ async def serve(settings: Settings, ready_file: str | None = None) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .telemetry import TelemetryError, TelemetryOptions, configure_logging
+
+    configure_logging(args.log_format, args.serve_log_level)
     try:
         settings = Settings.load(args.config)
     except ConfigError as e:
         print(f"shadowgrpc serve: bad config: {e}", file=sys.stderr)
         return 2
     try:
-        return _run(serve(settings, args.ready_file), args.loop)
+        if args.metrics_port is not None and not 0 <= args.metrics_port < 65536:
+            raise TelemetryError(f"--metrics-port: must be a port number (0: a free one), got {args.metrics_port}")
+        telemetry = TelemetryOptions.from_env()
+        flags = {"trace": args.trace or None, "metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
+        telemetry = dataclasses.replace(telemetry, **{k: v for k, v in flags.items() if v is not None})
+        return _run(serve(settings, args.ready_file, telemetry), args.loop)
+    except TelemetryError as e:
+        print(f"shadowgrpc serve: bad telemetry setting: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr)
         return 1
@@ -152,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (default: uvloop when installed; it cut the front's CPU per request by 60-140 us in benchmarks/front_overhead.py)",
     )
     s.add_argument("--ready-file", metavar="FILE", help="write '<port> <admin_port>' here once serving")
+    s.add_argument(
+        "--trace",
+        action="store_true",
+        help="OpenTelemetry tracing (and OTLP metrics), configured by the standard OTEL_* variables: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_PROTOCOL (grpc | http/protobuf), OTEL_TRACES_SAMPLER(_ARG), OTEL_SERVICE_NAME, ... (also SHADOWGRPC_TRACE=1)",
+    )
+    s.add_argument("--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on http://HOST:P/metrics (0: a free port; also SHADOWGRPC_METRICS_PORT)")
+    s.add_argument("--metrics-host", metavar="HOST", help="address for --metrics-port (default 127.0.0.1; also SHADOWGRPC_METRICS_HOST)")
+    s.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one JSON object per line, with trace_id/span_id inside a span")
+    s.add_argument("--log-level", dest="serve_log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (overrides the global --log-level)")
     s.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser(

@@ -87,10 +87,11 @@ async def _demo(args: argparse.Namespace, triton_address: str, prefs: Path) -> i
     from .config import Settings
     from .report import format_report
     from .server import Front
+    from .telemetry import TelemetryOptions
 
     cfg = example_config()
     cfg["server"].update(default_live=triton_address, listen="127.0.0.1:0", admin_listen="127.0.0.1:0")
-    front = Front(Settings.from_dict(cfg))
+    front = Front(Settings.from_dict(cfg), TelemetryOptions.from_env(trace_if_otlp_endpoint=True))  # traces when OTEL_* names an endpoint
     await front.start()
     try:
         print(f"front: KServe v2 on 127.0.0.1:{front.port}, ShadowControl on 127.0.0.1:{front.admin_port}")
@@ -151,6 +152,19 @@ def _check(rep, sent: dict, prefs: Path, outcomes) -> int:
     return 0
 
 
+def triton_trace_args(url: str) -> list[str]:
+    """tritonserver flags for OpenTelemetry trace mode: export to ``url`` (OTLP/HTTP JSON, the only
+    format Triton 2.51 sends), trace only requests that carry a ``traceparent`` (rate=0), so its
+    spans join the front's traces."""
+    return [
+        "--trace-config", "mode=opentelemetry",
+        "--trace-config", f"opentelemetry,url={url}",
+        "--trace-config", "opentelemetry,bsp_schedule_delay=200",
+        "--trace-config", "rate=0",
+        "--trace-config", "level=TIMESTAMPS",
+    ]  # fmt: skip
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .triton import EmbeddedTriton, example_repository
 
@@ -158,7 +172,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         prefs = Path(tmp) / "preference_cache.jsonl"
         log_path = Path(args.triton_log) if args.triton_log else Path(tmp) / "tritonserver.log"
         print(f"starting the embedded Triton (example repository; log: {log_path}) ...", flush=True)
-        with EmbeddedTriton(example_repository(), log_path=log_path, env={"SHADOWGRPC_PREFERENCE_CACHE": str(prefs)}) as triton:
+        extra = triton_trace_args(args.triton_trace_url) if args.triton_trace_url else ()
+        with EmbeddedTriton(example_repository(), log_path=log_path, env={"SHADOWGRPC_PREFERENCE_CACHE": str(prefs)}, extra_args=extra) as triton:
             print(f"Triton ready on {triton.grpc_address}", flush=True)
             return asyncio.run(_demo(args, triton.grpc_address, prefs))
 
@@ -176,5 +191,12 @@ def add_demo_parser(sub) -> None:
     d.add_argument("--batch", type=int, default=4, help="transactions per fraud request (default 4)")
     d.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     d.add_argument("--triton-log", metavar="FILE", help="keep Triton's log here (default: a temp file)")
+    d.add_argument(
+        "--triton-trace-url",
+        metavar="URL",
+        help="run Triton in OpenTelemetry trace mode, exporting its spans (OTLP/HTTP JSON) to URL, e.g. "
+        "http://127.0.0.1:4318/v1/traces of an OpenTelemetry Collector; they join the front's traces "
+        "(the front's own spans go where the OTEL_* variables say)",
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)

@@ -119,6 +119,7 @@ class Router:
         self._shadow_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = time.time()
+        self.telemetry = None  # telemetry.Hooks, set by the Front when tracing or metrics are on
 
     # -- ModelInfer -------------------------------------------------------------------------
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -141,7 +142,8 @@ class Router:
         if timeout is None:
             timeout = rs.route.live.deadline_s
         t0 = _perf()
-        call = rs.live.infer(rs.live_request(raw, version), timeout=timeout, metadata=metadata)
+        lc = self.telemetry.live(rs, version, request_id) if self.telemetry is not None else None
+        call = rs.live.infer(rs.live_request(raw, version), timeout=timeout, metadata=metadata if lc is None else lc.inject(metadata, timeout))
         live_done: asyncio.Future[bytes] | None = None
         mirror_s = 0.0
         if rs.shadows:
@@ -151,9 +153,13 @@ class Router:
                 tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout)
                 mirror_s = _perf() - tm
+                if lc is not None:
+                    lc.mirrored()
         try:
             response = await call
         except BaseException as e:
+            if lc is not None:
+                lc.end(e)
             if live_done is not None and not live_done.done():
                 live_done.cancel()
             if isinstance(e, grpc.aio.AioRpcError):
@@ -168,6 +174,8 @@ class Router:
         t1 = _perf()
         st.live_latency.record(t1 - t0)
         st.live_ok += 1
+        if lc is not None:
+            lc.end(None)
         if live_done is not None and not live_done.done():
             live_done.set_result(response)
         st.front_added.record((t0 - t_in) + mirror_s + (_perf() - t1))  # the handler's own time
@@ -220,12 +228,16 @@ class Router:
     ) -> None:
         s = ss.stats
         size = len(raw)
+        sc = None
         try:
+            if self.telemetry is not None:
+                sc = self.telemetry.shadow(ss, route, deadline)
             req = build_request(raw, ss.name, ss.version, True)
             t0 = _perf()
             response = None
             try:
-                response = await ss.upstream.infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
+                infer = ss.upstream.infer if sc is None else sc.wrap(ss.upstream.infer)
+                response = await infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
                 s.latency.record(_perf() - t0)
                 s.ok += 1
             except grpc.aio.AioRpcError as e:
@@ -246,7 +258,10 @@ class Router:
                 s.live_failed += 1
                 return
             buckets = per_request[0] if per_request else ()
+            mark = sc.mark(s) if sc is not None else None
             primary = compare_responses(live_response, response, s, ss.route, buckets)
+            if sc is not None:
+                sc.compared(s, mark, primary)
             if primary is not None and request_id and self.pairs.max_pairs:
                 self.pairs.add(request_id, route, ss.target.name, *primary, buckets)
         except asyncio.CancelledError:
@@ -257,6 +272,8 @@ class Router:
         finally:
             ss.in_flight -= 1
             self._shadow_bytes -= size
+            if sc is not None:
+                sc.end()
 
     # -- ground truth ---------------------------------------------------------------------------
     def record_outcome(self, request_id: str, labels, values) -> str:

@@ -2,7 +2,8 @@
 (ShadowControl + health), and their lifecycle.
 
 Shutdown order (STYLE.md 5): health NOT_SERVING, ``server.stop(grace)`` so in-flight live requests
-finish, drain shadow tasks with a timeout, close upstream channels.
+finish, drain shadow tasks with a timeout, close upstream channels, then telemetry (metrics, and
+the tracer provider last, so the shadow spans ended by the drain are flushed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .config import Settings
 from .cost import CostTracker
 from .router import Router
 from .servicer import ShadowControl, inference_handlers
+from .telemetry import Telemetry, TelemetryOptions
 from .v1 import shadow_pb2, shadow_pb2_grpc
 
 log = logging.getLogger("shadowgrpc.server")
@@ -28,12 +30,16 @@ SHADOW_CONTROL = shadow_pb2.DESCRIPTOR.services_by_name["ShadowControl"].full_na
 
 
 class Front:
-    """The front service. ``await start()``, then ``port``/``admin_port``; ``await stop()``."""
+    """The front service. ``await start()``, then ``port``/``admin_port`` (and ``metrics_port``
+    when Prometheus metrics are on); ``await stop()``. ``telemetry`` defaults to
+    ``TelemetryOptions.from_env()`` (SHADOWGRPC_TRACE, SHADOWGRPC_METRICS_PORT)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: TelemetryOptions | None = None) -> None:
         self.settings = settings
         self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression)
         self.router = Router(settings, self.upstreams)
+        self.telemetry = Telemetry(telemetry if telemetry is not None else TelemetryOptions.from_env(), self.router)
+        self.router.telemetry = self.telemetry.hooks
         self.cost = CostTracker(self.router)
         opts = [
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -50,7 +56,7 @@ class Front:
 
     async def start(self) -> None:
         s = self.settings
-        self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router))
+        self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router, self.telemetry.hooks))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router, self.cost), self.admin)
@@ -58,6 +64,7 @@ class Front:
         reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), self.admin)
         self.port = self._bind(self.server, s.listen, "server.listen")
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
+        self.telemetry.start()  # the Prometheus endpoint, when asked for
         await self.server.start()
         await self.admin.start()
         for h, names in ((self.health, ("", SERVICE)), (self.admin_health, ("", SHADOW_CONTROL))):
@@ -65,6 +72,10 @@ class Front:
                 await h.set(n, health_pb2.HealthCheckResponse.SERVING)
         await self.cost.start()  # baseline of Triton's statistics; never fails the start
         log.info("serving KServe v2 on port %d, ShadowControl on port %d", self.port, self.admin_port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.telemetry.metrics_port
 
     @staticmethod
     def _bind(server: grpc.aio.Server, address: str, key: str) -> int:
@@ -89,6 +100,7 @@ class Front:
             log.warning("shutdown: %d shadow calls still in flight were cancelled", cancelled)
         await self.admin.stop(0.5)
         await self.upstreams.close()
+        self.telemetry.shutdown(timeout_s=max(grace, 1.0))  # the tracer provider last
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

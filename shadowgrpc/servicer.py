@@ -15,6 +15,7 @@ from .cost import CostTracker
 from .report import build_report, target_pb
 from .router import Router
 from .state import snapshot
+from .telemetry import Hooks
 from .v1 import shadow_pb2 as pb
 from .v1 import shadow_pb2_grpc as pb_grpc
 
@@ -27,13 +28,15 @@ def _unary(router: Router, method: str):
     return handler
 
 
-def inference_handlers(router: Router) -> dict[str, grpc.RpcMethodHandler]:
-    """Method name -> raw-bytes handler (no (de)serializer: bytes in, bytes out)."""
+def inference_handlers(router: Router, hooks: Hooks | None = None) -> dict[str, grpc.RpcMethodHandler]:
+    """Method name -> raw-bytes handler (no (de)serializer: bytes in, bytes out); each inside a
+    SERVER span when ``hooks`` (telemetry.Hooks) trace."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for m in UNARY_METHODS:
         fn = router.infer if m == "ModelInfer" else _unary(router, m)
-        handlers[m] = grpc.unary_unary_rpc_method_handler(fn)
-    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(router.stream_infer)
+        handlers[m] = grpc.unary_unary_rpc_method_handler(hooks.server_handler(m, fn) if hooks else fn)
+    stream = hooks.server_stream_handler("ModelStreamInfer", router.stream_infer) if hooks else router.stream_infer
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(stream)
     return handlers
 
 
