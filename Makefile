@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
 
-.PHONY: all install build proto check-proto test test-py demo bench clean
+.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot clean
 
 all: install
 
@@ -49,6 +49,14 @@ bench: install
 	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
 	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
+
+# A real demo trace in a real viewer: Phoenix (own venv, ~850 MB, kept out of the test set-up) and
+# headless Chromium (Debian's package), writing shadowgrpc/examples/demo-trace.png.
+VIEWER ?= .venv-viewer
+trace-screenshot: install
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	test -x $(VIEWER)/bin/phoenix || { $(PYTHON) -m venv $(VIEWER) && $(VIEWER)/bin/pip install --quiet arize-phoenix; }
+	$(PY) shadowgrpc/examples/trace_screenshot.py --phoenix $(VIEWER)/bin/phoenix --out shadowgrpc/examples/demo-trace.png
 
 clean:
 	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so ext/shadowgrpc/*.c .pytest_cache .hypothesis
