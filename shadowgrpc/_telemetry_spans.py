@@ -124,6 +124,14 @@ class Hooks:
 
         return handler
 
+    def pass_through(self, metadata: tuple | None) -> tuple | None:
+        """Metadata for a call passed through unchanged (unrouted model, other KServe RPCs): the
+        trace context of this request's SERVER span, so Triton's spans hang under the front's."""
+        span = trace.get_current_span()
+        if not span.get_span_context().trace_flags.sampled:
+            return metadata
+        return inject(metadata, span)
+
     # client side
     def _static(self, key: tuple, make) -> dict:
         a = self._attrs.get(key)

@@ -300,7 +300,10 @@ class Router:
     # -- everything else ----------------------------------------------------------------------
     async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return await method(raw, timeout=context.time_remaining(), metadata=forward_metadata(context))
+            md = forward_metadata(context)
+            if self.telemetry is not None:
+                md = self.telemetry.pass_through(md)
+            return await method(raw, timeout=context.time_remaining(), metadata=md)
         except grpc.aio.AioRpcError as e:
             await abort_like(context, e)
             raise

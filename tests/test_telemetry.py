@@ -176,6 +176,28 @@ def test_triton_spans_join_the_front_trace_under_live_and_shadow(traced_triton, 
 
 
 @pytest.mark.triton
+def test_pass_through_calls_put_tritons_spans_under_the_front(traced_triton, monkeypatch):
+    """An unrouted model goes to default_live unchanged, but the trace context sent to Triton is
+    the front's SERVER span's, not the caller's."""
+    triton, rx = traced_triton
+    _env(monkeypatch, rx.grpc_endpoint)
+    trace_id = "0af7651916cd43dd8448eb211c80319d"
+    front = front_for(triton.grpc_address, [])
+    try:
+        _call(front.address, _rows(1, seed=8)[0], traceparent=f"00-{trace_id}-{CALLER_SPAN}-01")
+
+        def joined(spans):
+            mine, server, _ = _tree(spans, trace_id)
+            roots = [s for s in mine if s.service == "triton-inference-server" and s.name == "InferRequest"]
+            return server and roots and (server[0], roots[0])
+
+        server, root = rx.wait_for(joined, timeout=30)
+    finally:
+        front.stop()
+    assert server.parent_span_id == CALLER_SPAN and root.parent_span_id == server.span_id
+
+
+@pytest.mark.triton
 @pytest.mark.parametrize("collector", ["down", "hang"])
 def test_dead_or_hung_collector_changes_no_live_answer_and_drops_are_counted(triton, monkeypatch, collector):
     holder = HangingPort() if collector == "hang" else None
