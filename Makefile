@@ -49,6 +49,7 @@ bench: install
 	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
 	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
+	$(PY) benchmarks/front_overhead.py --tracing --json bench-results/tracing.json
 
 # A real demo trace in a real viewer: Phoenix (own venv, ~850 MB, kept out of the test set-up) and
 # headless Chromium (Debian's package), writing shadowgrpc/examples/demo-trace.png.
