@@ -10,17 +10,25 @@ from setuptools import Extension, setup
 
 NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
+# The sketches match their numpy twin to the last bit: one rounding per operation, no fused
+# multiply-add (GCC and Clang contract a * b + c by default where the target has FMA).
+EXACT_FP = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+SKETCHES = ("_sketches_c", "_sketches_core_c", "_sketches_divergence_c", "_sketches_paired_c")
+
 if NO_EXTENSIONS:
     print("*********************\n* Pure Python build *\n*********************")
     ext_modules = []
 else:
     print("**********************\n* Accelerated build *\n**********************")
+    import numpy
     from Cython.Build import cythonize
 
-    extensions = [
-        Extension("shadowgrpc._packing_c", ["ext/shadowgrpc/_packing_c.pyx"]),
-        Extension("shadowgrpc._sketches_c", ["ext/shadowgrpc/_sketches_c.pyx"]),
-    ]
+    # numpy's C API (_sketches_core_c reads arrays with it): built against numpy 2 (build-system
+    # requires), an extension also runs on numpy 1.x (numpy's default NPY_TARGET_VERSION).
+    numpy_api = {"include_dirs": [numpy.get_include()], "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]}
+    extensions = [Extension("shadowgrpc._packing_c", ["ext/shadowgrpc/_packing_c.pyx"])]
+    extensions += [Extension(f"shadowgrpc.{m}", [f"ext/shadowgrpc/{m}.pyx"], extra_compile_args=EXACT_FP, **numpy_api)
+                   for m in SKETCHES]
     ext_modules = cythonize(
         extensions,
         include_path=["ext"],

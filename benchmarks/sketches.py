@@ -9,6 +9,10 @@
 - one response's update of a route's sketches: 16 outputs of 8 float32 rows, each into a live and
   a shadow Histogram (64 bins) through one ``update_many`` call, plus live, shadow and front
   latency records (the figure the "route update <= 2 us" target is about), and its two parts alone;
+- paired statistics, one update each, compiled twin against the Python twin in the same run:
+  LabelAgreement.update_probs on 8x2 (also as an unaligned view, as a decoded output often is) and
+  1024x10 float32 probabilities, BinaryAgreement / RegressionAgreement on 1024 float32 values,
+  CosineStats.update_embeddings on 64x256 float32;
 - decoding a ModelInferResponse's outputs to numpy: ``shadowgrpc.packing.scan_response`` +
   ``np.frombuffer`` / ``decode_bytes_tensor`` on the raw bytes, against tritonclient's
   ``InferResult(response).as_numpy(name)`` on the parsed message (and with the parse included).
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from shadowgrpc import packing, sketches  # noqa: E402
+from shadowgrpc import _sketches_py, packing, sketches  # noqa: E402
 
 
 ROUTE_TARGET_S = 2e-6  # one response's route update (bench_route_update's "update_s")
@@ -151,6 +155,50 @@ def bench_route_update(repeats: int) -> dict[str, Any]:
             "sketch_bytes": nbytes}
 
 
+def unaligned(a: np.ndarray) -> np.ndarray:
+    """The values of ``a`` in a read-only view one byte off alignment (a decoded output's place)."""
+    return np.frombuffer(b"\0" + a.tobytes(), dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+
+
+def bench_paired(repeats: int) -> list[dict[str, Any]]:
+    """Seconds per update of each paired statistic, compiled (when built) and Python twin."""
+    compiled = None if sketches.IMPLEMENTATION == "py" else importlib.import_module("shadowgrpc._sketches_c")
+    rng = np.random.default_rng(3)
+    f32 = np.float32
+
+    def probs(rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        live = rng.random((rows, k)).astype(f32)
+        return live, (live + rng.normal(0, 0.1, live.shape)).astype(f32)
+
+    small, big = probs(8, 2), probs(1024, 10)
+    values = rng.random(1024).astype(f32)
+    shadow_values = (values + rng.normal(0, 0.01, 1024)).astype(f32)
+    emb = rng.standard_normal((64, 256)).astype(f32)
+    emb_shadow = (emb + rng.normal(0, 0.1, emb.shape)).astype(f32)
+    cases = [  # (name, class, constructor args, method, live, shadow, calls per repeat)
+        ("LabelAgreement.update_probs 8x2 f32", "LabelAgreement", (2,), "update_probs", *small, 20_000),
+        ("  the same, unaligned views", "LabelAgreement", (2,), "update_probs", unaligned(small[0]), unaligned(small[1]), 20_000),
+        ("LabelAgreement.update_probs 1024x10 f32", "LabelAgreement", (10,), "update_probs", *big, 2_000),
+        ("BinaryAgreement.update_binary 1024 f32", "BinaryAgreement", (0.5,), "update_binary", values, shadow_values, 5_000),
+        ("RegressionAgreement.update_regression 1024 f32", "RegressionAgreement", (1e-3, 1e-2), "update_regression",
+         values, shadow_values, 2_000),
+        ("CosineStats.update_embeddings 64x256 f32", "CosineStats", (), "update_embeddings", emb, emb_shadow, 2_000),
+    ]
+    rows = []
+    for name, cls, args, method, live, shadow, number in cases:
+        row: dict[str, Any] = {"case": name, "py_s": None, "c_s": None, "speedup": None}
+        for impl, mod in (("py", _sketches_py), ("c", compiled)):
+            if mod is None:
+                continue
+            update = getattr(getattr(mod, cls)(*args), method)
+            row[f"{impl}_s"] = best_time(lambda u=update, a=live, b=shadow: u(a, b), repeats,
+                                         number if impl == "c" else max(number // 20, 50))
+        if row["c_s"]:
+            row["speedup"] = row["py_s"] / row["c_s"]
+        rows.append(row)
+    return rows
+
+
 def bench_decode(repeats: int) -> list[dict[str, Any]]:
     from tritonclient.grpc import InferResult
     from tritonclient.grpc import service_pb2 as pb
@@ -236,6 +284,13 @@ def main() -> int:
                        ("  of which 3 LatencySketch.record calls", "latency_records_s")):
         print(f"  {label:<46} {route[key] * 1e6:6.2f} us")
 
+    paired = bench_paired(repeats)
+    print(f"\n{'paired statistic, one update':<48} {'twin us':>9} {'compiled us':>12} {'x':>7}")
+    for r in paired:
+        c = f"{r['c_s'] * 1e6:12.2f}" if r["c_s"] else f"{'not built':>12}"
+        x = f"{r['speedup']:7.1f}" if r["speedup"] else f"{'':>7}"
+        print(f"{r['case']:<48} {r['py_s'] * 1e6:9.2f} {c} {x}")
+
     dec = bench_decode(repeats)
     print(f"\n{'decode':<8} {'ours us':>9} {'as_numpy us':>12} {'x':>6} {'parse+as_numpy us':>18} {'x':>6}")
     for r in dec:
@@ -274,7 +329,7 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "histograms": hist, "divergences": div, "route_update": route,
-                                         "decode": dec, "targets": targets}, indent=2))
+                                         "paired": paired, "decode": dec, "targets": targets}, indent=2))
     return 0
 
 

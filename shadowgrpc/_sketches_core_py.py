@@ -2,7 +2,7 @@
 ``LatencySketch`` and the byte format that every sketch shares (preamble, framing helpers).
 
 The rules are in ``shadowgrpc._sketches_py``, which re-exports the public names; the compiled twin
-``ext/shadowgrpc/_sketches_c.pyx`` shares this module's validation, bucket tables and
+``ext/shadowgrpc/_sketches_core_c.pyx`` shares this module's validation, bucket tables and
 (de)serialisation, so its bytes are identical by construction.
 """
 

@@ -1,6 +1,11 @@
 """Streaming sketches, pure-numpy reference, part 3: paired statistics of live vs shadow, row by
-row (``LabelAgreement``, ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``). They live
-here only: the compiled twin re-exports them (their work is whole-array numpy calls)."""
+row (``LabelAgreement``, ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``).
+
+The compiled twin (ext/shadowgrpc/_sketches_paired_c.pyx) counts contiguous float / int inputs in
+nogil kernels that repeat these numpy calls operation for operation, and runs this module's own
+methods on its objects for everything else (``merge``, ``to_bytes``, ``from_bytes``, ``count``,
+``agreement``, ``mean``, and updates of other inputs): so these methods read only the attributes
+in ``__slots__`` and assign only those they assign now, as the compiled classes allow."""
 
 from __future__ import annotations
 

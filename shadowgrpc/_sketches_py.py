@@ -1,10 +1,10 @@
 """Streaming sketches, pure-numpy reference: the test oracle and the source of types.
 
-``ext/shadowgrpc/_sketches_c.pyx`` is the compiled twin of ``Histogram``, ``update_many``,
-``LatencySketch`` and ``divergences``; both give identical counts and identical bytes
-(``tests/test_sketches.py``). The paired statistics (``LabelAgreement``, ``BinaryAgreement``,
-``RegressionAgreement``, ``CosineStats``) live in the Python twin only and are re-exported by the
-compiled one.
+``ext/shadowgrpc/_sketches_c.pyx`` is the compiled twin (re-exporting ``_sketches_core_c``,
+``_sketches_divergence_c`` and ``_sketches_paired_c``) of everything here: ``Histogram``,
+``update_many``, ``LatencySketch``, ``divergences`` and the paired statistics (``LabelAgreement``,
+``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``); both give identical counts and
+identical bytes (``tests/test_sketches.py``, ``tests/test_paired.py``).
 
 This module states the rules and re-exports the public names from its three parts:
 ``_sketches_core_py`` (``Histogram``, ``update_many``, ``LatencySketch``, the byte format),

@@ -4,7 +4,10 @@ twin or the pure-numpy one.
 The compiled ``shadowgrpc._sketches_c`` is used unless ``SHADOWGRPC_NO_EXTENSIONS`` is set
 (non-empty), the interpreter is not CPython, or the extension is not built. ``IMPLEMENTATION``
 says which one ("c" or "py"). Both give identical counts, values and bytes;
-``shadowgrpc._sketches_py`` documents the rules and is the source of types.
+``shadowgrpc._sketches_py`` documents the rules and is the source of types. Each twin re-exports
+its three parts: the compiled ones are the extensions ``_sketches_core_c`` (Histogram,
+update_many, LatencySketch), ``_sketches_divergence_c`` and ``_sketches_paired_c`` (the paired
+statistics), so a partial build (one part missing) selects the Python twin as a whole.
 """
 
 from __future__ import annotations

@@ -383,66 +383,22 @@ def test_divergences_known_values(sketches_impl: ModuleType) -> None:
         d([1, 2], [1, 2], eps=-1.0)
 
 
-# --- paired statistics ---------------------------------------------------------------------------
-
-def test_label_agreement_vs_numpy(sketches_impl: ModuleType) -> None:
-    rng = np.random.default_rng(3)
-    live = rng.integers(0, 5, 1000)
-    shadow = np.where(rng.random(1000) < 0.8, live, rng.integers(0, 5, 1000))
-    s = sketches_impl.LabelAgreement(5)
-    s.update_labels(live[:400], shadow[:400])
-    s.update_probs(np.eye(5)[live[400:]], np.eye(5)[shadow[400:]])
-    s.update_labels([7, -1], [0, 0])
-    want = np.zeros((5, 5), dtype=np.int64)
-    np.add.at(want, (live, shadow), 1)
-    assert np.array_equal(s.confusion, want)
-    assert s.invalid == 2
-    assert s.agreement == pytest.approx(np.mean(live == shadow))
-    back = sketches_impl.LabelAgreement.from_bytes(s.to_bytes())
-    assert np.array_equal(back.confusion, want) and back.to_bytes() == s.to_bytes()
-
-
-def test_binary_regression_cosine(sketches_impl: ModuleType) -> None:
-    b = sketches_impl.BinaryAgreement(0.5)
-    b.update_binary([0.1, 0.6, 0.7, np.nan], [0.2, 0.4, 0.9, 0.1])
-    assert b.confusion.tolist() == [[1, 0], [1, 1]] and b.invalid == 1
-    assert sketches_impl.BinaryAgreement.from_bytes(b.to_bytes()).to_bytes() == b.to_bytes()
-
-    r = sketches_impl.RegressionAgreement(atol=0.01, rtol=0.1)
-    r.update_regression([1.0, 2.0, 3.0, 10.0], [1.005, 2.5, np.nan, 9.5])
-    assert (r.count, r.within, r.invalid) == (3, 2, 1)
-    assert r.errors.quantile(1.0) == pytest.approx(0.5, rel=0.01)
-    back = sketches_impl.RegressionAgreement.from_bytes(r.to_bytes())
-    assert back.to_bytes() == r.to_bytes()
-    r2 = sketches_impl.RegressionAgreement(atol=0.01, rtol=0.1)
-    r2.merge(r)
-    assert r2.to_bytes() == r.to_bytes()
-
-    c = sketches_impl.CosineStats()
-    rng = np.random.default_rng(4)
-    a = rng.normal(size=(64, 16))
-    e = a + rng.normal(scale=0.3, size=a.shape)
-    c.update_embeddings(a, e)
-    c.update_embeddings(np.zeros((1, 16)), np.ones((1, 16)))
-    cos = np.sum(a * e, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(e, axis=1)
-    assert c.count == 64 and c.invalid == 1
-    assert c.mean == pytest.approx(cos.mean(), abs=1e-9) and c.min == pytest.approx(cos.min())
-    assert sketches_impl.CosineStats.from_bytes(c.to_bytes()).to_bytes() == c.to_bytes()
-
-
 # --- the compiled twin is really loaded -----------------------------------------------------------
 
 @pytest.mark.c_extension
 def test_sketches_c_loaded() -> None:
     import shadowgrpc._sketches_c as sketches_c
+    import shadowgrpc._sketches_core_c as core_c
+    import shadowgrpc._sketches_divergence_c as divergence_c
     import shadowgrpc.sketches as sketches
 
     assert sketches.IMPLEMENTATION == "c"
-    assert sketches_c.__file__.endswith((".so", ".pyd"))
-    assert sketches.Histogram is sketches_c.Histogram
+    for module in (sketches_c, core_c, divergence_c):  # the twin and the parts it re-exports
+        assert module.__file__.endswith((".so", ".pyd"))
+    assert sketches.Histogram is sketches_c.Histogram is core_c.Histogram
     assert sketches.LatencySketch is sketches_c.LatencySketch
-    assert sketches.divergences is sketches_c.divergences
+    assert sketches.update_many is core_c.update_many
+    assert sketches.divergences is sketches_c.divergences is divergence_c.divergences
     assert type(sketches.divergences).__name__ in ("builtin_function_or_method", "cython_function_or_method")
     assert sketches.Histogram(np.linspace(0, 1, 11)).uniform_edges
-    assert sketches_c._direct_ok()  # contiguous ndarrays are read from their header, not exported
     assert not sketches.Histogram([0.0, 0.1, 1.0]).uniform_edges

@@ -1,4 +1,5 @@
-# Accumulators of the compiled sketches twin (implemented in _sketches_c.pyx).
+# Accumulators of the compiled sketches twin, part 1 (implemented in _sketches_core_c.pyx; cimported
+# by _sketches_paired_c).
 #
 # The state lives in numpy arrays that the object owns and only ever changes in place; the kernels
 # reach it through raw pointers taken once in __init__ (a typed memoryview attribute is a
@@ -7,18 +8,8 @@
 
 cimport cython
 
+from shadowgrpc._sketches_kernels cimport HistTable
 from shadowgrpc._types cimport col_t, count_t
-
-
-cdef struct HistTable:                  # what the kernels read and count into
-    count_t* counts                     # -> Histogram._counts_arr
-    count_t* nan                        # -> Histogram._nan_arr
-    const double* ext                   # -> Histogram._ext_arr
-    const float* ext32                  # -> Histogram._ext32_arr, or NULL: no all-float32 path
-    col_t ne                            # number of edges
-    double lo                           # edges[0]
-    double scale                        # bins per unit
-    bint uniform                        # uniform edges: multiply and correct, else binary search
 
 
 cdef class Histogram:
