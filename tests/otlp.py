@@ -182,6 +182,10 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1: answers curl's "Expect: 100-continue" (Triton's exporter) at once and keeps
+            # the connection; under HTTP/1.0 curl waits a second before each body.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
@@ -196,6 +200,7 @@ class OtlpReceiver:
                 except Exception as e:  # noqa: BLE001 - answered as 400 and kept for the test to see
                     receiver.http_errors.append(f"{self.path} {ctype}: {type(e).__name__}: {e}")
                     self.send_response(400)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 self.send_response(200)
@@ -230,7 +235,8 @@ class OtlpReceiver:
                 return got
             if time.monotonic() > deadline:
                 seen = ", ".join(f"{s.service}/{s.name}[{s.span_id[:4]}<-{s.parent_span_id[:4]}]" for s in self.snapshot()[:40])
-                raise AssertionError(f"OTLP receiver: condition not met within {timeout:g} s; {len(self.spans)} spans received: {seen}")
+                errors = "; ".join(self.http_errors[-5:]) or "none"
+                raise AssertionError(f"OTLP receiver: condition not met within {timeout:g} s; {len(self.spans)} spans received: {seen}; HTTP errors: {errors}")
             time.sleep(0.05)
 
     def metric_names(self) -> set[str]:

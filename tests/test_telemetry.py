@@ -149,6 +149,17 @@ def traced_triton(tmp_path_factory):
         rx.stop()
 
 
+# Triton 2.51's own exporter loses a trace now and then: 0-3 of 60 sequential requests sent straight
+# to a traced Triton had no spans, with no HTTP error at the receiver (measured while writing these
+# tests). So each test sends a few requests, each in its own trace, and asks for one whose trees
+# all arrived; every Triton span that did arrive must still hang under the right front span.
+TRIES = 4
+
+
+def _trace_ids(n: int) -> list[str]:
+    return [f"{CALLER_TRACE[:-2]}{i:02x}" for i in range(n)]
+
+
 @pytest.mark.triton
 def test_triton_spans_join_the_front_trace_under_live_and_shadow(traced_triton, monkeypatch):
     triton, rx = traced_triton
@@ -156,15 +167,22 @@ def test_triton_spans_join_the_front_trace_under_live_and_shadow(traced_triton, 
     # Generous deadlines: under CI load a shadow past the default 1 s would leave Triton nothing to trace.
     route = {"model": "fraud", "live": {"version": "1", "deadline_ms": 30000}, "shadows": [{"name": "v2", "version": "2", "deadline_ms": 30000}]}
     front = front_for(triton.grpc_address, [route])
+    traces = _trace_ids(TRIES)
     try:
-        _call(front.address, _rows(1, seed=5)[0], traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+        for i, tid in enumerate(traces):
+            _call(front.address, _rows(1, seed=5 + i)[0], traceparent=f"00-{tid}-{CALLER_SPAN}-01")
 
         def joined(spans):
-            mine, server, clients = _tree(spans, CALLER_TRACE)
-            triton_roots = [s for s in mine if s.service == "triton-inference-server" and s.name == "InferRequest"]
-            return len(clients) == 2 and len(triton_roots) == 2 and (mine, clients, triton_roots)
+            for tid in traces:
+                mine, _, clients = _tree(spans, tid)
+                roots = [s for s in mine if s.service == "triton-inference-server" and s.name == "InferRequest"]
+                if len(clients) == 2 and len(roots) == 2:
+                    return mine, clients, roots
+            return None
 
         mine, clients, roots = rx.wait_for(joined, timeout=20)
+        time.sleep(0.5)  # the other traces' spans, for the parentage check below
+        spans = rx.snapshot()
     finally:
         front.stop()
     by_role = {c.attributes["shadowgrpc.role"]: c for c in clients}
@@ -173,6 +191,9 @@ def test_triton_spans_join_the_front_trace_under_live_and_shadow(traced_triton, 
     # Triton's tree under each root: InferRequest -> <model> -> compute, same trace.
     names = {s.name for s in mine if s.service == "triton-inference-server"}
     assert {"InferRequest", "fraud", "compute"} <= names
+    client_ids = {s.span_id for s in spans if s.kind == "CLIENT" and s.service == "front-under-test"}
+    all_roots = [s for s in spans if s.service == "triton-inference-server" and s.name == "InferRequest"]
+    assert all_roots and all(r.parent_span_id in client_ids for r in all_roots)  # never under the caller
 
 
 @pytest.mark.triton
@@ -181,20 +202,28 @@ def test_pass_through_calls_put_tritons_spans_under_the_front(traced_triton, mon
     the front's SERVER span's, not the caller's."""
     triton, rx = traced_triton
     _env(monkeypatch, rx.grpc_endpoint)
-    trace_id = "0af7651916cd43dd8448eb211c80319d"
+    traces = [f"0af7651916cd43dd8448eb211c8031{i:02x}" for i in range(TRIES)]
     front = front_for(triton.grpc_address, [])
     try:
-        _call(front.address, _rows(1, seed=8)[0], traceparent=f"00-{trace_id}-{CALLER_SPAN}-01")
+        for i, tid in enumerate(traces):
+            _call(front.address, _rows(1, seed=8 + i)[0], traceparent=f"00-{tid}-{CALLER_SPAN}-01")
 
         def joined(spans):
-            mine, server, _ = _tree(spans, trace_id)
-            roots = [s for s in mine if s.service == "triton-inference-server" and s.name == "InferRequest"]
-            return server and roots and (server[0], roots[0])
+            for tid in traces:
+                mine, server, _ = _tree(spans, tid)
+                roots = [s for s in mine if s.service == "triton-inference-server" and s.name == "InferRequest"]
+                if server and roots:
+                    return server[0], roots[0]
+            return None
 
         server, root = rx.wait_for(joined, timeout=30)
+        time.sleep(0.5)
+        spans = [s for s in rx.snapshot() if s.trace_id in traces]
     finally:
         front.stop()
     assert server.parent_span_id == CALLER_SPAN and root.parent_span_id == server.span_id
+    servers = {s.span_id for s in spans if s.kind == "SERVER" and s.service == "front-under-test"}
+    assert all(s.parent_span_id in servers for s in spans if s.name == "InferRequest")
 
 
 @pytest.mark.triton
