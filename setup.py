@@ -13,7 +13,9 @@ NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS")) or sys.implemen
 # The sketches match their numpy twin to the last bit: one rounding per operation, no fused
 # multiply-add (GCC and Clang contract a * b + c by default where the target has FMA).
 EXACT_FP = [] if sys.platform == "win32" else ["-ffp-contract=off"]
-SKETCHES = ("_sketches_c", "_sketches_core_c", "_sketches_divergence_c", "_sketches_paired_c")
+# The subpackage shadowgrpc.sketches, built from ext/shadowgrpc/sketches/ (its Python twins sit in
+# shadowgrpc/sketches/).
+SKETCHES = ("_c", "_core_c", "_divergence_c", "_paired_c")
 
 if NO_EXTENSIONS:
     print("*********************\n* Pure Python build *\n*********************")
@@ -23,11 +25,12 @@ else:
     import numpy
     from Cython.Build import cythonize
 
-    # numpy's C API (_sketches_core_c reads arrays with it): built against numpy 2 (build-system
+    # numpy's C API (sketches._core_c reads arrays with it): built against numpy 2 (build-system
     # requires), an extension also runs on numpy 1.x (numpy's default NPY_TARGET_VERSION).
     numpy_api = {"include_dirs": [numpy.get_include()], "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]}
     extensions = [Extension("shadowgrpc._packing_c", ["ext/shadowgrpc/_packing_c.pyx"])]
-    extensions += [Extension(f"shadowgrpc.{m}", [f"ext/shadowgrpc/{m}.pyx"], extra_compile_args=EXACT_FP, **numpy_api)
+    extensions += [Extension(f"shadowgrpc.sketches.{m}", [f"ext/shadowgrpc/sketches/{m}.pyx"], extra_compile_args=EXACT_FP,
+                             **numpy_api)
                    for m in SKETCHES]
     ext_modules = cythonize(
         extensions,

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from shadowgrpc import _sketches_py, packing, sketches  # noqa: E402
+from shadowgrpc import packing, sketches  # noqa: E402
+from shadowgrpc.sketches import _py as sketches_py  # noqa: E402
 
 
 ROUTE_TARGET_S = 2e-6  # one response's route update (bench_route_update's "update_s")
@@ -162,7 +163,7 @@ def unaligned(a: np.ndarray) -> np.ndarray:
 
 def bench_paired(repeats: int) -> list[dict[str, Any]]:
     """Seconds per update of each paired statistic, compiled (when built) and Python twin."""
-    compiled = None if sketches.IMPLEMENTATION == "py" else importlib.import_module("shadowgrpc._sketches_c")
+    compiled = None if sketches.IMPLEMENTATION == "py" else importlib.import_module("shadowgrpc.sketches._c")
     rng = np.random.default_rng(3)
     f32 = np.float32
 
@@ -187,7 +188,7 @@ def bench_paired(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for name, cls, args, method, live, shadow, number in cases:
         row: dict[str, Any] = {"case": name, "py_s": None, "c_s": None, "speedup": None}
-        for impl, mod in (("py", _sketches_py), ("c", compiled)):
+        for impl, mod in (("py", sketches_py), ("c", compiled)):
             if mod is None:
                 continue
             update = getattr(getattr(mod, cls)(*args), method)

@@ -56,5 +56,5 @@ def packing_impl(request: pytest.FixtureRequest) -> ModuleType:
 
 @pytest.fixture
 def sketches_impl(request: pytest.FixtureRequest) -> ModuleType:
-    name = "shadowgrpc._sketches_c" if request.param == "c" else "shadowgrpc._sketches_py"
+    name = "shadowgrpc.sketches._c" if request.param == "c" else "shadowgrpc.sketches._py"
     return importlib.import_module(name)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import shadowgrpc._sketches_paired_py as ref
+import shadowgrpc.sketches._paired_py as ref
 
 # The fixture returns a module (no state), so sharing it between examples is safe.
 SETTINGS = settings(
@@ -263,7 +263,7 @@ def test_floating_point_errors_as_numpy(sketches_impl: ModuleType, name: str, li
 def test_cosine_kernel_is_numpy_bit_for_bit(data: st.DataObject, rows: int, d: int, dt: Any, layouts: tuple[str, str]) -> None:
     # the twin's arithmetic: float32 widened to a new float64 array, float64 as it is (einsum
     # buffers unaligned float64 and adds it in blocks of 8192, as it adds a single row)
-    import shadowgrpc._sketches_paired_c as paired_c
+    import shadowgrpc.sketches._paired_c as paired_c
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     a = (rng.standard_normal((rows, d)) * 10.0 ** rng.integers(-5, 5, (rows, 1))).astype(dt)
@@ -401,7 +401,7 @@ def test_large_updates_in_threads(sketches_impl: ModuleType) -> None:
 
 @pytest.mark.c_extension
 def test_uninitialised_sketches_refuse_updates() -> None:
-    import shadowgrpc._sketches_paired_c as paired_c
+    import shadowgrpc.sketches._paired_c as paired_c
 
     for name in PAIRED:
         cls = getattr(paired_c, name)
@@ -413,7 +413,7 @@ def test_uninitialised_sketches_refuse_updates() -> None:
 
 @pytest.mark.c_extension
 def test_sketches_paired_c_loaded() -> None:
-    import shadowgrpc._sketches_paired_c as paired_c
+    import shadowgrpc.sketches._paired_c as paired_c
     import shadowgrpc.sketches as sketches
 
     assert sketches.IMPLEMENTATION == "c"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shadowgrpc._sketches_py as ref
+import shadowgrpc.sketches._py as ref
 
 # The fixture returns a module (no state), so sharing it between examples is safe.
 SETTINGS = settings(
@@ -387,9 +387,9 @@ def test_divergences_known_values(sketches_impl: ModuleType) -> None:
 
 @pytest.mark.c_extension
 def test_sketches_c_loaded() -> None:
-    import shadowgrpc._sketches_c as sketches_c
-    import shadowgrpc._sketches_core_c as core_c
-    import shadowgrpc._sketches_divergence_c as divergence_c
+    import shadowgrpc.sketches._c as sketches_c
+    import shadowgrpc.sketches._core_c as core_c
+    import shadowgrpc.sketches._divergence_c as divergence_c
     import shadowgrpc.sketches as sketches
 
     assert sketches.IMPLEMENTATION == "c"

@@ -130,7 +130,7 @@ def traced_triton(tmp_path_factory):
     """A second embedded Triton (fraud only) in OpenTelemetry trace mode, exporting its spans as
     OTLP/HTTP JSON to ``receiver``; requests with a traceparent are traced (rate=0 otherwise)."""
     require_pytriton()
-    from shadowgrpc.triton import EmbeddedTriton, example_repository
+    from shadowgrpc.local import EmbeddedTriton, example_repository
 
     tmp = tmp_path_factory.mktemp("traced-triton")
     rx = OtlpReceiver().start()
@@ -413,7 +413,7 @@ def test_fast_otlp_encoding_equals_the_sdk_encoder():
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState, set_span_in_context
 
-    from shadowgrpc._telemetry_otlp import FastOTLPSpanExporter, encode_request
+    from shadowgrpc.telemetry.otlp import FastOTLPSpanExporter, encode_request
 
     class Keep(SpanExporter):
         spans: list = []

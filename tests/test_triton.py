@@ -27,7 +27,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shadowgrpc.examples import data
-from shadowgrpc.triton import EmbeddedTriton, TritonStartError, add_triton_parser, example_repository
+from shadowgrpc.local import EmbeddedTriton, TritonStartError, add_triton_parser, example_repository
 from tests.triton import ROOT, TEST_MODELS, TritonFixture, copy_models, read_jsonl, require_pytriton
 
 pytestmark = pytest.mark.triton
@@ -439,7 +439,7 @@ def test_without_pytriton_the_error_says_what_to_install(
 ) -> None:
     import importlib.util
 
-    from shadowgrpc.triton import TritonNotInstalledError
+    from shadowgrpc.local import TritonNotInstalledError
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -451,7 +451,7 @@ def test_without_pytriton_the_error_says_what_to_install(
 
 def test_port_retry_and_stop_leaves_no_process(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_pytriton()
-    import shadowgrpc._tritonserver as server_mod  # where EmbeddedTriton picks its ports
+    import shadowgrpc.local.launcher as server_mod  # where EmbeddedTriton picks its ports
 
     repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
     busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -532,7 +532,7 @@ def test_cli_runs_until_sigterm(tmp_path: pathlib.Path) -> None:
     repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
     code = (
         "import argparse, sys\n"
-        "from shadowgrpc.triton import add_triton_parser\n"
+        "from shadowgrpc.local import add_triton_parser\n"
         "p = argparse.ArgumentParser(prog='shadowgrpc')\n"
         "add_triton_parser(p.add_subparsers(dest='command', required=True))\n"
         "a = p.parse_args(sys.argv[1:])\n"
@@ -563,7 +563,7 @@ def test_server_dies_with_its_parent(tmp_path: pathlib.Path) -> None:
     repo = copy_models(tmp_path / "repo", TEST_MODELS, only=["fraud_faulty"])
     code = (
         "import sys, threading, time\n"
-        "from shadowgrpc.triton import EmbeddedTriton\n"
+        "from shadowgrpc.local import EmbeddedTriton\n"
         "t = EmbeddedTriton(sys.argv[1], log_path=sys.argv[2])\n"
         "th = threading.Thread(target=t.start)\n"  # started from a thread that then ends
         "th.start(); th.join()\n"

@@ -44,7 +44,7 @@ cdef struct WireError:
     uint64_t b
 
 
-# Streaming sketches (_sketches_c): a count and a histogram column index.
+# Streaming sketches (sketches/_c): a count and a histogram column index.
 from libc.stdint cimport int64_t
 
 ctypedef int64_t count_t      # one bin's count (int64, as in the serialized form)

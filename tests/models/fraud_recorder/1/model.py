@@ -19,7 +19,6 @@ One file for both: ``fraud_sleepy/1/model.py`` is a relative symlink to this fil
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import time
@@ -30,15 +29,7 @@ import triton_python_backend_utils as pb_utils
 import shadowgrpc.examples
 
 
-def _load_fraud_model():
-    path = shadowgrpc.examples.MODEL_REPOSITORY / "fraud" / "1" / "model.py"
-    spec = importlib.util.spec_from_file_location("shadowgrpc_example_fraud_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fraud = _load_fraud_model()
+fraud = shadowgrpc.examples.load_model_module("fraud")
 
 
 class TritonPythonModel(fraud.TritonPythonModel):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ._sketches_py import LAT_BOUNDS  # the latency sketches' bucket edges (both twins)
+from ..sketches import LAT_BOUNDS
 
 log = logging.getLogger("shadowgrpc.telemetry")
 
@@ -49,7 +49,7 @@ class RouterMetrics:
             "shadowgrpc.requests": ("routed ModelInfer requests", self._route_stat("requests")),
             "shadowgrpc.live.ok": ("live calls answered OK", self._route_stat("live_ok")),
             "shadowgrpc.shm_not_mirrored": ("requests in shared memory, not mirrored", self._route_stat("shm_not_mirrored")),
-            "shadowgrpc.unrouted": ("ModelInfer requests without a route (proxied)", lambda: [(router.unrouted + router.unparsed, {})]),
+            "shadowgrpc.unrouted": ("ModelInfer requests without a route (proxied)", lambda: [(router.state.unrouted + router.state.unparsed, {})]),
             "shadowgrpc.errors": ("failed calls by target and gRPC status", self._errors),
             "shadowgrpc.shadowed": ("shadow calls sent", self._shadow_stat("sent")),
             "shadowgrpc.shed": ("shadow calls shed (in-flight or byte budget)", self._shadow_stat("shed")),
@@ -116,7 +116,7 @@ class RouterMetrics:
                     yield o.agreed_rows / rows, {"route": route, "target": ss.target.name, "output": name}
 
     def _divergence(self) -> Rows:
-        from .report import drift_pb
+        from ..report import drift_pb
 
         for route, ss in self._shadows():
             for name, o in list(ss.stats.outputs.items()):

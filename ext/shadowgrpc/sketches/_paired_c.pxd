@@ -1,15 +1,15 @@
-# Paired statistics of the compiled sketches twin (implemented in _sketches_paired_c.pyx).
+# Paired statistics of the compiled sketches twin (implemented in _paired_c.pyx).
 #
-# As in _sketches_core_c.pxd, a confusion matrix is a numpy array that the object owns and only
+# As in _core_c.pxd, a confusion matrix is a numpy array that the object owns and only
 # ever changes in place (it is also the public ``confusion``), counted into through a raw pointer
 # taken once in _zeros. The counters are ``public``, and ``confusion``, ``errors`` and ``hist``
 # can be assigned: the Python twin's own methods (merge, from_bytes, and updates of inputs the
 # kernels do not read) run on these objects and assign them, as on a twin.
 
-from shadowgrpc._sketches_core_c cimport Histogram, LatencySketch
+from shadowgrpc.sketches._core_c cimport Histogram, LatencySketch
 cimport cython
 
-from shadowgrpc._sketches_paired_kernels cimport Counting, Kind, Values
+from shadowgrpc.sketches._paired_kernels cimport Counting, Kind, Values
 from shadowgrpc._types cimport count_t
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._sketches_core_py import validate_edges
+from ._core_py import validate_edges
 
 DEFAULT_EPS = 0.5  # additive smoothing, in counts: p_i = (c_i + eps) / (N + eps * B)
 

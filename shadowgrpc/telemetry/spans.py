@@ -1,5 +1,5 @@
 """Spans of the request path: the SERVER span around each KServe v2 handler, the live and shadow
-CLIENT spans the router opens through ``Hooks`` (see telemetry.py for what they carry)."""
+CLIENT spans the router opens through ``Hooks`` (see the package doc, telemetry/__init__.py, for what they carry)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-SERVICE = "inference.GRPCInferenceService"
+from ..codec import SERVICE
+from ._sdk import set_span_attributes
 SERVER, CLIENT = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
 # gRPC codes that are the server's fault (OpenTelemetry RPC semantic conventions).
 _SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
@@ -23,23 +24,11 @@ _perf = time.perf_counter
 _CODES = {c.name: c.value[0] for c in grpc.StatusCode}
 
 
-def _fast_put_works() -> bool:
-    from opentelemetry.attributes import BoundedAttributes
-
-    return isinstance(getattr(BoundedAttributes(), "_dict", None), dict)
-
-
-_FAST_PUT = _fast_put_works()
-
-
-def _put(span: trace.Span, attrs: dict[str, Any]) -> None:
-    """``span.set_attributes(attrs)`` for attributes this module builds (str, bool, int, float
-    only): written straight into the SDK's attribute dict, which skips the per-value validation
-    (about a third of a span's cost here). Only before ``end()``, on the event loop's thread."""
-    if _FAST_PUT:
-        span._attributes._dict.update(attrs)  # type: ignore[attr-defined]
-    else:
-        span.set_attributes(attrs)
+# ``span.set_attributes(attrs)`` for the attributes this module builds (str, bool, int, float),
+# on the event loop's thread: written straight into the SDK's attribute dict while the span
+# records, which skips the per-value validation (about a third of a span's cost here); the
+# public call where that would not give the same result (see telemetry._sdk).
+_put = set_span_attributes
 
 
 def _traceparent(span: trace.Span) -> str:
@@ -266,11 +255,14 @@ class ShadowCall:
         if s.contract_mismatch > mark[1]:
             attrs["shadowgrpc.contract_mismatch"] = True
         if primary is not None and primary[0].size:
-            a, b = primary
+            a, b = primary[0], primary[1]
             attrs["shadowgrpc.rows"] = a.shape[0]
             if a.shape[1] > 1 and a.dtype.kind == "f":
                 attrs["shadowgrpc.agreement"] = float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
-            attrs["shadowgrpc.mean_abs_diff"] = float(np.mean(np.abs(a.astype(np.float64) - b)))
+            d = np.abs(a.astype(np.float64) - b)
+            d = d[np.isfinite(d)]
+            if d.size:  # NaN/inf rows: the target's invalid-row counts say so, not a NaN attribute
+                attrs["shadowgrpc.mean_abs_diff"] = float(d.mean())
         _put(self.span, attrs)
 
     def end(self) -> None:  # no code: the task ended before its call did (cancelled at shutdown)

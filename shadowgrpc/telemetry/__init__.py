@@ -24,11 +24,13 @@ Spans (tracing on):
   and latency, and send their own ``traceparent`` to Triton, whose OpenTelemetry trace mode then
   puts its spans under them.
 - Export through a bounded batch processor (over gRPC: the SDK's exporter with a ~4x cheaper
-  encoding of the same request, ``_telemetry_otlp``): a dead or hung collector costs the live path nothing;
+  encoding of the same request, ``telemetry.otlp``): a dead or hung collector costs the live path nothing;
   spans past the queue (``OTEL_BSP_MAX_QUEUE_SIZE``) or in failed exports are dropped and counted
-  (``shadowgrpc.telemetry.spans.dropped``, and a log line at shutdown).
+  (``shadowgrpc.telemetry.spans.dropped``, and a log line at shutdown). The few OpenTelemetry SDK
+  internals this takes (for speed, or where no public API exists) are all in ``telemetry._sdk``, each
+  with a public fallback, pinned to the SDK versions verified by ``tests/testtelemetry._sdk.py``.
 
-Metrics (``_telemetry_metrics``) are read from the router's stats when a reader collects: no
+Metrics (``telemetry.metrics``) are read from the router's stats when a reader collects: no
 per-request cost. With tracing off the router sees ``telemetry = None``: one ``is None`` test
 per request, no span objects.
 """
@@ -43,11 +45,11 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from . import __version__
-from ._telemetry_export import CountingBatchSpanProcessor, TelemetryError, check_env, metric_readers, span_exporter
-from ._telemetry_logs import JsonFormatter, configure_logging
-from ._telemetry_metrics import RouterMetrics
-from ._telemetry_spans import Hooks, LiveCall, ShadowCall, inject
+from .. import __version__
+from .export import CountingBatchSpanProcessor, TelemetryError, check_env, metric_readers, span_exporter
+from .logs import JsonFormatter, configure_logging
+from .metrics import RouterMetrics
+from .spans import Hooks, LiveCall, ShadowCall, inject
 
 log = logging.getLogger("shadowgrpc.telemetry")
 

@@ -46,7 +46,7 @@ allocate pinned system memory", "CudaDriverHelper has not been initialized").
 
 Use::
 
-    from shadowgrpc.triton import EmbeddedTriton, example_repository
+    from shadowgrpc.local import EmbeddedTriton, example_repository
 
     with EmbeddedTriton(example_repository()) as triton:
         client = tritonclient.grpc.InferenceServerClient(triton.grpc_address)
@@ -54,18 +54,18 @@ Use::
 
 or from the command line: ``shadowgrpc triton --model-repository DIR``.
 
-Where the code is: ``_tritondist`` (the tritonserver directory, its environment, the example
-repository), ``_tritonproc`` (process group, no orphans), ``_tritonserver`` (EmbeddedTriton: ports,
-launch, readiness), ``_tritonlog`` (the errors and the log lines they quote), ``_tritoncli``
+Where the code is: ``dist`` (the tritonserver directory, its environment, the example
+repository), ``proc`` (process group, no orphans), ``launcher`` (EmbeddedTriton: ports,
+launch, readiness), ``log`` (the errors and the log lines they quote), ``cli``
 (``shadowgrpc triton``).
 """
 
 from __future__ import annotations
 
-from ._tritoncli import add_triton_parser
-from ._tritondist import example_repository, prepare_server_dir
-from ._tritonlog import TritonNotInstalledError, TritonStartError
-from ._tritonserver import EmbeddedTriton
+from .cli import add_triton_parser
+from .dist import example_repository, prepare_server_dir
+from .log import TritonNotInstalledError, TritonStartError
+from .launcher import EmbeddedTriton
 
 __all__ = [
     "EmbeddedTriton",

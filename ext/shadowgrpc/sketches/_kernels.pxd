@@ -1,4 +1,4 @@
-# nogil kernels of the compiled sketches, shared by _sketches_core_c and _sketches_paired_c as
+# nogil kernels of the compiled sketches, shared by _core_c and _paired_c as
 # inline functions (declarations and bodies both here, as in sklearn's utils/_random.pxd).
 #
 # Histogram kernels, chosen per column by hist_columns: uniform edges and contiguous float32 ->

@@ -1,6 +1,6 @@
 """tritonserver's process: it never outlives us, and stopping it stops its whole process group
 (its own session, PR_SET_PDEATHSIG, SIGTERM then SIGKILL of the group, stop at exit: see
-:mod:`shadowgrpc.triton`). The group leader is never reaped before its group is killed, so the
+:mod:`shadowgrpc.local`). The group leader is never reaped before its group is killed, so the
 group id cannot be reused meanwhile.
 """
 

@@ -1,7 +1,7 @@
 """Streaming sketches, pure-numpy reference, part 3: paired statistics of live vs shadow, row by
 row (``LabelAgreement``, ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``).
 
-The compiled twin (ext/shadowgrpc/_sketches_paired_c.pyx) counts contiguous float / int inputs in
+The compiled twin (ext/shadowgrpc/sketches/_paired_c.pyx) counts contiguous float / int inputs in
 nogil kernels that repeat these numpy calls operation for operation, and runs this module's own
 methods on its objects for everything else (``merge``, ``to_bytes``, ``from_bytes``, ``count``,
 ``agreement``, ``mean``, and updates of other inputs): so these methods read only the attributes
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._sketches_core_py import (
+from ._core_py import (
     KIND_BINARY,
     KIND_COSINE,
     KIND_LABELS,

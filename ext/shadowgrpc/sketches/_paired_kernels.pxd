@@ -1,5 +1,5 @@
-# nogil kernels of the compiled paired statistics (_sketches_paired_c.pyx), as inline functions:
-# the rules of shadowgrpc/_sketches_paired_py.py, operation for operation (see that .pyx's doc).
+# nogil kernels of the compiled paired statistics (_paired_c.pyx), as inline functions:
+# the rules of shadowgrpc/sketches/_paired_py.py, operation for operation (see that .pyx's doc).
 #
 # Values are read with memcpy from ``const char*`` (``ld``): a decoded output is a view at any
 # offset of a response, often not aligned for its type. A kernel's trailing ``tag`` argument (0 of
@@ -11,7 +11,7 @@ from libc.math cimport fabs, isfinite, llrint, signbit, sqrt
 from libc.string cimport memcpy
 from cython cimport floating
 
-from shadowgrpc._sketches_kernels cimport HistTable, upper
+from shadowgrpc.sketches._kernels cimport HistTable, upper
 from shadowgrpc._types cimport count_t
 
 

@@ -16,9 +16,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._tritondist import check_numpy, has_nvidia_driver, prepare_server_dir, server_env
-from ._tritonlog import LOG_TAIL_LINES, TritonStartError, log_tail, start_error
-from ._tritonproc import exit_status, spawn, stop_at_exit, terminate
+from .dist import check_numpy, has_nvidia_driver, prepare_server_dir, server_env
+from .log import LOG_TAIL_LINES, TritonStartError, log_tail, start_error
+from .proc import exit_status, spawn, stop_at_exit, terminate
 
 _LOOPBACK = "127.0.0.1"
 _READY_POLL_S = 0.1

@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Streaming sketches, compiled twin part 1: ``Histogram`` (with ``update_many``) and
-``LatencySketch``, the twins of shadowgrpc/_sketches_core_py.py (same counts, same bytes; the
-rules are in shadowgrpc/_sketches_py.py). shadowgrpc._sketches_c re-exports them.
+``LatencySketch``, the twins of shadowgrpc/sketches/_core_py.py (same counts, same bytes; the
+rules are in shadowgrpc/sketches/_py.py). shadowgrpc.sketches._c re-exports them.
 
-Values reach the kernels (_sketches_kernels.pxd) as (pointer, length, stride), by the cheapest way
+Values reach the kernels (_kernels.pxd) as (pointer, length, stride), by the cheapest way
 that applies:
 
 - an aligned C-contiguous float32/float64 ndarray of fewer than ``NOGIL_MIN`` values (a decoded
@@ -14,7 +14,7 @@ that applies:
 - anything else after ``as_values``.
 
 The sketches' state is in numpy arrays that they own, reached through raw pointers (see
-_sketches_core_c.pxd). The kernels are ``noexcept nogil``; updates of at least ``NOGIL_MIN`` values
+_core_c.pxd). The kernels are ``noexcept nogil``; updates of at least ``NOGIL_MIN`` values
 run with the GIL released (below that, releasing it costs more than the work). Validation,
 serialisation and the bucket tables of ``LatencySketch`` are shared with the Python twin, so the
 bytes are identical by construction.
@@ -27,12 +27,12 @@ from libc.math cimport ceil, llrint, log
 cimport cython
 cimport numpy as cnp
 
-from shadowgrpc._sketches_kernels cimport NOGIL_MIN, HistTable, hist_columns, is_double, is_float
+from shadowgrpc.sketches._kernels cimport NOGIL_MIN, HistTable, hist_columns, is_double, is_float
 from shadowgrpc._types cimport col_t, count_t
 
 import numpy as np
 
-from shadowgrpc import _sketches_core_py as _core
+from shadowgrpc.sketches import _core_py as _core
 
 __all__ = ("Histogram", "LatencySketch", "update_many")
 
@@ -59,7 +59,7 @@ cdef int C_ALIGNED = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
 
 cdef class Histogram:
     """Fixed-edge histogram with underflow/overflow columns, one row per class (see
-    shadowgrpc._sketches_py for the rule)."""
+    shadowgrpc.sketches._py for the rule)."""
 
     def __init__(self, edges, n_classes=1):
         cdef count_t[:, ::1] cnt
@@ -217,7 +217,7 @@ cdef class Histogram:
 # ---------------------------------------------------------------------------------------------
 
 cdef class LatencySketch:
-    """Log-bucketed latency histogram, 1 us .. 60 s, 1% buckets (see shadowgrpc._sketches_py)."""
+    """Log-bucketed latency histogram, 1 us .. 60 s, 1% buckets (see shadowgrpc.sketches._py)."""
 
     def __cinit__(self):
         cdef count_t[::1] cnt

@@ -1,13 +1,14 @@
 """Streaming sketches (histograms, latency, divergences, paired statistics): picks the compiled
 twin or the pure-numpy one.
 
-The compiled ``shadowgrpc._sketches_c`` is used unless ``SHADOWGRPC_NO_EXTENSIONS`` is set
+The compiled ``shadowgrpc.sketches._c`` is used unless ``SHADOWGRPC_NO_EXTENSIONS`` is set
 (non-empty), the interpreter is not CPython, or the extension is not built. ``IMPLEMENTATION``
 says which one ("c" or "py"). Both give identical counts, values and bytes;
-``shadowgrpc._sketches_py`` documents the rules and is the source of types. Each twin re-exports
-its three parts: the compiled ones are the extensions ``_sketches_core_c`` (Histogram,
-update_many, LatencySketch), ``_sketches_divergence_c`` and ``_sketches_paired_c`` (the paired
-statistics), so a partial build (one part missing) selects the Python twin as a whole.
+``shadowgrpc.sketches._py`` documents the rules and is the source of types. Each twin re-exports
+its three parts: the compiled ones are the extensions ``_core_c`` (Histogram, update_many,
+LatencySketch), ``_divergence_c`` and ``_paired_c`` (the paired statistics), built from
+``ext/shadowgrpc/sketches/``, so a partial build (one part missing) selects the Python twin as a
+whole.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 __all__ = (
     "DEFAULT_EPS",
     "IMPLEMENTATION",
+    "LAT_BOUNDS",
     "BinaryAgreement",
     "CosineStats",
     "Histogram",
@@ -29,10 +31,12 @@ __all__ = (
     "update_many",
 )
 
+from ._core_py import LAT_BOUNDS  # the latency sketches' bucket edges, shared by both twins
+
 NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING:
-    from ._sketches_py import (
+    from ._py import (
         DEFAULT_EPS,
         BinaryAgreement,
         CosineStats,
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 
     IMPLEMENTATION: str
 elif NO_EXTENSIONS:
-    from ._sketches_py import (
+    from ._py import (
         DEFAULT_EPS,
         BinaryAgreement,
         CosineStats,
@@ -61,7 +65,7 @@ elif NO_EXTENSIONS:
     IMPLEMENTATION = "py"
 else:
     try:
-        from ._sketches_c import (
+        from ._c import (
             DEFAULT_EPS,
             BinaryAgreement,
             CosineStats,
@@ -75,7 +79,7 @@ else:
 
         IMPLEMENTATION = "c"
     except ImportError:  # pragma: no cover - extension not built
-        from ._sketches_py import (
+        from ._py import (
             DEFAULT_EPS,
             BinaryAgreement,
             CosineStats,

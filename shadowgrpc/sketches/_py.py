@@ -1,14 +1,14 @@
 """Streaming sketches, pure-numpy reference: the test oracle and the source of types.
 
-``ext/shadowgrpc/_sketches_c.pyx`` is the compiled twin (re-exporting ``_sketches_core_c``,
-``_sketches_divergence_c`` and ``_sketches_paired_c``) of everything here: ``Histogram``,
+``ext/shadowgrpc/sketches/_c.pyx`` is the compiled twin (re-exporting ``_core_c``,
+``_divergence_c`` and ``_paired_c``) of everything here: ``Histogram``,
 ``update_many``, ``LatencySketch``, ``divergences`` and the paired statistics (``LabelAgreement``,
 ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``); both give identical counts and
 identical bytes (``tests/test_sketches.py``, ``tests/test_paired.py``).
 
 This module states the rules and re-exports the public names from its three parts:
-``_sketches_core_py`` (``Histogram``, ``update_many``, ``LatencySketch``, the byte format),
-``_sketches_divergence_py`` (``divergences``) and ``_sketches_paired_py`` (paired statistics).
+``_core_py`` (``Histogram``, ``update_many``, ``LatencySketch``, the byte format),
+``_divergence_py`` (``divergences``) and ``_paired_py`` (paired statistics).
 
 Rules shared by both twins:
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 # Beyond __all__: the helpers and constants this module held before it was split, so that code
 # written against it (the compiled twin built from an older tree, for one) still finds them here.
-from ._sketches_core_py import (  # noqa: F401
+from ._core_py import (  # noqa: F401
     KIND_BINARY,
     KIND_COSINE,
     KIND_HISTOGRAM,
@@ -64,8 +64,8 @@ from ._sketches_core_py import (  # noqa: F401
     update_many,
     validate_edges,
 )
-from ._sketches_divergence_py import DEFAULT_EPS, divergences, divergences_ref, positions  # noqa: F401
-from ._sketches_paired_py import BinaryAgreement, CosineStats, LabelAgreement, RegressionAgreement
+from ._divergence_py import DEFAULT_EPS, divergences, divergences_ref, positions  # noqa: F401
+from ._paired_py import BinaryAgreement, CosineStats, LabelAgreement, RegressionAgreement
 
 __all__ = (
     "DEFAULT_EPS",

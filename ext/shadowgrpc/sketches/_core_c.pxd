@@ -1,5 +1,5 @@
-# Accumulators of the compiled sketches twin, part 1 (implemented in _sketches_core_c.pyx; cimported
-# by _sketches_paired_c).
+# Accumulators of the compiled sketches twin, part 1 (implemented in _core_c.pyx; cimported
+# by _paired_c).
 #
 # The state lives in numpy arrays that the object owns and only ever changes in place; the kernels
 # reach it through raw pointers taken once in __init__ (a typed memoryview attribute is a
@@ -8,7 +8,7 @@
 
 cimport cython
 
-from shadowgrpc._sketches_kernels cimport HistTable
+from shadowgrpc.sketches._kernels cimport HistTable
 from shadowgrpc._types cimport col_t, count_t
 
 

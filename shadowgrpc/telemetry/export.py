@@ -1,12 +1,19 @@
 """Exporters chosen by the standard OTEL_* variables, and a batch span processor that counts what
-it drops (see telemetry.py)."""
+it drops (see telemetry/__init__.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+
+from ._sdk import batch_span_queue, shutdown_batch_span_processor
+
+log = logging.getLogger("shadowgrpc.telemetry")
+_DEFAULT_MAX_QUEUE_SIZE = 2048  # OTEL_BSP_MAX_QUEUE_SIZE's default (OpenTelemetry specification)
 
 
 class TelemetryError(ValueError):
@@ -45,7 +52,7 @@ def span_exporter() -> SpanExporter | None:
     if kind == "console":
         return ConsoleSpanExporter()
     if _protocol("TRACES") == "grpc":
-        from ._telemetry_otlp import FastOTLPSpanExporter  # the SDK's, with a ~4x cheaper encoding
+        from .otlp import FastOTLPSpanExporter  # the SDK's, with a ~4x cheaper encoding
 
         return FastOTLPSpanExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -82,15 +89,30 @@ def metric_readers(otlp: bool, prometheus: bool) -> tuple[list[Any], Any]:
     return readers, registry
 
 
+def bsp_max_queue_size() -> int:
+    """The span queue's bound as the SDK's BatchSpanProcessor reads it: OTEL_BSP_MAX_QUEUE_SIZE,
+    else (unset or not an integer) the specification's 2048; passed to it explicitly, so known
+    here without reading the processor."""
+    try:
+        return int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, _DEFAULT_MAX_QUEUE_SIZE))
+    except ValueError:
+        log.warning("%s: not an integer, using %d", OTEL_BSP_MAX_QUEUE_SIZE, _DEFAULT_MAX_QUEUE_SIZE)
+        return _DEFAULT_MAX_QUEUE_SIZE
+
+
 class CountingExporter(SpanExporter):
-    """Passes batches on; counts the spans exported and those whose export failed (dropped)."""
+    """Passes batches on; counts the spans handed to it (``taken``: they left the processor's
+    queue), those exported, and those whose export failed (dropped). Shuts down once."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
+        self.taken = 0
         self.exported = 0
         self.failed = 0
+        self.closed = False
 
     def export(self, spans) -> SpanExportResult:
+        self.taken += len(spans)
         try:
             result = self.inner.export(spans)
         except Exception:  # an exporter bug must not kill the export thread
@@ -102,6 +124,9 @@ class CountingExporter(SpanExporter):
         return result
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.inner.shutdown(timeout_millis=timeout_millis)
         except TypeError:
@@ -114,26 +139,35 @@ class CountingExporter(SpanExporter):
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's BatchSpanProcessor (queue bounded by OTEL_BSP_MAX_QUEUE_SIZE; the worker thread
     exports, never the event loop), counting the spans it drops because the queue is full, and
-    shutting down within ``shutdown_millis`` even when the collector hangs."""
+    shutting down within ``shutdown_millis`` even when the collector hangs (telemetry._sdk)."""
 
     def __init__(self, exporter: SpanExporter, meter_provider: Any = None) -> None:
         self.exporter = CountingExporter(exporter)
-        super().__init__(self.exporter, meter_provider=meter_provider)
-        bp = self._batch_processor
-        self._queue = bp._queue  # a deque(maxlen=max_queue_size): a full one evicts the oldest
-        self.max_queue_size: int = bp._max_queue_size
+        self.max_queue_size = bsp_max_queue_size()
+        super().__init__(self.exporter, max_queue_size=self.max_queue_size, meter_provider=meter_provider)
+        # The SDK's deque (a full one evicts the oldest span), or None: its length from counts.
+        self._span_queue = batch_span_queue(self, self.max_queue_size)
+        self.queued = 0  # spans handed to the SDK's processor
         self.queue_full = 0
         self.shutdown_millis = 30_000
+        self._shut = False
 
     def queue_length(self) -> int:
-        return len(self._queue)
+        q = self._span_queue
+        if q is not None:
+            return len(q)
+        return max(0, self.queued - self.queue_full - self.exporter.taken)
 
     def on_end(self, span) -> None:
         if not span.context.trace_flags.sampled:
             return
-        if len(self._queue) >= self.max_queue_size:
-            self.queue_full += 1
-        self._batch_processor.emit(span)
+        if not self._shut:  # after shutdown the SDK's processor ignores spans (and says so)
+            q = self._span_queue
+            if (len(q) if q is not None else self.queue_length()) >= self.max_queue_size:
+                self.queue_full += 1
+            self.queued += 1
+        BatchSpanProcessor.on_end(self, span)
 
     def shutdown(self) -> None:
-        self._batch_processor.shutdown(timeout_millis=self.shutdown_millis)
+        self._shut = True
+        shutdown_batch_span_processor(self, self.exporter, self.shutdown_millis)

@@ -19,8 +19,8 @@ import time
 import warnings
 from collections.abc import Mapping
 
-from ._tritonlog import TritonNotInstalledError
-from .examples import MODEL_REPOSITORY
+from .log import TritonNotInstalledError
+from ..examples import MODEL_REPOSITORY
 
 _STATE_FILE = ".shadowgrpc-complete"
 

@@ -1,8 +1,8 @@
 """Streaming sketches, pure-numpy reference, part 1: ``Histogram`` (with ``update_many``),
 ``LatencySketch`` and the byte format that every sketch shares (preamble, framing helpers).
 
-The rules are in ``shadowgrpc._sketches_py``, which re-exports the public names; the compiled twin
-``ext/shadowgrpc/_sketches_core_c.pyx`` shares this module's validation, bucket tables and
+The rules are in ``shadowgrpc.sketches._py``, which re-exports the public names; the compiled twin
+``ext/shadowgrpc/sketches/_core_c.pyx`` shares this module's validation, bucket tables and
 (de)serialisation, so its bytes are identical by construction.
 """
 

@@ -1,12 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Streaming sketches, compiled twin part 3: the paired statistics of live vs shadow
 (``LabelAgreement``, ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``), twins of
-shadowgrpc/_sketches_paired_py.py: the same counts, values, bytes, warnings and exceptions.
-shadowgrpc._sketches_c re-exports them.
+shadowgrpc/sketches/_paired_py.py: the same counts, values, bytes, warnings and exceptions.
+shadowgrpc.sketches._c re-exports them.
 
 An update reads live and shadow through the buffer protocol when both are C-contiguous buffers of
 one kind (scores, values, probabilities, embeddings: float32 or float64; labels: int32 or int64),
-aligned or not, and counts them in the ``noexcept nogil`` kernels of _sketches_paired_kernels.pxd,
+aligned or not, and counts them in the ``noexcept nogil`` kernels of _paired_kernels.pxd,
 without the GIL from ``NOGIL_MIN`` values. Anything else (lists, other or mixed dtypes, strided
 arrays, other byte orders) goes through the Python twin's own update method, run on this object:
 its attributes are the twin's (``confusion``, ``invalid``, ``count``, ... are writable, as there).
@@ -35,9 +35,9 @@ from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc
 cimport cython
 
-from shadowgrpc._sketches_core_c cimport Histogram, LatencySketch
-from shadowgrpc._sketches_kernels cimport BLOCK, NOGIL_MIN, native
-from shadowgrpc._sketches_paired_kernels cimport (
+from shadowgrpc.sketches._core_c cimport Histogram, LatencySketch
+from shadowgrpc.sketches._kernels cimport BLOCK, NOGIL_MIN, native
+from shadowgrpc.sketches._paired_kernels cimport (
     C_ARGMAX, C_BINARY, C_LABELS, K_F32, K_F64, K_I32, K_I64, K_NONE, CosAcc, Counting, Kind, Values, add_cosines,
     cosines_of, count_confusion, diffs_of, fp_clear, fp_raised, scan_cosines,
 )
@@ -45,7 +45,7 @@ from shadowgrpc._types cimport count_t
 
 import numpy as np
 
-from shadowgrpc import _sketches_paired_py as _py
+from shadowgrpc.sketches import _paired_py as _py
 
 __all__ = ("BinaryAgreement", "CosineStats", "LabelAgreement", "RegressionAgreement")
 

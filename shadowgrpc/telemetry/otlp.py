@@ -6,9 +6,10 @@ per span plus ~4.5 us per attribute, in the export thread of the front's own pro
 fixed fields with ``int.to_bytes``/``struct``, each attribute key/value pair encoded once and
 cached (most are the same on every span of a target), the resource and scope taken from the
 SDK's own encoding of one span. The bytes are parsed back into the message (upb, in C) for the
-unchanged gRPC exporter, so transport, retries and timeouts are the SDK's. Spans with events,
-links, dropped counts or attribute values other than str/bool/int/float go through the SDK's
-encoder unchanged; ``tests/test_telemetry.py`` checks both give equal messages.
+unchanged gRPC exporter, so transport, retries and timeouts are the SDK's (the exporter's hook
+and the span's attribute dict are reached through ``telemetry._sdk``). Spans with events, links,
+dropped counts or attribute values other than str/bool/int/float go through the SDK's encoder
+unchanged; ``tests/test_telemetry.py`` checks both give equal messages.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ._sdk import span_attributes, with_request_encoder
 
 _CACHE_MAX = 8192
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
@@ -82,8 +85,7 @@ def _span(s) -> bytes:
     if p is not None:
         parts += (b"\x22\x08", p.span_id.to_bytes(8, "big"))
     parts += (_len(b"\x2a", s.name.encode()), b"\x30", _varint(s.kind.value + 1), b"\x39", _U64(s.start_time), b"\x41", _U64(s.end_time))
-    attrs = getattr(getattr(s, "_attributes", None), "_dict", None)  # the SDK's dict: skips a Mapping view per item
-    parts += [_attribute(k, v) for k, v in (attrs if isinstance(attrs, dict) else s.attributes).items()]
+    parts += [_attribute(k, v) for k, v in span_attributes(s).items()]
     st = s.status
     status = (b"\x12" + _varint(len(d)) + d if (d := (st.description or "").encode()) else b"") + (
         b"\x18" + _varint(st.status_code.value) if st.status_code.value else b"")
@@ -122,11 +124,14 @@ def encode_request(spans: Sequence) -> bytes:
     return b"".join(_len(b"\x0a", resource + b"".join(scopes)) for resource, scopes in by_resource.items())
 
 
-class FastOTLPSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter (configured by OTEL_* alone) with ``encode_request``."""
+def translate(spans: Sequence) -> ExportTraceServiceRequest:
+    """``encode_spans(spans)``, by ``encode_request`` unless a span needs the SDK's encoder."""
+    try:
+        return ExportTraceServiceRequest.FromString(encode_request(spans))
+    except _Unusual:
+        return encode_spans(spans)
 
-    def _translate_data(self, data: Sequence) -> ExportTraceServiceRequest:
-        try:
-            return ExportTraceServiceRequest.FromString(encode_request(data))
-        except _Unusual:
-            return encode_spans(data)
+
+# The SDK's OTLP/gRPC span exporter (configured by OTEL_* alone) building its requests with
+# ``translate``; the SDK's exporter unchanged if its encoding hook is not as verified (telemetry._sdk).
+FastOTLPSpanExporter = with_request_encoder(OTLPSpanExporter, translate, "FastOTLPSpanExporter")

@@ -1,13 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Streaming sketches, compiled twin part 2: ``divergences``, the twin of
-shadowgrpc/_sketches_divergence_py.py (same operations in the same order: the same values to the
-last bit). shadowgrpc._sketches_c re-exports it."""
+shadowgrpc/sketches/_divergence_py.py (same operations in the same order: the same values to the
+last bit). shadowgrpc.sketches._c re-exports it."""
 
 from libc.math cimport INFINITY, fabs, log
 
 import numpy as np
 
-from shadowgrpc._sketches_divergence_py import DEFAULT_EPS, positions
+from shadowgrpc.sketches._divergence_py import DEFAULT_EPS, positions
 
 __all__ = ("DEFAULT_EPS", "divergences")
 
@@ -15,7 +15,7 @@ __all__ = ("DEFAULT_EPS", "divergences")
 cdef void diverge(const double* p, const double* q, Py_ssize_t b, double eps,  # IN
                   const double* pos,                                           # IN (NULL: index)
                   double* out) noexcept nogil:                                 # OUT [6]
-    # Same operations in the same order as _sketches_divergence_py.divergences_ref.
+    # Same operations in the same order as _divergence_py.divergences_ref.
     cdef double np_ = 0.0, nq = 0.0, dp, dq, pi, qi, mi, lp, lq, lm
     cdef double kl_pq = 0.0, kl_qp = 0.0, js = 0.0, psi = 0.0, tv = 0.0, w1 = 0.0, cp = 0.0, cq = 0.0
     cdef Py_ssize_t i
@@ -62,7 +62,7 @@ cdef inline object as_f64(object counts):
 
 
 def divergences(p_counts, q_counts, double eps=DEFAULT_EPS, edges=None):
-    """See shadowgrpc._sketches_py.divergences (same definitions, same bits)."""
+    """See shadowgrpc.sketches._py.divergences (same definitions, same bits)."""
     cdef const double[::1] p = as_f64(p_counts)
     cdef const double[::1] q = as_f64(q_counts)
     cdef const double[::1] pos

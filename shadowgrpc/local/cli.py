@@ -10,9 +10,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._tritondist import example_repository
-from ._tritonlog import TritonStartError
-from ._tritonserver import EmbeddedTriton
+from .dist import example_repository
+from .log import TritonStartError
+from .launcher import EmbeddedTriton
 
 
 def _parse_env(items: Sequence[str]) -> dict[str, str]:
