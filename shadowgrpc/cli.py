@@ -9,6 +9,7 @@ import signal
 import sys
 
 from . import __version__
+from .client import DEFAULT_MAX_MESSAGE_MB, MAX_MESSAGE_MB_LIMIT, fetch_report
 from .config import ConfigError, Settings
 
 log = logging.getLogger("shadowgrpc")
@@ -78,28 +79,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- report ---------------------------------------------------------------------------------------
-def fetch_report(target: str, model: str = "", timeout: float = 5.0, snapshot: bool = False):
-    import grpc
-
-    from .v1 import shadow_pb2, shadow_pb2_grpc
-
-    with grpc.insecure_channel(target) as ch:
-        stub = shadow_pb2_grpc.ShadowControlStub(ch)
-        return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     import grpc
 
     from .report import build_report, format_report, report_json
-    from .state import SnapshotError, load, merge, snapshot
+    from .snapshot import SnapshotError, load, merge, snapshot
 
+    if not 0 <= args.max_message_mb <= MAX_MESSAGE_MB_LIMIT:
+        print(f"shadowgrpc report: --max-message-mb: must be 0 (no limit) to {MAX_MESSAGE_MB_LIMIT}, got {args.max_message_mb}", file=sys.stderr)
+        return 2
     targets = args.target or ([] if args.snapshots else ["127.0.0.1:8011"])
     single = len(targets) == 1 and not args.snapshots and not args.save
     views = []
     for t in targets:
         try:
-            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single)
+            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single, max_message_mb=args.max_message_mb)
         except grpc.RpcError as e:
             print(f"shadowgrpc report: {t}: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -208,16 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="", help="only this route")
     r.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
     r.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    r.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_MB,
+        metavar="MB",
+        help=f"largest report accepted, in MiB (default {DEFAULT_MAX_MESSAGE_MB}, like server.max_message_mb; 0: no limit); "
+        "grpc's own default would be 4",
+    )
     r.set_defaults(func=_cmd_report)
 
     try:
-        from .triton import add_triton_parser
+        from .local import add_triton_parser
     except ImportError:  # pragma: no cover - the module itself has no hard dependency on pytriton
         pass
     else:
         add_triton_parser(sub)
 
-    from .demo import add_demo_parser
+    from .local.demo import add_demo_parser
 
     add_demo_parser(sub)
     return p

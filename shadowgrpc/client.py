@@ -1,0 +1,36 @@
+"""Client side of a running front's admin API (ShadowControl), shared by the CLI and the demo.
+
+grpc's default receive limit is 4 MiB per message, and a report grows with routes, slices and,
+with ``snapshot=True``, the serialized state: the channel here takes messages up to
+``max_message_mb`` (default 256, like ``server.max_message_mb``; 0: no limit) both ways.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MAX_MESSAGE_MB = 256
+MAX_MESSAGE_MB_LIMIT = 2047  # grpc's limits are int32 bytes
+
+
+def channel_options(max_message_mb: int = DEFAULT_MAX_MESSAGE_MB) -> list[tuple[str, int]]:
+    """grpc channel options for messages up to ``max_message_mb`` MiB both ways (0: unlimited)."""
+    if not 0 <= max_message_mb <= MAX_MESSAGE_MB_LIMIT:
+        raise ValueError(f"max_message_mb: must be 0 (no limit) to {MAX_MESSAGE_MB_LIMIT}, got {max_message_mb}")
+    n = -1 if max_message_mb == 0 else max_message_mb * 1024 * 1024
+    return [("grpc.max_receive_message_length", n), ("grpc.max_send_message_length", n)]
+
+
+def fetch_report(
+    target: str, model: str = "", timeout: float = 5.0, snapshot: bool = False, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
+):
+    """``ShadowControl.GetReport`` of the front whose admin port is ``target`` (a
+    ``shadowgrpc.v1.Report``); raises ``grpc.RpcError`` as the call failed."""
+    import grpc
+
+    from .v1 import shadow_pb2, shadow_pb2_grpc
+
+    with grpc.insecure_channel(target, options=channel_options(max_message_mb)) as ch:
+        stub = shadow_pb2_grpc.ShadowControlStub(ch)
+        return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout)
+
+
+__all__ = ["DEFAULT_MAX_MESSAGE_MB", "MAX_MESSAGE_MB_LIMIT", "channel_options", "fetch_report"]
