@@ -50,6 +50,7 @@ bench: install
 	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
 	$(PY) benchmarks/front_overhead.py --tracing --json bench-results/tracing.json
+	$(PY) benchmarks/latency_gate.py --json bench-results/latency_gate.json
 
 # A real demo trace in a real viewer: Phoenix (own venv, ~850 MB, kept out of the test set-up) and
 # headless Chromium (Debian's package), writing shadowgrpc/examples/demo-trace.png.
@@ -60,4 +61,4 @@ trace-screenshot: install
 	$(PY) shadowgrpc/examples/trace_screenshot.py --phoenix $(VIEWER)/bin/phoenix --out shadowgrpc/examples/demo-trace.png
 
 clean:
-	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so ext/shadowgrpc/*.c .pytest_cache .hypothesis
+	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so shadowgrpc/sketches/*.so ext/shadowgrpc/*.c ext/shadowgrpc/sketches/*.c .pytest_cache .hypothesis
