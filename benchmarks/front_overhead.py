@@ -140,7 +140,7 @@ def proc_mem_mb(pid: int) -> dict[str, float]:
 
 
 def build_repository(dst: pathlib.Path) -> pathlib.Path:
-    from shadowgrpc.triton import example_repository
+    from shadowgrpc.local import example_repository
 
     dst.mkdir(parents=True, exist_ok=True)
     for source in (example_repository(), TEST_MODELS):
@@ -243,7 +243,7 @@ class FrontProcess:
 
     def report(self) -> dict[str, Any] | None:
         try:
-            from shadowgrpc.cli import fetch_report
+            from shadowgrpc.client import fetch_report
             from shadowgrpc.report import report_json
 
             return json.loads(report_json(fetch_report(self.admin_address, "", 5.0)))
@@ -718,7 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from shadowgrpc.triton import EmbeddedTriton
+    from shadowgrpc.local import EmbeddedTriton
 
     t_begin = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="shadowgrpc-bench-"))

@@ -9,32 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-SERVICE = "inference.GRPCInferenceService"
-
-UNARY_METHODS = (
-    "ServerLive",
-    "ServerReady",
-    "ModelReady",
-    "ServerMetadata",
-    "ModelMetadata",
-    "ModelInfer",
-    "ModelConfig",
-    "ModelStatistics",
-    "RepositoryIndex",
-    "RepositoryModelLoad",
-    "RepositoryModelUnload",
-    "SystemSharedMemoryStatus",
-    "SystemSharedMemoryRegister",
-    "SystemSharedMemoryUnregister",
-    "CudaSharedMemoryStatus",
-    "CudaSharedMemoryRegister",
-    "CudaSharedMemoryUnregister",
-    "TraceSetting",
-    "LogSettings",
-)
-STREAM_METHODS = ("ModelStreamInfer",)
-# Requests whose field 1 is the model name (and field 2 the version): routed like ModelInfer.
-MODEL_SCOPED = frozenset({"ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"})
+from .codec import MODEL_SCOPED, SERVICE, STREAM_METHODS, UNARY_METHODS  # noqa: F401 (re-exported)
 
 COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 

@@ -22,49 +22,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .codec import NUMPY_DTYPES, as_array  # noqa: F401 (NUMPY_DTYPES re-exported)
 from .config import OutputSpec, Route
 from .packing import scan_response
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, RegressionAgreement
 from .slices import groups, rows_for
+from .outcomes import valid_rows
 from .stats import OutputStats, ShadowStats, to_exact
 
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 NUMERIC_BINS = OutputSpec().bins
 FREEZE_ROWS = OutputSpec().freeze_rows
+# Default drift edges for numeric outputs: a fixed symmetric log grid (4 bins per decade for
+# |x| in [1e-4, 1e6], zero in the middle, under/overflow beyond), the same on every replica, so
+# drift histograms merge exactly. ``edges`` in the config, or ``freeze_rows`` > 0, replace it.
+_POS = 10.0 ** (np.arange(-16, 25) / 4.0)
+NUMERIC_EDGES = np.concatenate([-_POS[::-1], [0.0], _POS])
 SLICE_BUDGET_BYTES = 1 << 20  # per shadow target: per-slice paired sketches of all its outputs
 _NO_ROUTE = Route(model="", live=None)  # type: ignore[arg-type]
 
-# KServe v2 datatype -> numpy dtype (little-endian, as Triton's raw contents are).
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-
-
-def as_array(datatype: str, shape: tuple[int, ...], contents: memoryview | None) -> np.ndarray | None:
-    """A read-only numpy view on a raw output; None for BYTES/unknown types or a size mismatch."""
-    dt = NUMPY_DTYPES.get(datatype)
-    if dt is None or contents is None:
-        return None
-    count = 1
-    for d in shape:
-        count *= d
-    if count < 0 or count * dt.itemsize != len(contents):
-        return None
-    return np.frombuffer(contents, dtype=dt, count=count).reshape(shape)
-
-
-Primary = tuple[np.ndarray, np.ndarray]
+Primary = tuple[np.ndarray, np.ndarray, bool]  # live, shadow (rows x values), probabilities?
 
 
 def compare_responses(
@@ -76,8 +53,8 @@ def compare_responses(
 ) -> Primary | None:
     """Update ``stats`` with one live/shadow pair. ``slice_buckets`` (from ``slices.assign``)
     gives each request row's bucket per slice of ``route``. Returns the primary output (the first
-    numeric one, as rows x values) of live and shadow, for the ground-truth join; None on a
-    contract mismatch or when there is no numeric output."""
+    numeric one, as rows x values) of live and shadow and whether it holds probabilities, for the
+    ground-truth join; None on a contract mismatch or when there is no numeric output."""
     try:
         live = scan_response(live_raw)
         shadow = scan_response(shadow_raw)
@@ -99,11 +76,13 @@ def compare_responses(
         if a is None or b is None or a.size == 0:
             continue
         _compare_output(stats, route, name, a, b, slice_buckets)
-        if primary is None and a.ndim >= 1 and a.shape[0] > 0:
-            primary = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
-            if stats.outputs[name].kind == "binary" and primary[0].shape[1] == 1:
+        if primary is None and a.ndim >= 1 and a.shape[0] > 0 and name in stats.outputs:
+            out = stats.outputs[name]
+            la, sb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+            if out.kind == "binary" and la.shape[1] == 1:
                 # One score per row: scored against labels as P(class 1), i.e. (1 - p, p).
-                primary = tuple(np.hstack([1.0 - x.astype(np.float64), x.astype(np.float64)]) for x in primary)  # type: ignore[assignment]
+                la, sb = (np.hstack([1.0 - x.astype(np.float64), x.astype(np.float64)]) for x in (la, sb))
+            primary = (la, sb, out.probabilities)
     return primary
 
 
@@ -131,9 +110,26 @@ def _update_paired(p, kind: str, a: np.ndarray, b: np.ndarray) -> None:
 
 
 def _kind(spec: OutputSpec, a: np.ndarray) -> str:
+    """The configured kind, else: a float output with 2..max_classes values on its last axis is a
+    classifier; a wider one (32k logits, an embedding) a vector compared by cosine, never an
+    n x n confusion matrix; anything else regression."""
     if spec.kind:
         return spec.kind
-    return "classifier" if a.ndim >= 1 and a.shape[-1] > 1 and a.dtype.kind == "f" else "regression"
+    if a.ndim >= 1 and a.dtype.kind == "f" and a.shape[-1] > 1:
+        return "classifier" if a.shape[-1] <= spec.max_classes else "embedding"
+    return "regression"
+
+
+def _is_probabilities(spec: OutputSpec, kind: str, a: np.ndarray) -> bool:
+    """Are this output's values probabilities (so a value outside [0, 1] is invalid)? The config
+    says, else a classifier/binary output whose first live answer lies in [0, 1]."""
+    if spec.probabilities is not None:
+        return spec.probabilities
+    if kind not in ("classifier", "binary") or a.dtype.kind != "f":
+        return False
+    with np.errstate(invalid="ignore"):
+        fin = a[np.isfinite(a)]
+    return bool(fin.size) and bool(fin.min() >= 0.0) and bool(fin.max() <= 1.0)
 
 
 def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, b: np.ndarray, slice_buckets) -> None:
@@ -143,7 +139,7 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         kind = _kind(spec, a)
         if kind == "classifier" and (a.ndim == 0 or a.shape[-1] < 2):
             kind = "regression"  # a configured classifier answered with one value per row
-        out = stats.outputs[name] = OutputStats(kind=kind, paired=_new_paired(kind, a, spec))
+        out = stats.outputs[name] = OutputStats(kind=kind, paired=_new_paired(kind, a, spec), probabilities=_is_probabilities(spec, kind, a))
         out.slices = [[None] * len(s.buckets) for s in route.slices]
     kind = out.kind
     if kind == "classifier" and a.shape[-1] != out.paired.confusion.shape[0]:
@@ -151,6 +147,8 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         return
     rows = a.shape[0] if a.ndim else 1
     a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
+    out.live_invalid += rows - int(valid_rows(a2, out.probabilities).sum())
+    out.shadow_invalid += rows - int(valid_rows(b2, out.probabilities).sum())
     _update_paired(out.paired, kind, a2, b2)
     for i, sl in enumerate(route.slices):
         missing = len(sl.buckets) - 1
@@ -188,6 +186,8 @@ def _bin(out: OutputStats, spec: OutputSpec, a: np.ndarray, b: np.ndarray) -> No
             edges = np.asarray(spec.edges)
         elif out.kind in ("classifier", "binary"):
             edges = PROB_EDGES
+        elif not spec.freeze_rows:
+            edges = NUMERIC_EDGES
         else:
             out.pending.append((a2.copy(), b2.copy()))
             if sum(len(x) for x, _ in out.pending) < spec.freeze_rows:

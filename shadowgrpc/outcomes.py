@@ -26,6 +26,19 @@ from .stats import from_exact, to_exact
 ECE_BINS = 10
 
 
+def valid_rows(x: np.ndarray, probabilities: bool) -> np.ndarray:
+    """Per row (first axis) of a rows x values array: every value finite and, for probabilities,
+    within [0, 1]."""
+    x2 = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1)
+    if x2.dtype.kind != "f":
+        return np.ones(x2.shape[0], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(x2)
+        if probabilities:
+            ok &= (x2 >= 0.0) & (x2 <= 1.0)
+    return ok.all(axis=1)
+
+
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval for k successes in n trials (95% by default); (0, 0) when n == 0."""
     if n == 0:
@@ -49,6 +62,7 @@ class Scores:
     conf_count: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS, np.int64))
     conf_fx: list[int] = field(default_factory=lambda: [0] * ECE_BINS)
     hit_count: np.ndarray = field(default_factory=lambda: np.zeros(ECE_BINS, np.int64))
+    invalid: int = 0  # rows whose prediction was NaN, inf or out of range (scored as wrong)
 
     @property
     def brier_sum(self) -> float:
@@ -62,26 +76,48 @@ class Scores:
     def conf_sum(self) -> np.ndarray:
         return np.array([from_exact(v) for v in self.conf_fx])
 
-    def add_classifier(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        pred = probs.argmax(axis=1)
-        hit = pred == labels
-        onehot = np.zeros_like(probs, dtype=np.float64)
+    def add_classifier(self, probs: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Score rows of class scores against ``labels``; rows not ``valid`` (NaN, inf, a
+        probability outside [0, 1]) are wrong predictions, with the worst Brier score (2) and no
+        calibration bin. Returns the per-row hit mask."""
+        if valid is None:
+            valid = valid_rows(probs, probabilities=False)
+        with np.errstate(invalid="ignore"):
+            pred = np.where(np.isnan(probs), -np.inf, probs).argmax(axis=1)
+        hit = (pred == labels) & valid
+        rows = len(labels)
+        self.rows += rows
+        self.correct += int(hit.sum())
+        bad = rows - int(valid.sum())
+        self.invalid += bad
+        if bad:
+            probs, labels, vhit = probs[valid], labels[valid], hit[valid]
+        else:
+            vhit = hit
+        onehot = np.zeros(probs.shape, dtype=np.float64)
         onehot[np.arange(len(labels)), labels] = 1.0
-        conf = probs.max(axis=1).astype(np.float64)
-        b = np.minimum((conf * ECE_BINS).astype(np.int64), ECE_BINS - 1)
+        conf = probs.max(axis=1).astype(np.float64) if len(labels) else np.zeros(0)
+        b = np.clip((conf * ECE_BINS).astype(np.int64), 0, ECE_BINS - 1)
         self.conf_count += np.bincount(b, minlength=ECE_BINS)
-        self.hit_count += np.bincount(b, weights=hit, minlength=ECE_BINS).astype(np.int64)
+        self.hit_count += np.bincount(b, weights=vhit, minlength=ECE_BINS).astype(np.int64)
         for k, v in enumerate(np.bincount(b, weights=conf, minlength=ECE_BINS)):
             if v:
                 self.conf_fx[k] += to_exact(v)
-        self.rows += len(labels)
-        self.correct += int(hit.sum())
-        self.brier_fx += to_exact(((probs - onehot) ** 2).sum())
+        self.brier_fx += to_exact(((probs - onehot) ** 2).sum() + 2.0 * bad)
         return hit
 
     def add_regression(self, pred: np.ndarray, values: np.ndarray) -> None:
+        """Absolute errors of finite predictions; NaN/inf predictions count in ``invalid`` (their
+        error is unbounded: the invalid-output gate judges them) and not in the MAE."""
+        pred = pred.astype(np.float64)
+        ok = np.isfinite(pred)
         self.rows += len(values)
-        self.abs_err_fx += to_exact(np.abs(pred.astype(np.float64) - values).sum())
+        self.invalid += int(len(values) - ok.sum())
+        self.abs_err_fx += to_exact(np.abs(pred[ok] - values[ok]).sum())
+
+    @property
+    def valid_rows(self) -> int:
+        return self.rows - self.invalid
 
     @property
     def ece(self) -> float:
@@ -120,52 +156,127 @@ class OutcomeStats:
 
 
 @dataclass(slots=True)
+class PairCounts:
+    """The pair store's counters (outcomes.PairStore keeps them here)."""
+
+    waiting: int = 0
+    stored: int = 0
+    evicted_full: int = 0
+    evicted_expired: int = 0
+    max_pairs: int = 0
+    ttl_s: float = 0.0
+    evicted_bytes: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    reused_ids: int = 0
+
+
+@dataclass(slots=True)
 class Pair:
     route: str
-    live: np.ndarray  # primary output, rows x classes (or rows x 1)
+    token: object  # the request this pair belongs to (one object per request, never its id string)
+    live: np.ndarray | None  # primary output, rows x classes (or rows x 1); None once reused
     shadows: dict[str, np.ndarray]
     born: float
     slices: list  # per route slice: each row's bucket (np.ndarray) or None (unreadable)
+    probabilities: bool = False  # the primary output holds probabilities (range checked)
+    nbytes: int = 0
+    reused: bool = False  # another waiting request carried the same id: not joinable
 
 
 class PairStore:
-    """request id -> Pair, at most ``max_pairs`` entries, each at most ``ttl_s`` old."""
+    """request id -> Pair, at most ``max_pairs`` entries and ``max_bytes`` of predictions, each at
+    most ``ttl_s`` old; the oldest go first, counted by reason.
 
-    def __init__(self, max_pairs: int = 50_000, ttl_s: float = 600.0) -> None:
+    A pair belongs to one request (its ``token``), never to an id string: when a second request
+    arrives with an id that is still waiting, an outcome for that id could belong to either, so
+    the id is marked reused (its predictions dropped, ``reused_ids`` counted) and an outcome for
+    it is answered "reused" instead of scoring one request's live answer against another's."""
+
+    def __init__(self, max_pairs: int = 50_000, ttl_s: float = 600.0, max_bytes: int = 256 << 20, counts: PairCounts | None = None) -> None:
+        self.counts = counts if counts is not None else PairCounts()
+        self.counts.max_pairs, self.counts.ttl_s, self.counts.max_bytes = max_pairs, ttl_s, max_bytes
         self.max_pairs = max_pairs
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
         self._pairs: OrderedDict[str, Pair] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # for "duplicate", bounded likewise
-        self.evicted_full = 0
-        self.evicted_expired = 0
-        self.stored = 0
 
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def add(self, request_id: str, route: str, target: str, live: np.ndarray, shadow: np.ndarray, slices: list = ()) -> None:
+    def _count_waiting(self) -> None:
+        self.counts.waiting = len(self._pairs)
+
+    def add(
+        self,
+        request_id: str,
+        token: object,
+        route: str,
+        target: str,
+        live: np.ndarray,
+        shadow: np.ndarray,
+        slices: list = (),  # type: ignore[assignment]
+        probabilities: bool = False,
+    ) -> None:
         now = time.monotonic()
         self._expire(now)
         p = self._pairs.get(request_id)
-        if p is None or p.route != route:
-            if p is None:
-                while len(self._pairs) >= self.max_pairs:
-                    self._pairs.popitem(last=False)
-                    self.evicted_full += 1
-            p = self._pairs[request_id] = Pair(route, live.copy(), {}, now, list(slices))
-            self.stored += 1
+        if p is not None and p.token is not token:
+            # A second request with a waiting id: which one an outcome belongs to is unknowable.
+            self.counts.reused_ids += 1
+            if not p.reused:
+                self._drop_arrays(p)
+                p.reused = True
+            p.token = token
+            return
+        if p is not None and p.reused:
+            return
+        if p is None:
+            while self._pairs and len(self._pairs) >= self.max_pairs:
+                self._evict_oldest()
+                self.counts.evicted_full += 1
+            p = self._pairs[request_id] = Pair(route, token, live.copy(), {}, now, list(slices), probabilities)
+            p.nbytes = p.live.nbytes  # type: ignore[union-attr]
+            self.counts.bytes += p.nbytes
+            self.counts.stored += 1
+        old = p.shadows.get(target)
+        if old is not None:
+            p.nbytes -= old.nbytes
+            self.counts.bytes -= old.nbytes
         p.shadows[target] = shadow.copy()
+        p.nbytes += shadow.nbytes
+        self.counts.bytes += shadow.nbytes
+        while self.counts.bytes > self.max_bytes and self._pairs:
+            self._evict_oldest()
+            self.counts.evicted_bytes += 1
+        self._count_waiting()
 
-    def take(self, request_id: str) -> tuple[Pair | None, bool]:
-        """(pair, duplicate): the pair is removed; ``duplicate`` when it was answered before."""
+    def take(self, request_id: str) -> tuple[Pair | None, str]:
+        """(pair, why): the pair is removed; without one, why is "duplicate" (answered before),
+        "reused" (the id was carried by several requests) or "unknown"."""
         self._expire(time.monotonic())
         p = self._pairs.pop(request_id, None)
+        self._count_waiting()
         if p is None:
-            return None, request_id in self._answered
+            return None, "duplicate" if request_id in self._answered else "unknown"
+        self.counts.bytes -= p.nbytes
         self._answered[request_id] = None
-        while len(self._answered) > self.max_pairs:
+        while len(self._answered) > max(self.max_pairs, 1):
             self._answered.popitem(last=False)
-        return p, False
+        if p.reused:
+            return None, "reused"
+        return p, ""
+
+    def _drop_arrays(self, p: Pair) -> None:
+        self.counts.bytes -= p.nbytes
+        p.nbytes = 0
+        p.live = None
+        p.shadows.clear()
+
+    def _evict_oldest(self) -> None:
+        _, p = self._pairs.popitem(last=False)
+        self.counts.bytes -= p.nbytes
 
     def _expire(self, now: float) -> None:
         while self._pairs:
@@ -173,7 +284,9 @@ class PairStore:
             if now - p.born <= self.ttl_s:
                 break
             del self._pairs[rid]
-            self.evicted_expired += 1
+            self.counts.bytes -= p.nbytes
+            self.counts.evicted_expired += 1
+        self._count_waiting()
 
 
 def score(
@@ -183,12 +296,15 @@ def score(
     labels: np.ndarray | None,
     values: np.ndarray | None,
     slices: tuple = (),
-    buckets: list = (),
+    buckets: list = (),  # type: ignore[assignment]
+    probabilities: bool = False,
 ) -> bool:
     """Score one pair against its outcome, overall and per slice bucket (``slices``: the route's
     Slice configs; ``buckets``: the pair's bucket per row for each); False when the outcome's rows
-    or classes do not fit the predictions."""
-    if not _score(stats, live, shadow, labels, values):
+    or classes do not fit the predictions. Prediction rows that are NaN, inf or (``probabilities``)
+    outside [0, 1] are scored as wrong and kept out of the calibration bins."""
+    lv, sv = valid_rows(live, probabilities), valid_rows(shadow, probabilities)
+    if not _score(stats, live, shadow, labels, values, lv, sv):
         return False
     rows = live.shape[0]
     for i, sl in enumerate(slices):
@@ -204,11 +320,21 @@ def score(
                 shadow[m],
                 labels[m] if labels is not None else None,
                 values[m] if values is not None else None,
+                lv[m],
+                sv[m],
             )
     return True
 
 
-def _score(stats: OutcomeStats, live: np.ndarray, shadow: np.ndarray, labels: np.ndarray | None, values: np.ndarray | None) -> bool:
+def _score(
+    stats: OutcomeStats,
+    live: np.ndarray,
+    shadow: np.ndarray,
+    labels: np.ndarray | None,
+    values: np.ndarray | None,
+    live_valid: np.ndarray,
+    shadow_valid: np.ndarray,
+) -> bool:
     """Score one pair against its outcome; False when the outcome's rows do not match."""
     rows = live.shape[0]
     classifier = live.ndim == 2 and live.shape[1] > 1
@@ -217,8 +343,8 @@ def _score(stats: OutcomeStats, live: np.ndarray, shadow: np.ndarray, labels: np
             stats.shape_mismatch += 1
             return False
         stats.kind = "classifier"
-        lh = stats.live.add_classifier(live, labels)
-        sh = stats.shadow.add_classifier(shadow, labels)
+        lh = stats.live.add_classifier(live, labels, live_valid)
+        sh = stats.shadow.add_classifier(shadow, labels, shadow_valid)
         stats.improvements += int((sh & ~lh).sum())
         stats.regressions += int((lh & ~sh).sum())
         stats.both_right += int((lh & sh).sum())

@@ -11,9 +11,15 @@ The path, in order (DESIGN.md "A request's path"):
    deadline, as a task held in a set. Past ``max_in_flight`` per target, or past the byte budget
    for all in-flight shadow requests, the shadow is shed and counted; while the target's
    connection is down (TRANSIENT_FAILURE) it is not sent and counted as ``down``.
-4. When both answers are in, ``compare_responses`` updates the target's stats, overall and per
-   slice bucket (``slices.assign``, once per request); with a request id the pair waits for its
-   ground truth (``record_outcome``).
+4. When the shadow has answered, ``pairing.Pairing`` takes over (decode once, completeness,
+   slices, compare, pair store, sinks): this module only routes and schedules.
+
+Versions: a route that pins ``live.version`` applies it to requests that name no version (or the
+pinned one); a request that names another version explicitly goes to live Triton unchanged (it
+answers as it would directly: another version's answer, or NOT_FOUND for one it lacks) and is not
+mirrored (``explicit_version_not_mirrored``). A shadow without a configured version gets the
+version field cleared, so Triton's version policy picks (newest by default), whatever the caller
+named.
 """
 
 from __future__ import annotations
@@ -22,103 +28,98 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
 
 import grpc
 
-from .backends import MODEL_SCOPED, Upstream, Upstreams
-from .compare import compare_responses
+from .backends import Upstream, Upstreams
+from .codec import MODEL_SCOPED, SHADOW_METADATA
 from .completeness import Completeness
-from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings, ShadowTarget
-from .outcomes import OutcomeStats, PairStore, score
+from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings
+from .outcomes import PairStore
 from .packing import build_request, sample_key, scan_request
-from .slices import assign
-from .stats import RouteStats, ShadowStats
+from .pairing import MirroredRequest, Pairing
+from .passthrough import abort_like, forward_metadata, stream_infer
+from .state import FrontState, RouteState, TargetState
 
 log = logging.getLogger("shadowgrpc.router")
 
-SHADOW_METADATA = (("x-shadow-request", "1"),)
-# Metadata grpc sets itself on the upstream call; everything else the caller sent is forwarded.
-_DROP_METADATA = frozenset({"user-agent"})
 
 _perf = time.perf_counter
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
-def forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...] | None:
-    md = context.invocation_metadata()
-    if not md or (len(md) == 1 and md[0][0] in _DROP_METADATA):
-        return None  # the common case: nothing but grpc's own user-agent
-    return tuple((k, v) for k, v in md if k not in _DROP_METADATA)
+class ShadowLeg:
+    """One shadow target of a route, as the router sends to it: its upstream, the rewrite, the
+    in-flight bound. Its statistics live in the comparison state (``state``: a state.TargetState)."""
 
+    __slots__ = ("name", "outcomes", "route", "slices", "state", "stats", "target", "upstream", "version")
 
-async def abort_like(context: grpc.aio.ServicerContext, err: BaseException) -> None:
-    """Give the caller exactly the status an upstream Triton gave (or UNAVAILABLE if none)."""
-    if isinstance(err, grpc.aio.AioRpcError):
-        await context.abort(err.code(), err.details() or "", _trailing(err.trailing_metadata()))
-    await context.abort(_UNAVAILABLE, f"upstream Triton call failed: {err!r}")
-
-
-def _trailing(md) -> tuple[tuple[str, Any], ...]:
-    return tuple((k, v) for k, v in md) if md else ()
-
-
-class ShadowState:
-    __slots__ = ("target", "route", "slices", "upstream", "stats", "outcomes", "in_flight", "name", "version")
-
-    def __init__(self, target: ShadowTarget, upstream: Upstream, route: Route) -> None:
-        self.target = target
+    def __init__(self, state: TargetState, upstream: Upstream, route: Route) -> None:
+        self.state = state
+        self.target = state.target
         self.route = route
         self.slices = route.slices
         self.upstream = upstream
-        self.stats = ShadowStats()
-        self.outcomes = OutcomeStats()
-        self.in_flight = 0
-        self.name = target.model
-        self.version = target.version or None
+        self.stats = state.stats  # the same objects as the state tree's, for the hot path
+        self.outcomes = state.outcomes
+        self.name = state.target.model
+        self.version = state.target.version  # "" clears the caller's version: Triton's policy picks
+
+    @property
+    def in_flight(self) -> int:
+        return self.state.in_flight
 
 
-class RouteState:
-    __slots__ = ("route", "live", "stats", "shadows", "live_name", "live_version", "completeness")
+class RouteEntry:
+    """One route as the router serves it: the live upstream, the live rewrite, its shadow legs,
+    the input checker. Statistics live in the comparison state (``state``: a state.RouteState)."""
 
-    def __init__(self, route: Route, live: Upstream, shadows: list[ShadowState]) -> None:
-        self.route = route
+    __slots__ = ("completeness", "live", "live_name", "live_version", "route", "shadows", "state", "stats")
+
+    def __init__(self, state: RouteState, live: Upstream, shadows: list[ShadowLeg]) -> None:
+        self.state = state
+        self.route = state.route
         self.live = live
-        self.stats = RouteStats()
+        self.stats = state.stats
         self.shadows = shadows
         # Rewrite the live request only when the route renames or pins the live model.
+        route = state.route
         self.live_name = route.live.model if route.live.model != route.model else None
         self.live_version = route.live.version or None
-        self.completeness = Completeness(live, route.live.model, route.live.version)
+        self.completeness = Completeness(live, route.live.model, route.live.version, state.completeness)
+
+    def explicit_other_version(self, version: str | None) -> bool:
+        """The caller named a version other than the route's pinned one."""
+        return bool(version) and self.live_version is not None and version != self.live_version
 
     def live_request(self, raw: bytes, version: str | None) -> bytes:
-        """``raw`` for the live target: unchanged unless the route renames the model or pins a
-        version other than the caller's (``version``; None when unknown)."""
-        if self.live_name is None and (self.live_version is None or self.live_version == version):
+        """``raw`` for the live target: renamed when the route renames the model; the pinned
+        version applied when the caller named none (``version`` "" or None); a version the caller
+        named is kept (see the module doc)."""
+        pin = self.live_version if not version else None
+        if self.live_name is None and pin is None:
             return raw
-        return build_request(raw, self.live_name, self.live_version, False)
+        return build_request(raw, self.live_name, pin, False)
 
 
 class Router:
+    """Routing and fan-out. Writes the comparison state ``state`` (state.FrontState), which the
+    report, snapshots, metrics and cost read; ``routes`` holds what serving needs."""
+
     def __init__(self, settings: Settings, upstreams: Upstreams) -> None:
         self.settings = settings
+        self.state = FrontState.for_routes(settings.routes, settings.outcome_max_pairs, settings.outcome_ttl_s, settings.outcome_max_bytes)
         self.default = upstreams.get(settings.default_live, "live")
-        self.routes: dict[str, RouteState] = {}
+        self.routes: dict[str, RouteEntry] = {}
         for r in settings.routes:
-            shadows = [ShadowState(s, upstreams.get(s.address, "shadow"), r) for s in r.shadows]
-            self.routes[r.model] = RouteState(r, upstreams.get(r.live.address, "live"), shadows)
-        self.unrouted = 0
-        self.unparsed = 0
-        self.stream_messages = 0
+            rstate = self.state.routes[r.model]
+            shadows = [ShadowLeg(ts, upstreams.get(ts.target.address, "shadow"), r) for ts in rstate.shadows]
+            self.routes[r.model] = RouteEntry(rstate, upstreams.get(r.live.address, "live"), shadows)
         self.shadow_buffer_bytes = settings.shadow_buffer_bytes
-        self.pairs = PairStore(settings.outcome_max_pairs, settings.outcome_ttl_s)
-        self.outcomes_unknown = 0
-        self.outcomes_duplicate = 0
-        self.outcomes_mismatch = 0
-        self._shadow_bytes = 0
+        self.pairs = PairStore(settings.outcome_max_pairs, settings.outcome_ttl_s, settings.outcome_max_bytes, self.state.pairs)
+        self.pairing = Pairing(self.pairs)
+        self._shadow_bytes = 0  # requests and shadow answers held by shadow tasks
         self._tasks: set[asyncio.Task[None]] = set()
-        self.started = time.time()
         self.telemetry = None  # telemetry.Hooks, set by the Front when tracing or metrics are on
 
     # -- ModelInfer -------------------------------------------------------------------------
@@ -128,11 +129,11 @@ class Router:
             model, version, request_id, uses_shm = scan_request(raw)
         except ValueError:
             # Not a ModelInferRequest we can read: Triton gives the caller its own answer.
-            self.unparsed += 1
+            self.state.unparsed += 1
             return await self._proxy(self.default.infer, raw, context)
         rs = self.routes.get(model)
         if rs is None:
-            self.unrouted += 1
+            self.state.unrouted += 1
             return await self._proxy(self.default.infer, raw, context)
 
         st = rs.stats
@@ -149,6 +150,8 @@ class Router:
         if rs.shadows:
             if uses_shm:
                 st.shm_not_mirrored += 1
+            elif rs.explicit_other_version(version):
+                st.explicit_version_not_mirrored += 1
             else:
                 tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout)
@@ -182,12 +185,10 @@ class Router:
         return response
 
     def _mirror(
-        self, rs: RouteState, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
+        self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
     ) -> asyncio.Future[bytes] | None:
         key = sample_key(request_id) if request_id else random.random()
-        live_done: asyncio.Future[bytes] | None = None
-        started = False
-        per_request: list = []  # the request's slice buckets, computed by the first shadow task to need them
+        mr: MirroredRequest | None = None
         for ss in rs.shadows:
             t = ss.target
             if key >= t.sample_rate:
@@ -201,38 +202,29 @@ class Router:
                 # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
                 s.down += 1
                 continue
-            if live_done is None:
-                live_done = asyncio.get_running_loop().create_future()
+            if mr is None:
+                mr = MirroredRequest(raw, request_id, route, asyncio.get_running_loop().create_future(), timeout)
             deadline = t.deadline_s or timeout or FALLBACK_SHADOW_DEADLINE_S
-            ss.in_flight += 1
+            ss.state.in_flight += 1
             self._shadow_bytes += len(raw)
             s.sent += 1
-            inputs = None if started else rs.completeness
-            started = True
-            task = asyncio.create_task(self._shadow(ss, route, request_id, raw, metadata, deadline, live_done, inputs, per_request))
+            task = asyncio.create_task(self._shadow(ss, rs, mr, metadata, deadline))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return live_done
+        return mr.live_done if mr is not None else None
 
-    async def _shadow(
-        self,
-        ss: ShadowState,
-        route: str,
-        request_id: str,
-        raw: bytes,
-        metadata: tuple | None,
-        deadline: float,
-        live_done: asyncio.Future[bytes],
-        inputs: Completeness | None,
-        per_request: list,
-    ) -> None:
+    async def _shadow(self, ss: ShadowLeg, rs: RouteEntry, mr: MirroredRequest, metadata: tuple | None, deadline: float) -> None:
+        """One shadow call, then the pairing stage. ``sent = ok + errors``: the call's own outcome
+        is counted exactly once; what fails after an OK answer is the front's (internal_errors)."""
         s = ss.stats
-        size = len(raw)
+        size = len(mr.raw)
+        held = 0
+        called = False
         sc = None
         try:
             if self.telemetry is not None:
-                sc = self.telemetry.shadow(ss, route, deadline)
-            req = build_request(raw, ss.name, ss.version, True)
+                sc = self.telemetry.shadow(ss, mr.route, deadline)
+            req = build_request(mr.raw, ss.name, ss.version, True)
             t0 = _perf()
             response = None
             try:
@@ -243,59 +235,47 @@ class Router:
             except grpc.aio.AioRpcError as e:
                 s.errors[e.code().name] += 1
             finally:
+                called = True
                 del req
-            if inputs is not None:  # once per request, by its first shadow task
-                await inputs.check(raw)
-            slices = ss.slices
-            if slices and response is not None and not per_request:
-                per_request.append(assign(slices, raw))  # once per request (no await in between)
-            del raw
-            if response is None:
-                return
-            try:
-                live_response = await live_done
-            except asyncio.CancelledError:
-                s.live_failed += 1
-                return
-            buckets = per_request[0] if per_request else ()
-            mark = sc.mark(s) if sc is not None else None
-            primary = compare_responses(live_response, response, s, ss.route, buckets)
-            if sc is not None:
-                sc.compared(s, mark, primary)
-            if primary is not None and request_id and self.pairs.max_pairs:
-                self.pairs.add(request_id, route, ss.target.name, *primary, buckets)
+            if response is not None:
+                held = len(response)  # held until live answers: counted against shadow_buffer_mb
+                self._shadow_bytes += held
+            await self.pairing.answered(ss, rs, mr, response, sc)
         except asyncio.CancelledError:
-            s.errors["CANCELLED"] += 1
+            if called:
+                s.internal_errors += 1  # cancelled after the call ended (shutdown): not compared
+            else:
+                s.errors["CANCELLED"] += 1
         except Exception:  # a shadow problem must never surface anywhere but in its stats
-            s.errors["INTERNAL"] += 1
+            if called:
+                s.internal_errors += 1
+            else:
+                s.errors["INTERNAL"] += 1
             log.exception("shadow %s failed", ss.target.name)
         finally:
-            ss.in_flight -= 1
-            self._shadow_bytes -= size
+            ss.state.in_flight -= 1
+            self._shadow_bytes -= size + held
             if sc is not None:
                 sc.end()
 
     # -- ground truth ---------------------------------------------------------------------------
     def record_outcome(self, request_id: str, labels, values) -> str:
-        """Join one outcome with its waiting pair: "accepted", "unknown", "duplicate" or
-        "mismatch" (rows or classes do not fit the predictions)."""
-        pair, duplicate = self.pairs.take(request_id)
-        if pair is None:
-            if duplicate:
-                self.outcomes_duplicate += 1
-                return "duplicate"
-            self.outcomes_unknown += 1
-            return "unknown"
-        rs = self.routes.get(pair.route)
-        ok = False
-        for ss in rs.shadows if rs is not None else ():
-            shadow = pair.shadows.get(ss.target.name)
-            if shadow is not None and score(ss.outcomes, pair.live, shadow, labels, values, ss.slices, pair.slices):
-                ok = True
-        if not ok:
-            self.outcomes_mismatch += 1
-            return "mismatch"
-        return "accepted"
+        """Join one outcome with its waiting pair (``Pairing.record_outcome``) and count why not."""
+        why = self.pairing.record_outcome(self.routes, request_id, labels, values)
+        st = self.state
+        if why == "unknown":
+            st.outcomes_unknown += 1
+        elif why == "duplicate":
+            st.outcomes_duplicate += 1
+        elif why == "reused":
+            st.outcomes_reused += 1
+        elif why == "mismatch":
+            st.outcomes_mismatch += 1
+        return why
+
+    def reject_outcome(self, reason: str) -> None:
+        """An outcome message that could not be used (counted by reason; the stream goes on)."""
+        self.state.outcomes_rejected[reason] += 1
 
     # -- everything else ----------------------------------------------------------------------
     async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -326,48 +306,12 @@ class Router:
         return await self._proxy(up.unary[method], raw, context)
 
     async def stream_infer(self, requests, context: grpc.aio.ServicerContext):
-        """ModelStreamInfer: a bidirectional pass-through to the live Triton of the first
-        message's route (several responses per request and sequences work as on Triton).
-        Stream messages are not mirrored (counted in ``stream_messages``)."""
-        it = requests.__aiter__()
-        try:
-            first = await it.__anext__()
-        except StopAsyncIteration:
-            return
-        try:
-            rs = self.routes.get(scan_request(first)[0])
-        except ValueError:
-            rs = None
-        up = rs.live if rs is not None else self.default
-        call = up.stream_infer(metadata=forward_metadata(context), timeout=context.time_remaining())
+        """ModelStreamInfer: each message routed by its own model name (``passthrough.stream_infer``)."""
+        async for response in stream_infer(self.routes, self.default, self._stream_message, requests, context):
+            yield response
 
-        def fix(msg: bytes) -> bytes:
-            self.stream_messages += 1
-            # Messages are not scanned one by one: a pinned version is applied to each.
-            return msg if rs is None else rs.live_request(msg, None)
-
-        async def pump() -> None:
-            try:
-                await call.write(fix(first))
-                async for msg in it:
-                    await call.write(fix(msg))
-                await call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                pass  # the call already ended: its status reaches the caller below
-
-        pump_task = asyncio.create_task(pump())
-        try:
-            async for response in call:
-                yield response
-            code = await call.code()
-            if code != grpc.StatusCode.OK:
-                await context.abort(code, await call.details() or "", _trailing(await call.trailing_metadata()))
-        except grpc.aio.AioRpcError as e:
-            await abort_like(context, e)
-        finally:
-            pump_task.cancel()
-            if not call.done():
-                call.cancel()
+    def _stream_message(self) -> None:
+        self.state.stream_messages += 1
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` s for in-flight shadow calls; cancel the rest. Returns how many

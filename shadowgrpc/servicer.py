@@ -7,17 +7,21 @@ Triton's exact status and message).
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import numpy as np
 
-from .backends import SERVICE, UNARY_METHODS
+from .codec import SERVICE, UNARY_METHODS
 from .cost import CostTracker
 from .report import build_report, target_pb
 from .router import Router
-from .state import snapshot
+from .snapshot import snapshot
 from .telemetry import Hooks
 from .v1 import shadow_pb2 as pb
 from .v1 import shadow_pb2_grpc as pb_grpc
+
+log = logging.getLogger("shadowgrpc.servicer")
 
 
 def _unary(router: Router, method: str):
@@ -49,23 +53,31 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         if request.model and request.model not in self._router.routes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
         costs = await self._cost.collect()
-        rep = build_report(self._router, request.model, costs)
+        rep = build_report(self._router.state, request.model, costs)
         if request.snapshot:
-            rep.snapshot = snapshot(self._router, costs)
+            rep.snapshot = snapshot(self._router.state, costs)
         return rep
 
     async def RecordOutcomes(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.RecordOutcomesResponse:
+        """Every outcome is accounted for: joined, or counted by why not (unknown, duplicate,
+        reused, mismatch, or rejected by reason). One bad outcome never ends the stream."""
         resp = pb.RecordOutcomesResponse()
         async for o in request_iterator:
-            i = resp.received
-            problem = _outcome_problem(o, i)
-            if problem:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            labels = np.asarray(o.labels, dtype=np.int64) if len(o.labels) else None
-            values = np.asarray(o.values, dtype=np.float64) if len(o.values) else None
-            verdict = self._router.record_outcome(o.request_id, labels, values)
             resp.received += 1
-            setattr(resp, verdict, getattr(resp, verdict) + 1)
+            reason = _outcome_problem(o)
+            if not reason:
+                try:
+                    labels = np.asarray(o.labels, dtype=np.int64) if len(o.labels) else None
+                    values = np.asarray(o.values, dtype=np.float64) if len(o.values) else None
+                    verdict = self._router.record_outcome(o.request_id, labels, values)
+                    setattr(resp, verdict, getattr(resp, verdict) + 1)
+                    continue
+                except Exception:  # the front's own failure: counted, logged, the stream goes on
+                    log.exception("outcome for %r could not be scored", o.request_id)
+                    reason = "internal"
+            self._router.reject_outcome(reason)
+            resp.rejected += 1
+            resp.rejected_reasons[reason] += 1
         return resp
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
@@ -75,16 +87,17 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         return resp
 
 
-def _outcome_problem(o: pb.Outcome, i: int) -> str:
-    where = f"outcomes[{i}]"
+def _outcome_problem(o: pb.Outcome) -> str:
+    """Why an outcome message cannot be used ("" when it can): a reason key of
+    ``rejected_reasons``."""
     if not o.request_id:
-        return f"{where}.request_id: required"
+        return "no_request_id"
     if len(o.labels) and len(o.values):
-        return f"{where}: set labels (classifier) or values (regression), not both"
+        return "labels_and_values"
     if not len(o.labels) and not len(o.values):
-        return f"{where}: labels (classifier) or values (regression) required"
+        return "no_labels_or_values"
     if len(o.values) and not np.isfinite(np.asarray(o.values)).all():
-        return f"{where}.values: must be finite"
+        return "values_not_finite"
     return ""
 
 

@@ -8,53 +8,21 @@ A slice reads one input tensor of the ModelInfer request (rows = its first axis)
 - BYTES: the element (``column`` of each row) compared with ``values``: one bucket per value,
   plus ``other``.
 Every slice has a last bucket ``missing``: the input is absent, in shared memory or typed contents,
-not decodable, NaN, or its rows do not match the output's rows. Assignment runs in the shadow
-task, once per request, never on the live path.
+not decodable, NaN, or its rows do not match the output's rows. Assignment runs in the pairing
+stage on the request decoded once (``pairing.RequestInputs``: large requests are decoded off the
+event loop, larger than its cap not at all), never on the live path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from tritonclient.grpc import service_pb2 as kserve
 
+from .codec import as_array
+from .config import MAX_BUCKETS, MISSING, OTHER, Slice  # noqa: F401 (the config types, re-exported)
 from .packing import decode_bytes_tensor
 
-MISSING = "missing"
-OTHER = "other"
-MAX_BUCKETS = 64  # per route, all slices together (config refuses more)
 
-_DTYPES = {
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
-    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "BOOL": "?",
-}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Slice:
-    name: str
-    input: str
-    column: int = 0
-    edges: tuple[float, ...] = ()  # numeric slices
-    values: tuple[str, ...] = ()  # BYTES slices
-    labels: tuple[str, ...] = ()  # bucket names, "missing" excluded
-
-    @property
-    def buckets(self) -> tuple[str, ...]:
-        """Bucket names in index order; the last one is ``missing``."""
-        return (*self.labels, MISSING)
-
-    @staticmethod
-    def edge_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
-        names = [f"< {edges[0]:g}"]
-        names += [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:])]
-        names.append(f">= {edges[-1]:g}")
-        return tuple(names)
-
-
-def _column(t: kserve.ModelInferRequest.InferInputTensor, raw: bytes | None, column: int):
+def _column(t, raw: bytes | None, column: int):
     """(rows, values of ``column`` per row) of one input, or None when it cannot be read."""
     if raw is None or not t.shape:
         return None
@@ -73,18 +41,17 @@ def _column(t: kserve.ModelInferRequest.InferInputTensor, raw: bytes | None, col
         if len(items) != rows * per_row:
             return None
         return rows, items[column::per_row]
-    dt = _DTYPES.get(t.datatype)
-    if dt is None or len(raw) != rows * per_row * np.dtype(dt).itemsize:
+    a = as_array(t.datatype, (rows, per_row), raw)
+    if a is None:
         return None
-    return rows, np.frombuffer(raw, dtype=dt).reshape(rows, per_row)[:, column].astype(np.float64)
+    return rows, a[:, column].astype(np.float64)
 
 
-def assign(slices: tuple[Slice, ...], raw_request: bytes) -> list[np.ndarray | None]:
-    """For each slice: the bucket index of every request row (int16), or None when the input
-    cannot be read (all rows then count as ``missing``)."""
-    try:
-        req = kserve.ModelInferRequest.FromString(raw_request)
-    except Exception:  # not a ModelInferRequest: Triton already told the caller
+def assign(slices: tuple[Slice, ...], req) -> list[np.ndarray | None]:
+    """For each slice: the bucket index of every row of the decoded ModelInferRequest ``req``
+    (int16), or None when the input cannot be read (all rows then count as ``missing``); ``req``
+    None (too large to decode, not parseable): all None."""
+    if req is None:
         return [None] * len(slices)
     index = {t.name: i for i, t in enumerate(req.inputs)}
     out: list[np.ndarray | None] = []

@@ -1,373 +1,76 @@
-"""Snapshots: a front's whole comparison state as one versioned document, and the exact merge of
-snapshots from many replicas (or from disk), so ``shadowgrpc report`` can combine them.
+"""The comparison state: one typed tree (front -> route -> shadow target) that everything reads.
 
-A snapshot is JSON (``format`` = "shadowgrpc-snapshot", ``version`` = 1) whose sketches are their
-own versioned binary serialisation (``to_bytes``, identical in both twins), base64-encoded.
-Counts, latency sketches, paired sketches, per-slice sketches and ground-truth scores merge
-exactly (the merged report equals the report of one front that saw all the traffic). Three
-things do not:
-- drift histograms whose edges were frozen from each replica's own first rows may differ between
-  replicas; those are not added: the merged output keeps the histogram with the most values and
-  counts the rest in ``drift_edges_differ`` (set ``edges`` in the config for exact drift);
-- compute cost comes from Triton's counters, which replicas sharing a Triton would count twice:
-  the first replica's is kept;
-- pairs still waiting for ground truth stay on their replica; the store's counters are added.
-Snapshots merge only when their routes are configured the same (the error names the route).
+The router and the pairing stage write it while requests flow; the report (report.py), snapshots
+(snapshot.py), metrics (telemetry) and compute cost (cost.py) read it. A snapshot loads into the
+same tree, and merged replicas are the same tree again, so every reader has one shape to read:
+
+    FrontState
+      pairs: PairCounts              the ground-truth pair store's counters
+      routes: {model: RouteState}
+        route: Route                 its config
+        stats: RouteStats            live counts and latency, the front's own added time
+        completeness: InputsState    input quality of shadowed requests
+        shadows: [TargetState]
+          target: ShadowTarget       its config
+          stats: ShadowStats         counts, latency, per-output comparison sketches
+          outcomes: OutcomeStats     scores against ground truth
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
 import time
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from . import __version__
-from .completeness import InputStats
-from .config import LiveTarget, OutputSpec, Route, ShadowTarget
-from .outcomes import OutcomeStats, Scores
-from .slices import Slice
-from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement
-from .stats import OutputStats, RouteStats, ShadowStats
-from .verdict import Gates
-
-FORMAT = "shadowgrpc-snapshot"
-VERSION = 1
-_SKETCHES = {c.__name__: c for c in (BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement)}
+from .completeness import InputsState
+from .config import Route, ShadowTarget
+from .outcomes import OutcomeStats, PairCounts
+from .stats import RouteStats, ShadowStats
 
 
-class SnapshotError(ValueError):
-    """A snapshot is not readable, of another version, or does not merge with the others."""
-
-
-# -- the view a report is built from (the Router has the same shape) -------------------------------
-@dataclasses.dataclass(slots=True)
-class StoreView:
-    waiting: int = 0
-    stored: int = 0
-    evicted_full: int = 0
-    evicted_expired: int = 0
-    max_pairs: int = 0
-    ttl_s: float = 0.0
-
-    def __len__(self) -> int:
-        return self.waiting
-
-
-@dataclasses.dataclass(slots=True)
-class CompletenessView:
-    inputs: dict[str, InputStats] = dataclasses.field(default_factory=dict)
-    not_checked: int = 0
-    metadata_error: str = ""
-
-
-@dataclasses.dataclass(slots=True)
-class ShadowView:
+@dataclass(slots=True)
+class TargetState:
     target: ShadowTarget
-    stats: ShadowStats
-    outcomes: OutcomeStats
+    stats: ShadowStats = field(default_factory=ShadowStats)
+    outcomes: OutcomeStats = field(default_factory=OutcomeStats)
     in_flight: int = 0
-    drift_edges_differ: int = 0
+    drift_edges_differ: int = 0  # merged snapshots only: replicas whose frozen drift edges differed
 
 
-@dataclasses.dataclass(slots=True)
-class RouteView:
+@dataclass(slots=True)
+class RouteState:
     route: Route
-    stats: RouteStats
-    completeness: CompletenessView
-    shadows: list[ShadowView]
+    stats: RouteStats = field(default_factory=RouteStats)
+    completeness: InputsState = field(default_factory=InputsState)
+    shadows: list[TargetState] = field(default_factory=list)
 
 
-@dataclasses.dataclass(slots=True)
-class View:
-    started: float
-    taken: float
-    replicas: int
-    unrouted: int
-    unparsed: int
-    stream_messages: int
-    pairs: StoreView
-    outcomes_unknown: int
-    outcomes_duplicate: int
-    outcomes_mismatch: int
-    routes: dict[str, RouteView]
-    costs: dict[tuple[str, str], dict]
+@dataclass(slots=True)
+class FrontState:
+    started: float = field(default_factory=time.time)
+    taken: float | None = None  # when a snapshot was taken; None: a live front (now)
+    replicas: int = 1
+    unrouted: int = 0
+    unparsed: int = 0
+    stream_messages: int = 0
+    pairs: PairCounts = field(default_factory=PairCounts)
+    outcomes_unknown: int = 0
+    outcomes_duplicate: int = 0
+    outcomes_mismatch: int = 0
+    routes: dict[str, RouteState] = field(default_factory=dict)
+    costs: dict[tuple[str, str], dict] = field(default_factory=dict)  # loaded snapshots: their compute cost
+    outcomes_reused: int = 0
+    outcomes_rejected: Counter[str] = field(default_factory=Counter)  # unusable outcome messages, by reason
 
+    @property
+    def as_of(self) -> float:
+        """The time this state describes: the snapshot's, or now for a live front."""
+        return time.time() if self.taken is None else self.taken
 
-# -- encode ------------------------------------------------------------------------------------------
-def _sk(s: Any) -> dict | None:
-    return None if s is None else {"t": type(s).__name__, "b": base64.b64encode(s.to_bytes()).decode()}
-
-
-def _unsk(d: dict | None) -> Any:
-    if d is None:
-        return None
-    cls = _SKETCHES.get(d.get("t", ""))
-    if cls is None:
-        raise SnapshotError(f"unknown sketch type {d.get('t')!r}")
-    try:
-        return cls.from_bytes(base64.b64decode(d["b"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise SnapshotError(f"bad {d.get('t')} sketch: {e}") from None
-
-
-def _scores(s: Scores) -> dict:
-    return {
-        "rows": s.rows, "correct": s.correct, "brier_fx": s.brier_fx, "abs_err_fx": s.abs_err_fx,
-        "conf_count": s.conf_count.tolist(), "conf_fx": s.conf_fx, "hit_count": s.hit_count.tolist(),
-    }  # fmt: skip
-
-
-def _unscores(d: dict) -> Scores:
-    return Scores(
-        rows=d["rows"], correct=d["correct"], brier_fx=d["brier_fx"], abs_err_fx=d["abs_err_fx"],
-        conf_count=np.asarray(d["conf_count"], np.int64), conf_fx=[int(v) for v in d["conf_fx"]],
-        hit_count=np.asarray(d["hit_count"], np.int64),
-    )  # fmt: skip
-
-
-_OUTCOME_COUNTS = ("improvements", "regressions", "both_right", "both_wrong", "shape_mismatch")
-
-
-def _outcomes(o: OutcomeStats) -> dict:
-    d: dict[str, Any] = {k: getattr(o, k) for k in _OUTCOME_COUNTS}
-    d.update(kind=o.kind, live=_scores(o.live), shadow=_scores(o.shadow))
-    d["slices"] = [[None if b is None else _outcomes(b) for b in row] for row in o.slices]
-    return d
-
-
-def _unoutcomes(d: dict) -> OutcomeStats:
-    o = OutcomeStats(kind=d["kind"], live=_unscores(d["live"]), shadow=_unscores(d["shadow"]), **{k: d[k] for k in _OUTCOME_COUNTS})
-    o.slices = [[None if b is None else _unoutcomes(b) for b in row] for row in d["slices"]]
-    return o
-
-
-_SHADOW_COUNTS = ("sampled", "sent", "ok", "shed", "down", "compared", "contract_mismatch", "live_failed", "slice_bytes")
-
-
-def _shadow_stats(s: ShadowStats) -> dict:
-    d: dict[str, Any] = {k: getattr(s, k) for k in _SHADOW_COUNTS}
-    d["errors"] = dict(s.errors)
-    d["latency"] = _sk(s.latency)
-    d["outputs"] = {
-        name: {
-            "kind": o.kind, "paired": _sk(o.paired), "values": o.values, "abs_diff_fx": o.abs_diff_fx,
-            "abs_diff_max": o.abs_diff_max, "hist_live": _sk(o.hist_live), "hist_shadow": _sk(o.hist_shadow),
-            "slices": [[_sk(p) for p in row] for row in o.slices], "slice_rows_dropped": o.slice_rows_dropped,
-        }  # fmt: skip
-        for name, o in s.outputs.items()
-    }
-    return d
-
-
-def _unshadow_stats(d: dict) -> ShadowStats:
-    s = ShadowStats(errors=Counter(d["errors"]), latency=_unsk(d["latency"]), **{k: d[k] for k in _SHADOW_COUNTS})
-    for name, o in d["outputs"].items():
-        s.outputs[name] = OutputStats(
-            kind=o["kind"], paired=_unsk(o["paired"]), values=o["values"], abs_diff_fx=o["abs_diff_fx"],
-            abs_diff_max=o["abs_diff_max"], hist_live=_unsk(o["hist_live"]), hist_shadow=_unsk(o["hist_shadow"]),
-            slices=[[_unsk(p) for p in row] for row in o["slices"]], slice_rows_dropped=o["slice_rows_dropped"],
-        )  # fmt: skip
-    return s
-
-
-def _route_config(r: Route) -> dict:
-    return dataclasses.asdict(r)
-
-
-def _unroute_config(d: dict) -> Route:
-    return Route(
-        model=d["model"],
-        live=LiveTarget(**d["live"]),
-        shadows=tuple(ShadowTarget(**s) for s in d["shadows"]),
-        gates=Gates(**d["gates"]),
-        outputs=tuple((n, OutputSpec(**{**o, "edges": tuple(o["edges"])})) for n, o in d["outputs"]),
-        slices=tuple(Slice(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}) for s in d["slices"]),
-    )
-
-
-def snapshot(router: Any, costs: dict[tuple[str, str], dict] | None = None) -> bytes:
-    """The router's (or a merged View's) state as snapshot bytes."""
-    ps = router.pairs
-    routes = []
-    for name, rs in router.routes.items():
-        st, comp = rs.stats, rs.completeness
-        routes.append(
-            {
-                "config": _route_config(rs.route),
-                "requests": st.requests, "live_ok": st.live_ok, "shm_not_mirrored": st.shm_not_mirrored,
-                "live_errors": dict(st.live_errors), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
-                "inputs": {k: dataclasses.asdict(v) for k, v in comp.inputs.items()},
-                "inputs_not_checked": comp.not_checked, "inputs_metadata_error": comp.metadata_error,
-                "shadows": [
-                    {
-                        "name": ss.target.name, "in_flight": ss.in_flight, "stats": _shadow_stats(ss.stats),
-                        "outcomes": _outcomes(ss.outcomes), "cost": (costs or {}).get((name, ss.target.name)),
-                        "drift_edges_differ": getattr(ss, "drift_edges_differ", 0),
-                    }
-                    for ss in rs.shadows
-                ],
-            }  # fmt: skip
+    @classmethod
+    def for_routes(cls, routes: tuple[Route, ...], max_pairs: int, ttl_s: float, max_bytes: int) -> FrontState:
+        """An empty state for a front configured with ``routes``."""
+        return cls(
+            pairs=PairCounts(max_pairs=max_pairs, ttl_s=ttl_s, max_bytes=max_bytes),
+            routes={r.model: RouteState(r, shadows=[TargetState(t) for t in r.shadows]) for r in routes},
         )
-    doc = {
-        "format": FORMAT, "version": VERSION, "writer": f"shadowgrpc {__version__}",
-        "started": router.started, "taken": getattr(router, "taken", time.time()), "replicas": getattr(router, "replicas", 1),
-        "unrouted": router.unrouted, "unparsed": router.unparsed, "stream_messages": router.stream_messages,
-        "store": {"waiting": len(ps), "stored": ps.stored, "evicted_full": ps.evicted_full, "evicted_expired": ps.evicted_expired,
-                  "max_pairs": ps.max_pairs, "ttl_s": ps.ttl_s},
-        "outcomes_unknown": router.outcomes_unknown, "outcomes_duplicate": router.outcomes_duplicate,
-        "outcomes_mismatch": router.outcomes_mismatch, "routes": routes,
-    }  # fmt: skip
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def load(data: bytes) -> View:
-    """A snapshot's bytes as a View (SnapshotError when unreadable or of another version)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SnapshotError(f"not a shadowgrpc snapshot (not JSON: {e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SnapshotError("not a shadowgrpc snapshot (no 'format': 'shadowgrpc-snapshot')")
-    if doc.get("version") != VERSION:
-        raise SnapshotError(f"snapshot version {doc.get('version')!r} is not supported (this shadowgrpc reads {VERSION})")
-    try:
-        return _view(doc)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SnapshotError(f"malformed snapshot: {type(e).__name__}: {e}") from None
-
-
-def _view(doc: dict) -> View:
-    routes: dict[str, RouteView] = {}
-    costs: dict[tuple[str, str], dict] = {}
-    for r in doc["routes"]:
-        route = _unroute_config(r["config"])
-        st = RouteStats(requests=r["requests"], live_ok=r["live_ok"], shm_not_mirrored=r["shm_not_mirrored"],
-                        live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]),
-                        front_added=_unsk(r["front_added"]))  # fmt: skip
-        comp = CompletenessView({k: InputStats(**v) for k, v in r["inputs"].items()}, r["inputs_not_checked"], r["inputs_metadata_error"])
-        targets = {t.name: t for t in route.shadows}
-        shadows = []
-        for s in r["shadows"]:
-            shadows.append(ShadowView(targets[s["name"]], _unshadow_stats(s["stats"]), _unoutcomes(s["outcomes"]), s["in_flight"], s["drift_edges_differ"]))
-            if s["cost"] is not None:
-                costs[(route.model, s["name"])] = s["cost"]
-        routes[route.model] = RouteView(route, st, comp, shadows)
-    return View(
-        started=doc["started"], taken=doc["taken"], replicas=doc["replicas"], unrouted=doc["unrouted"], unparsed=doc["unparsed"],
-        stream_messages=doc["stream_messages"], pairs=StoreView(**doc["store"]), outcomes_unknown=doc["outcomes_unknown"],
-        outcomes_duplicate=doc["outcomes_duplicate"], outcomes_mismatch=doc["outcomes_mismatch"], routes=routes, costs=costs,
-    )  # fmt: skip
-
-
-# -- merge -------------------------------------------------------------------------------------------
-def _add(a: Any, b: Any, fields: tuple[str, ...]) -> None:
-    for f in fields:
-        setattr(a, f, getattr(a, f) + getattr(b, f))
-
-
-def _merge_sketch(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is not None:
-        a.merge(b)
-    return a
-
-
-def _merge_scores(a: Scores, b: Scores) -> None:
-    _add(a, b, ("rows", "correct", "brier_fx", "abs_err_fx", "conf_count", "hit_count"))
-    a.conf_fx = [x + y for x, y in zip(a.conf_fx, b.conf_fx)]
-
-
-def _merge_outcomes(a: OutcomeStats, b: OutcomeStats) -> None:
-    a.kind = a.kind or b.kind
-    _merge_scores(a.live, b.live)
-    _merge_scores(a.shadow, b.shadow)
-    _add(a, b, _OUTCOME_COUNTS)
-    while len(a.slices) < len(b.slices):
-        a.slices.append([None] * len(b.slices[len(a.slices)]))
-    for ra, rb in zip(a.slices, b.slices):
-        if not ra:
-            ra.extend([None] * len(rb))
-        for k, ob in enumerate(rb):
-            if ob is None:
-                continue
-            if ra[k] is None:
-                ra[k] = OutcomeStats()
-            _merge_outcomes(ra[k], ob)
-
-
-def _merge_output(a: OutputStats, b: OutputStats, where: str) -> int:
-    """Merge ``b`` into ``a``; returns 1 when their drift edges differ (not merged)."""
-    if a.kind != b.kind:
-        raise SnapshotError(f"{where}: compared as {a.kind} on one replica and {b.kind} on another")
-    a.paired = _merge_sketch(a.paired, b.paired)
-    _add(a, b, ("values", "abs_diff_fx", "slice_rows_dropped"))
-    a.abs_diff_max = max(a.abs_diff_max, b.abs_diff_max)
-    for ra, rb in zip(a.slices, b.slices):
-        for k, pb in enumerate(rb):
-            ra[k] = _merge_sketch(ra[k], pb)
-    differ = 0
-    if b.hist_live is not None:
-        if a.hist_live is None:
-            a.hist_live, a.hist_shadow = b.hist_live, b.hist_shadow
-        elif a.hist_live.edges.shape == b.hist_live.edges.shape and (a.hist_live.edges == b.hist_live.edges).all():
-            a.hist_live.merge(b.hist_live)
-            a.hist_shadow.merge(b.hist_shadow)
-        else:
-            differ = 1
-            if b.hist_live.counts.sum() > a.hist_live.counts.sum():
-                a.hist_live, a.hist_shadow = b.hist_live, b.hist_shadow
-    return differ
-
-
-def _merge_shadow(a: ShadowView, b: ShadowView, where: str) -> None:
-    sa, sb = a.stats, b.stats
-    _add(sa, sb, _SHADOW_COUNTS)
-    sa.errors.update(sb.errors)
-    sa.latency.merge(sb.latency)
-    a.in_flight += b.in_flight
-    a.drift_edges_differ += b.drift_edges_differ
-    for name, ob in sb.outputs.items():
-        oa = sa.outputs.get(name)
-        if oa is None:
-            sa.outputs[name] = ob
-        else:
-            a.drift_edges_differ += _merge_output(oa, ob, f"{where} output {name!r}")
-    _merge_outcomes(a.outcomes, b.outcomes)
-
-
-def merge(views: list[View]) -> View:
-    """The exact merge of several replicas' views (see the module doc for what is not added)."""
-    if not views:
-        raise SnapshotError("nothing to merge")
-    m = views[0]
-    for v in views[1:]:
-        if list(v.routes) != list(m.routes):
-            raise SnapshotError(f"replicas have different routes: {sorted(m.routes)} vs {sorted(v.routes)}")
-        m.started = min(m.started, v.started)
-        m.taken = max(m.taken, v.taken)
-        _add(m, v, ("replicas", "unrouted", "unparsed", "stream_messages", "outcomes_unknown", "outcomes_duplicate", "outcomes_mismatch"))
-        _add(m.pairs, v.pairs, ("waiting", "stored", "evicted_full", "evicted_expired", "max_pairs"))
-        for k, c in v.costs.items():
-            m.costs.setdefault(k, c)
-        for name, rv in v.routes.items():
-            rm = m.routes[name]
-            if dataclasses.asdict(rm.route) != dataclasses.asdict(rv.route):
-                raise SnapshotError(f"route {name!r} is configured differently on two replicas: merge only replicas of one config")
-            _add(rm.stats, rv.stats, ("requests", "live_ok", "shm_not_mirrored"))
-            rm.stats.live_errors.update(rv.stats.live_errors)
-            rm.stats.live_latency.merge(rv.stats.live_latency)
-            rm.stats.front_added.merge(rv.stats.front_added)
-            rm.completeness.not_checked += rv.completeness.not_checked
-            rm.completeness.metadata_error = rm.completeness.metadata_error or rv.completeness.metadata_error
-            for iname, ist in rv.completeness.inputs.items():
-                cur = rm.completeness.inputs.setdefault(iname, InputStats())
-                _add(cur, ist, InputStats.__slots__)
-            for sa, sb in zip(rm.shadows, rv.shadows):
-                _merge_shadow(sa, sb, f"route {name!r} shadow {sa.target.name!r}")
-    return m

@@ -50,6 +50,9 @@ class OutputStats:
     pending: list = field(default_factory=list)
     slices: list[list[Any]] = field(default_factory=list)
     slice_rows_dropped: int = 0
+    shadow_invalid: int = 0  # rows of the shadow's answer: NaN, inf, or a probability outside [0, 1]
+    live_invalid: int = 0  # the same for live's answer
+    probabilities: bool = False  # values are probabilities (config kind, else the first live answer)
 
     @property
     def abs_diff_sum(self) -> float:
@@ -94,6 +97,7 @@ class ShadowStats:
     compared: int = 0
     contract_mismatch: int = 0
     live_failed: int = 0
+    internal_errors: int = 0  # the front's own failures after an OK answer (not shadow errors)
     slice_bytes: int = 0  # per-slice sketches held (bounded by compare.SLICE_BUDGET_BYTES)
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     latency: LatencySketch = field(default_factory=LatencySketch)
@@ -105,5 +109,6 @@ class RouteStats:
     live_ok: int = 0
     live_errors: Counter[str] = field(default_factory=Counter)
     shm_not_mirrored: int = 0
+    explicit_version_not_mirrored: int = 0  # caller named a version other than the pinned one
     live_latency: LatencySketch = field(default_factory=LatencySketch)
     front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

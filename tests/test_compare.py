@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from shadowgrpc.compare import FREEZE_ROWS, NUMERIC_BINS, compare_responses
+from shadowgrpc.compare import FREEZE_ROWS, NUMERIC_BINS, NUMERIC_EDGES, compare_responses
 from shadowgrpc.stats import ShadowStats
 
 
@@ -30,17 +30,41 @@ def test_classifier_agreement_and_probability_histograms():
     assert o.hist_live.counts[0, 1 + 18] == 1  # 0.92 -> bin 18, [0.9, 0.95) (column 0 is underflow)
 
 
-def test_numeric_edges_freeze_after_enough_live_rows_and_keep_every_value():
+def _route(**output):
+    from shadowgrpc.config import Settings
+
+    return Settings.from_dict({"routes": [{"model": "m", "outputs": {"v": output}}]}).routes[0]
+
+
+def test_numeric_edges_freeze_after_enough_live_rows_when_asked_and_keep_every_value():
     s = ShadowStats()
+    route = _route(freeze_rows=64)
     rng = np.random.default_rng(0)
     total = 0
-    for _ in range(FREEZE_ROWS // 8 + 3):
+    for _ in range(64 // 8 + 3):
         a = rng.normal(10, 2, (8, 1)).astype(np.float32)
         total += 8
-        compare_responses(_resp(v=a), _resp(v=a + 0.5), s)
+        compare_responses(_resp(v=a), _resp(v=a + 0.5), s, route)
     o = s.outputs["v"]
     assert o.kind == "regression" and o.hist_live is not None and len(o.hist_live.edges) == NUMERIC_BINS + 1
     assert o.hist_live.counts.sum() == o.hist_shadow.counts.sum() == total and not o.pending
+
+
+def test_default_numeric_edges_are_the_same_on_every_replica_so_drift_merges_exactly():
+    # Two replicas that see different first rows: the edges must not depend on them.
+    assert FREEZE_ROWS == 0
+    a_stats, b_stats, whole = ShadowStats(), ShadowStats(), ShadowStats()
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        a = rng.normal(1000 if i % 2 else -3, 50, (8, 1)).astype(np.float32)
+        compare_responses(_resp(v=a), _resp(v=a * 1.01), a_stats if i % 2 else b_stats)
+        compare_responses(_resp(v=a), _resp(v=a * 1.01), whole)
+    ea, eb = a_stats.outputs["v"].hist_live.edges, b_stats.outputs["v"].hist_live.edges
+    assert np.array_equal(ea, eb) and np.array_equal(ea, NUMERIC_EDGES)
+    ha = a_stats.outputs["v"].hist_live
+    ha.merge(b_stats.outputs["v"].hist_live)
+    assert np.array_equal(ha.counts, whole.outputs["v"].hist_live.counts)
+    assert not a_stats.outputs["v"].pending and ha.counts.sum() == 320
 
 
 def test_contract_mismatch_is_not_compared():

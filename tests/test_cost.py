@@ -23,7 +23,7 @@ from shadowgrpc.config import ConfigError, Settings
 from shadowgrpc.cost import CostTracker, Usage, _delta, format_cost, triton_metrics
 from shadowgrpc.report import build_report, format_report
 from shadowgrpc.router import Router
-from shadowgrpc.state import load, snapshot
+from shadowgrpc.snapshot import load, snapshot
 from tests.fakes import FakeTriton
 
 # -- the parser ------------------------------------------------------------------------------
@@ -260,8 +260,8 @@ def test_tracker_reports_metrics_cost_gpu_energy_and_reasons(endpoints):
             t0 = time.monotonic()
             costs = await tracker.collect()
             took = time.monotonic() - t0
-            rep = build_report(router, "", costs)
-            return costs, rep, took, snapshot(router, costs)
+            rep = build_report(router.state, "", costs)
+            return costs, rep, took, snapshot(router.state, costs)
         finally:
             await ups.close()
             await fake.stop()
@@ -339,7 +339,7 @@ def test_format_cost_without_metrics_is_the_statistics_line_only():
 def test_metrics_cost_from_the_real_triton_agrees_with_its_statistics(triton):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.client import fetch_report
     from shadowgrpc.examples.data import make_transactions
     from tests.frontctl import front_for
 

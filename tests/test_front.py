@@ -238,7 +238,7 @@ def test_routed_model_metadata_goes_to_the_pinned_live_version(triton, front):
 
 def test_model_stream_infer_passes_through(triton, front):
     feats, _ = make_transactions(12, seed=9)
-    before = front.router.stream_messages
+    before = front.router.state.stream_messages
 
     def run(address: str) -> list[bytes]:
         import queue
@@ -257,7 +257,7 @@ def test_model_stream_infer_passes_through(triton, front):
         return sorted(r.get_response().SerializeToString() for r, _ in out)
 
     assert run(front.address) == run(triton.grpc_address)
-    assert front.router.stream_messages == before + 6
+    assert front.router.state.stream_messages == before + 6
 
 
 def test_stream_error_status_passes_through(triton, front):
@@ -287,15 +287,25 @@ def test_metadata_and_deadline_reach_triton(triton, front):
         assert time.perf_counter() - t0 < 1.5
 
 
-def test_messages_of_64_mib_go_through(triton, front):
+def _sampled_id(rate: float, prefix: str) -> str:
+    from shadowgrpc.packing import sample_key
+
+    return next(f"{prefix}-{i}" for i in range(1000) if sample_key(f"{prefix}-{i}") < rate)
+
+
+def test_messages_of_64_mib_go_through_and_are_mirrored(triton, front):
     # 64 MiB of input that Triton then rejects for its shape: the bytes crossed the front both
-    # ways (request in, Triton's own INVALID_ARGUMENT back) exactly as they do direct.
+    # ways (request in, Triton's own INVALID_ARGUMENT back) exactly as they do direct, and the
+    # shadow got the same 64 MiB (its Triton rejected them the same way). The id is one the
+    # 50% sampler picks.
     n = 64 * 1024 * 1024 // 4 // 8
-    req = pb.ModelInferRequest(model_name="basket_value", id="big")
+    req = pb.ModelInferRequest(model_name="basket_value", id=_sampled_id(0.5, "big"))
     req.inputs.add(name="features", datatype="FP32", shape=[n, 8])
     req.raw_input_contents.append(bytes(n * 8 * 4))
     raw = req.SerializeToString()
     assert len(raw) >= 64 * 1024 * 1024
+    s = _shadow_stats(front, "basket_value")["v2"]
+    sent, rejected = s.sent, s.errors["INVALID_ARGUMENT"]
     chd, direct = _raw(triton.grpc_address)
     chf, via = _raw(front.address)
     with chd, chf:
@@ -305,6 +315,33 @@ def test_messages_of_64_mib_go_through(triton, front):
             via(raw, timeout=60)
     assert (f.value.code(), f.value.details()) == (d.value.code(), d.value.details())
     assert f.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+    front.drain()
+    assert s.sent == sent + 1 and s.errors["INVALID_ARGUMENT"] == rejected + 1
+
+
+def test_shadow_buffer_mb_sheds_what_does_not_fit(triton):
+    # 1 MiB for all in-flight shadow requests: a 2 MiB request is served, not mirrored (shed).
+    routes = [{"model": "basket_value", "shadows": [{"name": "v2", "version": "2"}]}]
+    ft = front_for(triton.grpc_address, routes, shadow_buffer_mb=1)
+    try:
+        n = 2 * 1024 * 1024 // 4 // 8
+        big = pb.ModelInferRequest(model_name="basket_value", id="two-mib")
+        big.inputs.add(name="features", datatype="FP32", shape=[n, 8])
+        big.raw_input_contents.append(bytes(n * 8 * 4))
+        small = pb.ModelInferRequest(model_name="basket_value", id="small")
+        small.inputs.add(name="features", datatype="FP32", shape=[1, 4])
+        small.raw_input_contents.append(bytes(16))
+        chf, via = _raw(ft.address)
+        with chf:
+            with pytest.raises(grpc.RpcError):  # Triton refuses the shape; what matters is the shadow side
+                via(big.SerializeToString(), timeout=30)
+            via(small.SerializeToString(), timeout=30)
+        ft.drain()
+        s = ft.router.routes["basket_value"].shadows[0].stats
+        assert (s.sampled, s.shed, s.sent, s.ok) == (2, 1, 1, 1)
+        assert ft.router._shadow_bytes == 0
+    finally:
+        ft.stop()
 
 
 def test_shared_memory_requests_are_served_not_mirrored(triton, front):
@@ -339,7 +376,7 @@ def test_shared_memory_requests_are_served_not_mirrored(triton, front):
 def test_health_reflection_and_report(front):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.client import fetch_report
 
     with grpc.insecure_channel(front.address) as ch:
         resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=5)
@@ -404,7 +441,7 @@ def test_compressed_requests_and_upstream_compression(triton):
 
 
 def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
-    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.client import fetch_report
 
     routes = [
         {
@@ -433,7 +470,7 @@ def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
 
 
 def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
-    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.client import fetch_report
     from shadowgrpc.report import format_report
 
     routes = [

@@ -23,14 +23,58 @@ def test_store_is_bounded_and_expires_and_knows_duplicates():
     s = PairStore(max_pairs=3, ttl_s=0.2)
     a = np.array([[0.9, 0.1]], np.float32)
     for i in range(5):
-        s.add(f"r{i}", "fraud", "v2", a, a)
-    assert len(s) == 3 and s.evicted_full == 2
-    assert s.take("r0") == (None, False)  # evicted: unknown
-    p, dup = s.take("r4")
-    assert p is not None and not dup and p.shadows["v2"].shape == (1, 2)
-    assert s.take("r4") == (None, True)  # answered before
+        s.add(f"r{i}", object(), "fraud", "v2", a, a)
+    assert len(s) == 3 and s.counts.evicted_full == 2
+    assert s.take("r0") == (None, "unknown")  # evicted
+    p, why = s.take("r4")
+    assert p is not None and why == "" and p.shadows["v2"].shape == (1, 2)
+    assert s.take("r4") == (None, "duplicate")  # answered before
     time.sleep(0.25)
-    assert s.take("r3") == (None, False) and s.evicted_expired == 2
+    assert s.take("r3") == (None, "unknown") and s.counts.evicted_expired == 2
+    assert s.counts.bytes == 0
+
+
+def test_a_reused_id_never_pairs_one_requests_live_with_anothers_shadow():
+    s = PairStore()
+    first, second = object(), object()
+    live_a, shadow_a = np.array([[0.9, 0.1]], np.float32), np.array([[0.8, 0.2]], np.float32)
+    live_b, shadow_b = np.array([[0.1, 0.9]], np.float32), np.array([[0.2, 0.8]], np.float32)
+    s.add("txn-1", first, "fraud", "v2", live_a, shadow_a)
+    s.add("txn-1", first, "fraud", "v3", live_a, shadow_a)  # the same request's second target: fine
+    assert s.counts.reused_ids == 0 and set(s._pairs["txn-1"].shadows) == {"v2", "v3"}
+    s.add("txn-1", second, "fraud", "v2", live_b, shadow_b)  # another request, same id
+    s.add("txn-1", second, "fraud", "v3", live_b, shadow_b)
+    assert s.counts.reused_ids == 1 and s.counts.bytes == 0  # counted once per request; predictions dropped
+    assert s.take("txn-1") == (None, "reused")  # the outcome cannot be joined to one of them
+    assert s.take("txn-1") == (None, "duplicate")
+
+
+def test_store_is_bounded_in_bytes():
+    s = PairStore(max_pairs=1000, max_bytes=10_000)
+    a = np.zeros((100, 2), np.float32)  # 800 bytes; a pair with one shadow holds 1600
+    for i in range(20):
+        s.add(f"r{i}", object(), "m", "v2", a, a)
+    assert s.counts.bytes <= 10_000 and s.counts.evicted_bytes == 20 - len(s) and len(s) == 6
+    assert s.take("r0") == (None, "unknown") and s.take("r19")[0] is not None
+
+
+def test_invalid_predictions_are_scored_wrong_and_kept_out_of_calibration():
+    st = OutcomeStats()
+    live = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    shadow = np.array([[np.nan, np.nan], [0.1, np.inf], [1.7, -0.7], [0.8, 0.2]])
+    assert score(st, live, shadow, np.array([0, 1, 0, 0]), None, probabilities=True)
+    assert st.shadow.rows == 4 and st.shadow.invalid == 3 and st.shadow.correct == 1
+    assert st.shadow.conf_count.sum() == 1  # only the valid row is in a calibration bin
+    assert st.live.correct == 4 and st.regressions == 3 and st.improvements == 0
+    assert np.isfinite(st.shadow.brier_sum) and np.isfinite(st.shadow.ece)
+    # Logits (not probabilities): values outside [0, 1] are fine, NaN is not.
+    lg = OutcomeStats()
+    assert score(lg, live * 5, np.array([[3.0, -2.0], [np.nan, 1.0], [4.0, 1.0], [2.0, 0.0]]), np.array([0, 1, 0, 0]), None)
+    assert lg.shadow.invalid == 1 and lg.shadow.correct == 3
+    # Regression: NaN predictions are invalid and stay out of the MAE sum.
+    r = OutcomeStats()
+    assert score(r, np.array([[1.0], [2.0]]), np.array([[np.nan], [2.5]]), None, np.array([1.0, 3.0]))
+    assert r.shadow.invalid == 1 and r.shadow.abs_err_sum == pytest.approx(0.5)
 
 
 def test_scores_classifier_and_regression():
@@ -51,7 +95,7 @@ def test_scores_classifier_and_regression():
 
 @pytest.mark.triton
 def test_ground_truth_join_end_to_end(triton):
-    from shadowgrpc.cli import fetch_report
+    from shadowgrpc.client import fetch_report
     from shadowgrpc.examples.data import make_transactions, reference_fraud_probability
     from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
     from tests.frontctl import front_for
@@ -86,15 +130,16 @@ def test_ground_truth_join_end_to_end(triton):
             stub = shadow_pb2_grpc.ShadowControlStub(ch)
             resp = stub.RecordOutcomes(outcomes(), timeout=30)
             assert (resp.received, resp.accepted, resp.unknown, resp.duplicate, resp.mismatch) == (n + 60, n, 50, 10, 0)
-            for bad, field in (
-                (shadow_pb2.Outcome(labels=[1]), "outcomes[0].request_id: required"),
-                (shadow_pb2.Outcome(request_id="x", labels=[1], values=[1.0]), "outcomes[0]: set labels"),
-                (shadow_pb2.Outcome(request_id="x"), "outcomes[0]: labels (classifier) or values"),
-                (shadow_pb2.Outcome(request_id="x", values=[float("nan")]), "outcomes[0].values: must be finite"),
-            ):
-                with pytest.raises(grpc.RpcError) as e:
-                    stub.RecordOutcomes(iter([bad]), timeout=10)
-                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith(field)
+            # Bad outcomes are counted by reason, mixed with good ones: the stream goes on.
+            bad = [
+                shadow_pb2.Outcome(labels=[1]),
+                shadow_pb2.Outcome(request_id="x", labels=[1], values=[1.0]),
+                shadow_pb2.Outcome(request_id="x"),
+                shadow_pb2.Outcome(request_id="x", values=[float("nan")]),
+            ]
+            resp = stub.RecordOutcomes(iter([*bad, shadow_pb2.Outcome(request_id="after-bad", labels=[1])]), timeout=10)
+            assert (resp.received, resp.rejected, resp.unknown) == (5, 4, 1)
+            assert dict(resp.rejected_reasons) == {"no_request_id": 1, "labels_and_values": 1, "no_labels_or_values": 1, "values_not_finite": 1}
 
             # A flood of unknown ids allocates nothing.
             waiting, answered = len(ft.router.pairs), len(ft.router.pairs._answered)
@@ -120,7 +165,8 @@ def test_ground_truth_join_end_to_end(triton):
     assert g.improvements > 0 and g.regressions > 0
     assert g.improvements + g.regressions + g.both_right + g.both_wrong == n
     assert g.improvement_rate.lo <= g.improvements / n <= g.improvement_rate.hi
-    assert rep.outcomes.unknown == 20050 and rep.outcomes.duplicate == 10 and rep.outcomes.waiting == 0
+    assert rep.outcomes.unknown == 20051 and rep.outcomes.duplicate == 10 and rep.outcomes.waiting == 0
+    assert rep.outcomes.rejected == 4 and rep.outcomes.rejected_reasons["values_not_finite"] == 1
     # v2 loses more rows than it wins against the truth: the accuracy gate fails, with its numbers.
     v = rep.routes[0].shadows[0].verdict
     acc = {gt.name: gt for gt in v.gates}["accuracy"]

@@ -136,7 +136,7 @@ def test_live_errors_keep_tritons_status_and_unrouted_models_pass_through():
         rs = front.router.routes["fail"]
         assert dict(rs.stats.live_errors) == {"INVALID_ARGUMENT": 1}
         assert rs.shadows[0].stats.live_failed == 1 and rs.shadows[0].stats.compared == 0
-        assert front.router.unrouted == 1
+        assert front.router.state.unrouted == 1
 
     asyncio.run(_with_front(routes, body))
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as kserve
 
+from shadowgrpc.codec import decode_request
 from shadowgrpc.compare import compare_responses
 from shadowgrpc.config import ConfigError, Settings
 from shadowgrpc.outcomes import OutcomeStats, score
@@ -50,12 +51,12 @@ def test_assign_numeric_bytes_and_missing():
         ]
     )
     x = np.array([[0, 0.5], [0, 1.0], [0, 2.5], [0, np.nan]], np.float32)
-    b = assign(route.slices, _request(x, [b"DE", b"US", b"FR", b""]))
+    b = assign(route.slices, decode_request(_request(x, [b"DE", b"US", b"FR", b""])))
     assert b[0].tolist() == [0, 1, 2, 3]  # < 1, [1, 2), >= 2, missing (NaN)
     assert route.slices[0].buckets == ("< 1", "[1, 2)", ">= 2", "missing")
     assert b[1].tolist() == [1, 0, 2, 2] and route.slices[1].buckets == ("US", "DE", "other", "missing")
     assert b[2] is None  # no such input: every row counts as missing
-    assert assign(route.slices, b"\xff\xff garbage") == [None, None, None]
+    assert assign(route.slices, decode_request(b"\xff\xff garbage")) == [None, None, None]
 
 
 @pytest.mark.parametrize(
@@ -88,9 +89,9 @@ def test_paired_and_ground_truth_statistics_per_slice_and_the_slice_gate():
         live = np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1  # live always right
         shadow = live.copy()
         shadow[big] = live[big][:, ::-1]  # shadow wrong exactly on big amounts
-        buckets = assign(route.slices, _request(x))
+        buckets = assign(route.slices, decode_request(_request(x)))
         primary = compare_responses(_response(p=live), _response(p=shadow), s, route, buckets)
-        assert score(o, *primary, labels, None, route.slices, buckets)
+        assert score(o, primary[0], primary[1], labels, None, route.slices, buckets, primary[2])
         n_big += int(big.sum())
         n_small += int((~big).sum())
     out = s.outputs["p"]
@@ -117,7 +118,7 @@ def test_per_slice_sketches_stay_within_the_memory_bound(monkeypatch):
     s = ShadowStats()
     for v in range(21):
         x = np.full((1, 1), v + 0.5, np.float32)
-        compare_responses(_response(y=x), _response(y=x + 1), s, route, assign(route.slices, _request(x)))
+        compare_responses(_response(y=x), _response(y=x + 1), s, route, assign(route.slices, decode_request(_request(x))))
     out = s.outputs["y"]
     kept = sum(p is not None for p in out.slices[0])
     assert s.slice_bytes <= 40_000 and kept == 2 and out.slice_rows_dropped == 21 - kept
@@ -126,7 +127,7 @@ def test_per_slice_sketches_stay_within_the_memory_bound(monkeypatch):
 
 def test_slice_for_a_1d_input_and_row_count_mismatch():
     sl = (Slice(name="a", input="x", edges=(0.5,), labels=("lo", "hi")),)
-    b = assign(sl, _request(np.array([0.2, 0.7, 0.9], np.float32)))
+    b = assign(sl, decode_request(_request(np.array([0.2, 0.7, 0.9], np.float32))))
     assert b[0].tolist() == [0, 1, 1]
     from shadowgrpc.slices import rows_for
 

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as kserve
 
+from shadowgrpc.codec import decode_request
+from shadowgrpc.completeness import InputsState
 from shadowgrpc.compare import compare_responses
 from shadowgrpc.config import Settings
-from shadowgrpc.outcomes import OutcomeStats, score
+from shadowgrpc.outcomes import OutcomeStats, PairCounts, score
 from shadowgrpc.report import build_report, report_json
 from shadowgrpc.slices import assign
-from shadowgrpc.state import CompletenessView, RouteView, ShadowView, SnapshotError, StoreView, View, load, merge, snapshot
+from shadowgrpc.snapshot import SnapshotError, load, merge, snapshot
+from shadowgrpc.state import FrontState, RouteState, TargetState
 from shadowgrpc.stats import RouteStats, ShadowStats
 
 CFG = {
@@ -46,7 +49,7 @@ def _resp(p: np.ndarray, v: np.ndarray) -> bytes:
     return r.SerializeToString()
 
 
-def _view(seed_range: range) -> View:
+def _view(seed_range: range) -> FrontState:
     route = Settings.from_dict(CFG).routes[0]
     st, s, o = RouteStats(), ShadowStats(), OutcomeStats()
     for seed in seed_range:
@@ -59,15 +62,15 @@ def _view(seed_range: range) -> View:
         s.sent += 1
         s.latency.record(2e-3 * (1 + seed % 5))
         s.errors["DEADLINE_EXCEEDED"] += seed % 11 == 0
-        buckets = assign(route.slices, _req(x))
+        buckets = assign(route.slices, decode_request(_req(x)))
         primary = compare_responses(_resp(p_live, v), _resp(p_sh, v + rng.normal(0, 0.1, v.shape)), s, route, buckets)
-        score(o, *primary, rng.integers(0, 3, 3), None, route.slices, buckets)
-    sv = ShadowView(route.shadows[0], s, o)
-    rv = RouteView(route, st, CompletenessView(), [sv])
-    return View(0.0, 1.0, 1, 0, 0, 0, StoreView(), 0, 0, 0, {"m": rv}, {})
+        score(o, primary[0], primary[1], rng.integers(0, 3, 3), None, route.slices, buckets, primary[2])
+    sv = TargetState(route.shadows[0], s, o)
+    rv = RouteState(route, st, InputsState(), [sv])
+    return FrontState(0.0, 1.0, 1, 0, 0, 0, PairCounts(), 0, 0, 0, {"m": rv}, {})
 
 
-def _report(v: View) -> dict:
+def _report(v: FrontState) -> dict:
     d = json.loads(report_json(build_report(v)))
     d.pop("uptime_s")
     d.pop("replicas")

@@ -38,7 +38,7 @@ import pytest
 if TYPE_CHECKING:
     import tritonclient.grpc
 
-    from shadowgrpc.triton import EmbeddedTriton
+    from shadowgrpc.local import EmbeddedTriton
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_MODELS = ROOT / "tests" / "models"
@@ -111,7 +111,7 @@ def copy_models(dst: pathlib.Path, *sources: pathlib.Path, only: Iterable[str] |
 
 @pytest.fixture(scope="session")
 def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from shadowgrpc.triton import example_repository
+    from shadowgrpc.local import example_repository
 
     return copy_models(tmp_path_factory.mktemp("triton-repo"), example_repository(), TEST_MODELS)
 
@@ -120,7 +120,7 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def triton(triton_repo: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFixture]:
     require_pytriton()
     require_models_import_this_checkout()
-    from shadowgrpc.triton import EmbeddedTriton
+    from shadowgrpc.local import EmbeddedTriton
 
     state = tmp_path_factory.mktemp("triton-state")
     preference_cache = state / "preference_cache.jsonl"

@@ -17,18 +17,31 @@ class Outcome(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RecordOutcomesResponse(_message.Message):
-    __slots__ = ("received", "accepted", "unknown", "duplicate", "mismatch")
+    __slots__ = ("received", "accepted", "unknown", "duplicate", "mismatch", "reused", "rejected", "rejected_reasons")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
     received: int
     accepted: int
     unknown: int
     duplicate: int
     mismatch: int
-    def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ...) -> None: ...
+    reused: int
+    rejected: int
+    rejected_reasons: _containers.ScalarMap[str, int]
+    def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ..., reused: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("model", "snapshot")
@@ -133,7 +146,7 @@ class SliceComparison(_message.Message):
     def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ...) -> None: ...
 
 class OutputComparison(_message.Message):
-    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift", "n_classes", "confusion", "invalid_rows", "error_p50", "error_p90", "error_p99", "cosine_min", "threshold", "slices", "slice_rows_dropped")
+    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift", "n_classes", "confusion", "invalid_rows", "error_p50", "error_p90", "error_p99", "cosine_min", "threshold", "slices", "slice_rows_dropped", "shadow_invalid_rows", "live_invalid_rows", "probabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +165,9 @@ class OutputComparison(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SLICES_FIELD_NUMBER: _ClassVar[int]
     SLICE_ROWS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     rows: int
@@ -170,7 +186,10 @@ class OutputComparison(_message.Message):
     threshold: float
     slices: _containers.RepeatedCompositeFieldContainer[SliceComparison]
     slice_rows_dropped: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ...) -> None: ...
+    shadow_invalid_rows: int
+    live_invalid_rows: int
+    probabilities: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ..., shadow_invalid_rows: _Optional[int] = ..., live_invalid_rows: _Optional[int] = ..., probabilities: _Optional[bool] = ...) -> None: ...
 
 class ComputeCost(_message.Message):
     __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s", "metrics")
@@ -262,7 +281,7 @@ class Interval(_message.Message):
     def __init__(self, lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
 
 class ModelScore(_message.Message):
-    __slots__ = ("rows", "accuracy", "accuracy_ci", "brier", "ece", "mae", "reliability")
+    __slots__ = ("rows", "accuracy", "accuracy_ci", "brier", "ece", "mae", "reliability", "invalid_rows")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_CI_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +289,7 @@ class ModelScore(_message.Message):
     ECE_FIELD_NUMBER: _ClassVar[int]
     MAE_FIELD_NUMBER: _ClassVar[int]
     RELIABILITY_FIELD_NUMBER: _ClassVar[int]
+    INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: int
     accuracy: float
     accuracy_ci: Interval
@@ -277,7 +297,8 @@ class ModelScore(_message.Message):
     ece: float
     mae: float
     reliability: _containers.RepeatedCompositeFieldContainer[ReliabilityBin]
-    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ..., reliability: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ...) -> None: ...
+    invalid_rows: int
+    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., brier: _Optional[float] = ..., ece: _Optional[float] = ..., mae: _Optional[float] = ..., reliability: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ..., invalid_rows: _Optional[int] = ...) -> None: ...
 
 class ReliabilityBin(_message.Message):
     __slots__ = ("lo", "hi", "rows", "confidence", "accuracy")
@@ -334,7 +355,14 @@ class SliceGroundTruth(_message.Message):
     def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., truth: _Optional[_Union[GroundTruth, _Mapping]] = ...) -> None: ...
 
 class OutcomeStore(_message.Message):
-    __slots__ = ("waiting", "stored", "evicted_full", "evicted_expired", "unknown", "duplicate", "mismatch", "max_pairs", "ttl_s")
+    __slots__ = ("waiting", "stored", "evicted_full", "evicted_expired", "unknown", "duplicate", "mismatch", "max_pairs", "ttl_s", "evicted_bytes", "bytes", "max_bytes", "reused_ids", "reused", "rejected", "rejected_reasons")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     WAITING_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     EVICTED_FULL_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +372,13 @@ class OutcomeStore(_message.Message):
     MISMATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_PAIRS_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REUSED_IDS_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
     waiting: int
     stored: int
     evicted_full: int
@@ -353,7 +388,14 @@ class OutcomeStore(_message.Message):
     mismatch: int
     max_pairs: int
     ttl_s: float
-    def __init__(self, waiting: _Optional[int] = ..., stored: _Optional[int] = ..., evicted_full: _Optional[int] = ..., evicted_expired: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ..., max_pairs: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+    evicted_bytes: int
+    bytes: int
+    max_bytes: int
+    reused_ids: int
+    reused: int
+    rejected: int
+    rejected_reasons: _containers.ScalarMap[str, int]
+    def __init__(self, waiting: _Optional[int] = ..., stored: _Optional[int] = ..., evicted_full: _Optional[int] = ..., evicted_expired: _Optional[int] = ..., unknown: _Optional[int] = ..., duplicate: _Optional[int] = ..., mismatch: _Optional[int] = ..., max_pairs: _Optional[int] = ..., ttl_s: _Optional[float] = ..., evicted_bytes: _Optional[int] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., reused_ids: _Optional[int] = ..., reused: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Gate(_message.Message):
     __slots__ = ("name", "status", "reason", "value", "threshold")
@@ -378,7 +420,7 @@ class Verdict(_message.Message):
     def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +445,7 @@ class ShadowReport(_message.Message):
     GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DRIFT_EDGES_DIFFER_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_ERRORS_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -420,7 +463,8 @@ class ShadowReport(_message.Message):
     ground_truth: GroundTruth
     verdict: Verdict
     drift_edges_differ: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ...) -> None: ...
+    internal_errors: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ...) -> None: ...
 
 class InputCompleteness(_message.Message):
     __slots__ = ("name", "requests", "values", "nan", "inf", "empty_strings", "dtype_mismatch", "shape_mismatch", "missing", "undeclared")
@@ -447,7 +491,7 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored")
     class LiveErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -468,6 +512,7 @@ class RouteReport(_message.Message):
     INPUTS_METADATA_ERROR_FIELD_NUMBER: _ClassVar[int]
     FRONT_ADDED_FIELD_NUMBER: _ClassVar[int]
     SKETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPLICIT_VERSION_NOT_MIRRORED_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
     requests: int
@@ -481,7 +526,8 @@ class RouteReport(_message.Message):
     inputs_metadata_error: str
     front_added: LatencySummary
     sketch_bytes: int
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ...) -> None: ...
+    explicit_version_not_mirrored: int
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot")

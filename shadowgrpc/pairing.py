@@ -1,0 +1,155 @@
+"""After both answers: the stage that turns a shadow's answer and live's into evidence.
+
+Runs in the shadow task, off the live path. For each mirrored request there is one
+``MirroredRequest``, shared by its shadow tasks (and the request's identity in the pair store:
+pairs belong to a request, never to an id string). In order:
+1. decode once (``MirroredRequest.prepare``): the request is parsed a single time for everything
+   that needs its inputs: on the event loop up to ``ON_LOOP_DECODE_MAX`` bytes, in a worker thread
+   up to ``MAX_DECODE_BYTES``, not at all beyond (completeness counts it as not checked, slices put
+   its rows in ``missing``);
+2. completeness (the route's inputs) and slice buckets, once per request;
+3. live's answer, awaited at most ``live_wait_s`` (the live call's own deadline plus a grace);
+4. ``compare.compare_responses`` -> the target's statistics;
+5. the pair store, for the ground-truth join (``outcomes.PairStore``);
+6. sinks: callables given every compared pair (``PairRecord``), where the paired log plugs in.
+Every await has a bound. A failure here is the front's own (``ShadowStats.internal_errors``,
+logged), never a shadow error: the shadow answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import decode_request
+from .compare import compare_responses
+from .outcomes import PairStore, score
+from .slices import assign
+
+log = logging.getLogger("shadowgrpc.pairing")
+
+ON_LOOP_DECODE_MAX = 64 << 10
+MAX_DECODE_BYTES = 16 << 20
+LIVE_WAIT_GRACE_S = 5.0
+LIVE_WAIT_DEFAULT_S = 60.0  # when the live call has no deadline at all
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    """One compared (request, shadow target) pair, as sinks receive it."""
+
+    request_id: str
+    route: str
+    target: str
+    live: bytes
+    shadow: bytes
+    buckets: list
+    primary: tuple | None
+
+
+Sink = Callable[[PairRecord], None]
+
+
+class MirroredRequest:
+    """One request mirrored to one or more shadow targets."""
+
+    __slots__ = ("_prepared", "live_done", "live_wait_s", "raw", "request_id", "route")
+
+    def __init__(self, raw: bytes, request_id: str, route: str, live_done: asyncio.Future[bytes], live_timeout: float | None) -> None:
+        self.raw = raw
+        self.request_id = request_id
+        self.route = route
+        self.live_done = live_done
+        self.live_wait_s = (live_timeout if live_timeout is not None else LIVE_WAIT_DEFAULT_S) + LIVE_WAIT_GRACE_S
+        self._prepared: asyncio.Future[list] | None = None
+
+    async def prepare(self, completeness: Any, slices: tuple) -> list:
+        """Decode once, count completeness, assign slice buckets: done by the first shadow task of
+        the request to get here; the others share its buckets. Never raises for a bad request."""
+        fut = self._prepared
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self._prepared = asyncio.get_running_loop().create_future()
+        buckets: list = []
+        try:
+            req = await decode(self.raw)
+            await completeness.check(req)
+            buckets = assign(slices, req) if slices else []
+        finally:
+            fut.set_result(buckets)
+        return buckets
+
+
+async def decode(raw: bytes):
+    """The ModelInferRequest, parsed on the loop when small, in a thread when large, or None when
+    larger than MAX_DECODE_BYTES or not parseable."""
+    if len(raw) > MAX_DECODE_BYTES:
+        return None
+    if len(raw) > ON_LOOP_DECODE_MAX:
+        return await asyncio.to_thread(decode_request, raw)
+    return decode_request(raw)
+
+
+class Pairing:
+    """The after-both-answers stage of one front: the pair store and the sinks."""
+
+    def __init__(self, pairs: PairStore) -> None:
+        self.pairs = pairs
+        self.sinks: list[Sink] = []
+
+    async def answered(self, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any = None) -> None:
+        """The shadow call of ``ss`` (a router ShadowState) for ``mr`` ended with ``response``
+        (None: it failed). Updates ``ss.stats`` and the pair store."""
+        s = ss.stats
+        try:
+            buckets = await mr.prepare(rs.completeness, ss.slices)
+        except Exception:
+            s.internal_errors += 1
+            log.exception("shadow %s: preparing the request failed", ss.target.name)
+            buckets = []
+        if response is None:
+            return
+        try:
+            live_response = await asyncio.wait_for(asyncio.shield(mr.live_done), mr.live_wait_s)
+        except asyncio.CancelledError:
+            if not mr.live_done.cancelled():
+                raise  # this task itself was cancelled (shutdown)
+            s.live_failed += 1  # live failed: nothing to compare
+            return
+        except asyncio.TimeoutError:
+            s.live_failed += 1
+            return
+        try:
+            mark = sc.mark(s) if sc is not None else None
+            primary = compare_responses(live_response, response, s, ss.route, buckets)
+            if sc is not None:
+                sc.compared(s, mark, primary)
+            if primary is not None and mr.request_id and self.pairs.max_pairs:
+                live, shadow, probabilities = primary
+                self.pairs.add(mr.request_id, mr, mr.route, ss.target.name, live, shadow, buckets, probabilities)
+            if self.sinks:
+                rec = PairRecord(mr.request_id, mr.route, ss.target.name, live_response, response, buckets, primary)
+                for sink in self.sinks:
+                    sink(rec)
+        except Exception:
+            s.internal_errors += 1
+            log.exception("shadow %s: comparing the answers failed", ss.target.name)
+
+    # -- ground truth ---------------------------------------------------------------------------
+    def record_outcome(self, routes: dict, request_id: str, labels, values) -> str:
+        """Join one outcome with its waiting pair: "accepted", or why not: "unknown", "duplicate",
+        "reused" (the id was carried by several waiting requests) or "mismatch" (rows or classes
+        do not fit the predictions). ``routes``: the router's route states."""
+        pair, why = self.pairs.take(request_id)
+        if pair is None:
+            return why
+        rs = routes.get(pair.route)
+        ok = False
+        for ss in rs.shadows if rs is not None else ():
+            shadow = pair.shadows.get(ss.target.name)
+            if shadow is not None and score(ss.outcomes, pair.live, shadow, labels, values, ss.slices, pair.slices, pair.probabilities):
+                ok = True
+        return "accepted" if ok else "mismatch"

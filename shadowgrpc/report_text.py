@@ -1,0 +1,149 @@
+"""Report protobuf -> text: the table ``shadowgrpc report`` prints (verdict first), and JSON.
+
+Reads only the ``shadowgrpc.v1.Report`` message (built by report.py from the comparison state), so
+the same rendering serves a live front, merged replicas and saved snapshots.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from .cost import format_cost
+from .v1 import shadow_pb2 as pb
+
+
+def report_json(rep: pb.Report) -> str:
+    return json_format.MessageToJson(rep, always_print_fields_with_no_presence=True, indent=2, preserving_proto_field_name=True)
+
+
+def _lat(l: pb.LatencySummary) -> str:
+    if not l.count:
+        return "-"
+    return f"{l.p50_ms:.2f} / {l.p90_ms:.2f} / {l.p99_ms:.2f} / {l.p999_ms:.2f}"
+
+
+def _errs(d) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "0"
+
+
+def _pct(kind: str, v: float) -> str:
+    return f"cos {v:.4f}" if kind == "embedding" else f"{v:.2%}"
+
+
+def _paired_text(o: pb.OutputComparison) -> str:
+    if o.kind == "classifier":
+        text = f"top-label agreement {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows)"
+        if o.n_classes <= 4 and len(o.confusion) == o.n_classes**2:
+            rows = [list(o.confusion[i * o.n_classes : (i + 1) * o.n_classes]) for i in range(o.n_classes)]
+            text += f", confusion live x shadow {rows}"
+        return text
+    if o.kind == "binary":
+        return f"agreement at {o.threshold:g} {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows)"
+    if o.kind == "embedding":
+        return f"cosine mean {o.agreement:.4f} min {o.cosine_min:.4f} ({o.rows} rows)"
+    return (
+        f"within tolerance {o.agreement:.2%} ({o.agreed_rows}/{o.rows} values), "
+        f"|diff| p50/p90/p99 {o.error_p50:.3g}/{o.error_p90:.3g}/{o.error_p99:.3g}"
+    )
+
+
+def format_report(rep: pb.Report) -> str:
+    """A plain-text table, one block per route."""
+    merged = f"  ({rep.replicas} replicas merged)" if rep.replicas > 1 else ""
+    lines = [
+        f"shadowgrpc {rep.version}{merged}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
+        f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
+    ]
+    o = rep.outcomes
+    lines.append(
+        f"ground-truth store: {o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / "
+        f"expired {o.evicted_expired} / bytes {o.evicted_bytes} ({o.bytes / 2**20:.1f} of {o.max_bytes / 2**20:.0f} MiB held); "
+        f"outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} "
+        f"({o.reused_ids} requests reused a waiting id), rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
+    )
+    if not rep.routes:
+        lines.append("(no routes configured)")
+    for r in rep.routes:
+        live = r.live
+        lines.append("")
+        for s in r.shadows:  # the verdict first
+            lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}")
+            for gt in s.verdict.gates:
+                lines.append(f"  {gt.status:<15} {gt.name:<16} {gt.reason}")
+        lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}  (sketches {r.sketch_bytes / 1024:.0f} KiB)")
+        lines.append(
+            f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
+            f"shm (not mirrored) {r.shm_not_mirrored}  p50/p90/p99/p99.9 ms {_lat(r.live_latency)}"
+        )
+        if r.explicit_version_not_mirrored:
+            lines.append(f"  {r.explicit_version_not_mirrored} requests named a version other than the pinned one: served as named, not mirrored")
+        lines.append(f"  front's own added time per live request, p50/p90/p99/p99.9 ms {_lat(r.front_added)}")
+        for i in r.inputs:
+            lines.append(
+                f"  input {i.name}: {i.requests} shadowed requests, {i.values} values; NaN {i.nan}, inf {i.inf}, "
+                f"empty strings {i.empty_strings}; dtype mismatch {i.dtype_mismatch}, shape mismatch {i.shape_mismatch}, "
+                f"missing {i.missing}, undeclared {i.undeclared}"
+            )
+        if r.inputs_metadata_error:
+            lines.append(f"  inputs: model metadata unavailable ({r.inputs_metadata_error})")
+        header = f"  {'shadow':<18} {'sampled':>8} {'sent':>8} {'ok':>8} {'shed':>6} {'down':>6} {'compared':>9} {'mismatch':>9}  {'p50/p90/p99/p99.9 ms':<28} errors"
+        lines.append(header)
+        floor = {o.name: o for s in r.shadows if s.target.noise_floor for o in s.outputs}
+        for s in r.shadows:
+            t = s.target
+            lines.append(
+                f"  {t.name:<18} {s.sampled:>8} {s.sent:>8} {s.ok:>8} {s.shed:>6} {s.down:>6} {s.compared:>9} {s.contract_mismatch:>9}  "
+                f"{_lat(s.latency):<28} {_errs(s.errors)}"
+            )
+            if s.internal_errors:
+                lines.append(f"    {s.internal_errors} answers not compared: the front's own failure after the shadow answered (see its log)")
+            g = s.ground_truth
+            if g.kind == "classifier":
+                lines.append(
+                    f"    ground truth ({g.rows} rows): accuracy live {g.live.accuracy:.2%} "
+                    f"[{g.live.accuracy_ci.lo:.2%}, {g.live.accuracy_ci.hi:.2%}], shadow {g.shadow.accuracy:.2%} "
+                    f"[{g.shadow.accuracy_ci.lo:.2%}, {g.shadow.accuracy_ci.hi:.2%}], delta {g.accuracy_delta:+.2%}"
+                )
+                lines.append(
+                    f"      improvements (shadow right, live wrong) {g.improvements} [{g.improvement_rate.lo:.2%}, {g.improvement_rate.hi:.2%}]  "
+                    f"regressions (live right, shadow wrong) {g.regressions} [{g.regression_rate.lo:.2%}, {g.regression_rate.hi:.2%}]  "
+                    f"both wrong {g.both_wrong}"
+                )
+                lines.append(
+                    f"      Brier live {g.live.brier:.4f} shadow {g.shadow.brier:.4f}; ECE live {g.live.ece:.4f} shadow {g.shadow.ece:.4f}"
+                )
+            elif g.kind == "regression":
+                lines.append(f"    ground truth ({g.rows} rows): MAE live {g.live.mae:.4g}, shadow {g.shadow.mae:.4g}")
+            for sg in g.slices:
+                t_ = sg.truth
+                if t_.kind == "classifier":
+                    lines.append(
+                        f"      slice {sg.slice} {sg.bucket}: {t_.rows} rows, accuracy live {t_.live.accuracy:.2%} shadow "
+                        f"{t_.shadow.accuracy:.2%} (delta {t_.accuracy_delta:+.2%}); improvements {t_.improvements}, regressions {t_.regressions}"
+                    )
+                elif t_.kind == "regression":
+                    lines.append(f"      slice {sg.slice} {sg.bucket}: {t_.rows} rows, MAE live {t_.live.mae:.4g} shadow {t_.shadow.mae:.4g}")
+            lines += format_cost(s.cost)  # Triton statistics, and metrics where configured
+            if t.noise_floor:
+                lines.append("    (A/A noise floor: a replica of live; its differences are jitter, not change)")
+            for o in s.outputs:
+                line = f"    {o.name} ({o.kind}): {_paired_text(o)}, mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
+                if o.slices:
+                    line += "\n      by slice: " + "; ".join(f"{x.slice} {x.bucket} {_pct(o.kind, x.agreement)} ({x.rows})" for x in o.slices)
+                if o.shadow_invalid_rows or o.live_invalid_rows:
+                    what = "NaN/inf/outside [0, 1]" if o.probabilities else "NaN/inf"
+                    line += f"\n      invalid rows ({what}): shadow {o.shadow_invalid_rows}, live {o.live_invalid_rows} of {o.rows}"
+                if o.slice_rows_dropped:
+                    line += f"\n      {o.slice_rows_dropped} rows not kept per slice (memory bound)"
+                if o.drift.binned:
+                    dv = o.drift
+                    line += (
+                        f"\n      drift (not quality): PSI {dv.psi:.4f}  JS {dv.js:.4f} bits  KL {dv.kl_live_shadow:.4f}/{dv.kl_shadow_live:.4f}  "
+                        f"TV {dv.tv:.4f}  W1 {dv.w1:.4g}  ({len(dv.edges) - 1} bins on [{dv.edges[0]:.4g}, {dv.edges[-1]:.4g}])"
+                    )
+                f = floor.get(o.name)
+                if f is not None and not t.noise_floor:
+                    line += "  [A/A noise floor: " + (f"agreement {f.agreement:.2%}, " if f.kind == "classifier" else "")
+                    line += f"mean |diff| {f.mean_abs_diff:.4g}" + (f", PSI {f.drift.psi:.4f}" if f.drift.binned else "") + "]"
+                lines.append(line)
+    return "\n".join(lines)
