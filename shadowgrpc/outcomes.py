@@ -174,7 +174,7 @@ class PairCounts:
 @dataclass(slots=True)
 class Pair:
     route: str
-    token: object  # the request this pair belongs to (one object per request, never its id string)
+    token: int  # the request this pair belongs to (a per-request sequence number, never its id string)
     live: np.ndarray | None  # primary output, rows x classes (or rows x 1); None once reused
     shadows: dict[str, np.ndarray]
     born: float
@@ -211,7 +211,7 @@ class PairStore:
     def add(
         self,
         request_id: str,
-        token: object,
+        token: int,
         route: str,
         target: str,
         live: np.ndarray,
@@ -222,7 +222,7 @@ class PairStore:
         now = time.monotonic()
         self._expire(now)
         p = self._pairs.get(request_id)
-        if p is not None and p.token is not token:
+        if p is not None and p.token != token:
             # A second request with a waiting id: which one an outcome belongs to is unknowable.
             self.counts.reused_ids += 1
             if not p.reused:

@@ -19,6 +19,7 @@ logged), never a shadow error: the shadow answered.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ ON_LOOP_DECODE_MAX = 64 << 10
 MAX_DECODE_BYTES = 16 << 20
 LIVE_WAIT_GRACE_S = 5.0
 LIVE_WAIT_DEFAULT_S = 60.0  # when the live call has no deadline at all
+_SEQ = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +58,11 @@ Sink = Callable[[PairRecord], None]
 class MirroredRequest:
     """One request mirrored to one or more shadow targets."""
 
-    __slots__ = ("_prepared", "live_done", "live_wait_s", "raw", "request_id", "route")
+    __slots__ = ("_prepared", "live_done", "live_wait_s", "raw", "request_id", "route", "seq")
 
     def __init__(self, raw: bytes, request_id: str, route: str, live_done: asyncio.Future[bytes], live_timeout: float | None) -> None:
         self.raw = raw
+        self.seq = next(_SEQ)  # the request's identity in the pair store (holds no bytes)
         self.request_id = request_id
         self.route = route
         self.live_done = live_done
@@ -129,7 +132,7 @@ class Pairing:
                 sc.compared(s, mark, primary)
             if primary is not None and mr.request_id and self.pairs.max_pairs:
                 live, shadow, probabilities = primary
-                self.pairs.add(mr.request_id, mr, mr.route, ss.target.name, live, shadow, buckets, probabilities)
+                self.pairs.add(mr.request_id, mr.seq, mr.route, ss.target.name, live, shadow, buckets, probabilities)
             if self.sinks:
                 rec = PairRecord(mr.request_id, mr.route, ss.target.name, live_response, response, buckets, primary)
                 for sink in self.sinks:

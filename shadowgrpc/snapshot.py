@@ -1,14 +1,15 @@
-"""Snapshots: a front's whole comparison state as one versioned document, and the exact merge of
-snapshots from many replicas (or from disk), so ``shadowgrpc report`` can combine them.
+"""Snapshots: a front's whole comparison state (state.FrontState) as one versioned document, and
+the exact merge of snapshots from many replicas (or from disk), so ``shadowgrpc report`` can
+combine them. A loaded or merged snapshot is a FrontState again, read like a live front's.
 
 A snapshot is JSON (``format`` = "shadowgrpc-snapshot", ``version`` = 1) whose sketches are their
 own versioned binary serialisation (``to_bytes``, identical in both twins), base64-encoded.
 Counts, latency sketches, paired sketches, per-slice sketches and ground-truth scores merge
-exactly (the merged report equals the report of one front that saw all the traffic). Three
-things do not:
-- drift histograms whose edges were frozen from each replica's own first rows may differ between
-  replicas; those are not added: the merged output keeps the histogram with the most values and
-  counts the rest in ``drift_edges_differ`` (set ``edges`` in the config for exact drift);
+exactly (the merged report equals the report of one front that saw all the traffic), drift
+histograms too with the default edges (the same on every replica). Three things do not:
+- drift histograms whose edges each replica froze from its own first rows (only with
+  ``outputs.NAME.freeze_rows`` > 0) may differ between replicas; those are not added: the merged
+  output keeps the histogram with the most values and counts the rest in ``drift_edges_differ``;
 - compute cost comes from Triton's counters, which replicas sharing a Triton would count twice:
   the first replica's is kept;
 - pairs still waiting for ground truth stay on their replica; the store's counters are added.
