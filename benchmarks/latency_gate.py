@@ -6,7 +6,7 @@ One embedded Triton (the example ``fraud`` model and ``fraud_slow5x`` from tests
 answers like fraud v2 after a 10 ms sleep). Each repetition starts a fresh front with fraud v1 live
 and two shadows, ``same`` (fraud v2: the same cost) and ``slow`` (fraud_slow5x), sends
 ``--requests`` single-row requests open-loop at ``--rate`` per second (see
-tests/test_latency_gate.py for why open-loop), and reads both shadows' latency_p99 gate from the
+tests/triton/test_latency_gate.py for why open-loop), and reads both shadows' latency_p99 gate from the
 report. Next to the gate's verdict the table shows what the previous rule (FAIL when shadow p99 /
 live p99 > 1.2, point estimates) would have said on the same data.
 
@@ -98,8 +98,8 @@ def print_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from shadowgrpc.local import EmbeddedTriton, example_repository
-    from tests.test_latency_gate import run_pair
-    from tests.triton import TEST_MODELS, copy_models
+    from tests.latency_driver import run_pair
+    from tests.fixtures_triton import TEST_MODELS, copy_models
 
     t_begin = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="shadowgrpc-latency-gate-"))

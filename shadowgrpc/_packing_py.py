@@ -1,7 +1,7 @@
 """Wire-level packing, pure-Python reference: the test oracle and the source of types.
 
 ``ext/shadowgrpc/_packing_c.pyx`` is the compiled twin; both give identical results and raise
-identical exceptions with identical messages (``tests/test_packing.py`` checks it). Nothing here
+identical exceptions with identical messages (``tests/unit/test_packing_*.py`` checks it). Nothing here
 parses a whole protobuf message: the KServe v2 ``ModelInferRequest`` / ``ModelInferResponse`` wire
 format is walked field by field, and length-delimited fields that are not needed are skipped in O(1).
 

@@ -1,5 +1,11 @@
-"""Shared fixtures: the implementation switch (compiled vs pure-Python twin), after
-aio-libs/propcache's tests/conftest.py, and the real embedded Triton (tests/triton.py)."""
+"""Shared fixtures and hooks: the implementation switch (compiled vs pure-Python twin), after
+aio-libs/propcache's tests/conftest.py, and the real embedded Triton (the plugin
+tests/fixtures_triton.py).
+
+Layout: tests/unit/ needs no Triton; tests/triton/ runs the front against the session Triton
+(fixture ``triton``); tests/local/ tests the embedded Triton launcher, its models and the demo.
+Helpers shared by several test modules (and benchmarks/) live at tests/ top level: fakes.py,
+frontctl.py, kserve.py, latency_driver.py, otlp.py, paired.py, wire.py."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-pytest_plugins = ("tests.triton",)
+pytest_plugins = ("tests.fixtures_triton",)
 
 NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS"))
 

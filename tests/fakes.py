@@ -1,5 +1,6 @@
 """In-process fake Triton (KServe v2 servicer) for unit tests of plumbing only: timeouts,
-shedding, metadata. Every promise is also tested against the real Triton (tests/test_front.py).
+shedding, metadata. Every promise is also tested against the real Triton
+(tests/triton/test_front_*.py).
 
 Behaviour by model name: "echo*" answers with the request's first raw input as output "out";
 "slow*" sleeps ``slow_s`` then echoes; "fail*" aborts INVALID_ARGUMENT.

@@ -1,5 +1,8 @@
 """pytest plugin (registered in tests/conftest.py): the real embedded Triton.
 
+(Named fixtures_triton, not triton: tests/triton/ is the package of the tests that use this server
+through the front.)
+
 Fixtures
 --------
 ``triton_repo`` (session)
@@ -43,6 +46,14 @@ if TYPE_CHECKING:
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_MODELS = ROOT / "tests" / "models"
 SLEEPY_SECONDS = 2.0
+EXAMPLE_MODELS = [  # (name, version) of the shipped example repository, all in ``triton_repo``
+    ("fraud", "1"),
+    ("fraud", "2"),
+    ("basket_value", "1"),
+    ("basket_value", "2"),
+    ("merchant_intent", "1"),
+    ("merchant_intent", "2"),
+]
 
 
 @dataclasses.dataclass(frozen=True)

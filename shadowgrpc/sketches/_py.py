@@ -4,7 +4,7 @@
 ``_divergence_c`` and ``_paired_c``) of everything here: ``Histogram``,
 ``update_many``, ``LatencySketch``, ``divergences`` and the paired statistics (``LabelAgreement``,
 ``BinaryAgreement``, ``RegressionAgreement``, ``CosineStats``); both give identical counts and
-identical bytes (``tests/test_sketches.py``, ``tests/test_paired.py``).
+identical bytes (``tests/unit/test_sketches_*.py``, ``tests/unit/test_paired_*.py``).
 
 This module states the rules and re-exports the public names from its three parts:
 ``_core_py`` (``Histogram``, ``update_many``, ``LatencySketch``, the byte format),

@@ -28,7 +28,7 @@ Spans (tracing on):
   spans past the queue (``OTEL_BSP_MAX_QUEUE_SIZE``) or in failed exports are dropped and counted
   (``shadowgrpc.telemetry.spans.dropped``, and a log line at shutdown). The few OpenTelemetry SDK
   internals this takes (for speed, or where no public API exists) are all in ``telemetry._sdk``, each
-  with a public fallback, pinned to the SDK versions verified by ``tests/testtelemetry._sdk.py``.
+  with a public fallback, pinned to the SDK versions verified by ``tests/unit/test_otel_sdk.py``.
 
 Metrics (``telemetry.metrics``) are read from the router's stats when a reader collects: no
 per-request cost. With tracing off the router sees ``telemetry = None``: one ``is None`` test

@@ -19,7 +19,7 @@ processor, spans reach it through its public ``on_end`` (``telemetry.export``). 
 probed (at import, or on each use where that is as cheap) and, where the SDK no longer looks as
 verified, the public path is used instead: the same result, only slower (or, for the queue,
 derived from counts); never an exception on the request path. Verified with opentelemetry-sdk ``VERIFIED_SDK_VERSIONS``;
-``tests/testtelemetry._sdk.py`` fails on any other installed version, checks each internal still exists
+``tests/unit/test_otel_sdk.py`` fails on any other installed version, checks each internal still exists
 with the expected type, and that each fallback gives the fast path's result: after an SDK upgrade,
 run it, then widen the range here.
 """

@@ -9,7 +9,7 @@ SDK's own encoding of one span. The bytes are parsed back into the message (upb,
 unchanged gRPC exporter, so transport, retries and timeouts are the SDK's (the exporter's hook
 and the span's attribute dict are reached through ``telemetry._sdk``). Spans with events, links,
 dropped counts or attribute values other than str/bool/int/float go through the SDK's encoder
-unchanged; ``tests/test_telemetry.py`` checks both give equal messages.
+unchanged; ``tests/unit/test_telemetry.py`` checks both give equal messages.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 from shadowgrpc.examples.data import make_transactions
 from tests.frontctl import front_for
-from tests.test_front import INFER, fraud_request, intent_request
+from tests.kserve import INFER, fraud_request, intent_request
 
 pytestmark = pytest.mark.triton
 

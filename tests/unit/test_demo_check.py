@@ -1,10 +1,8 @@
-"""`shadowgrpc demo`: end to end (small counts, real Triton), its report must agree with what it
-sent; and its consistency check on made-up reports, consistent or not (no Triton)."""
+"""The consistency check of `shadowgrpc demo` on made-up reports, consistent or not (no Triton). The
+demo end to end: tests/local/test_demo.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +12,6 @@ from shadowgrpc.packing import sample_key
 from shadowgrpc.v1 import shadow_pb2 as pb
 
 
-@pytest.mark.triton
-def test_demo_report_is_consistent():
-    out = subprocess.run(
-        [sys.executable, "-m", "shadowgrpc", "demo", "--requests", "200", "--intent-requests", "40", "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "sent 200 fraud + 40 merchant_intent requests (0 errors)" in out.stdout
-    assert "pacing: " in out.stdout and "for shadow room" in out.stdout
-    assert "route 'fraud'" in out.stdout and "fraud-v2" in out.stdout and "top-label agreement" in out.stdout
-    assert "ground truth: 200 fraud outcomes sent, 200 joined" in out.stdout
-    assert "improvements (shadow right, live wrong)" in out.stdout and "Brier live" in out.stdout
-    assert "consistency check: OK" in out.stdout and "= every fraud request sampled by a shadow (200)" in out.stdout
-
-
-# -- the check alone ------------------------------------------------------------------------------
 RATES = {"fraud": {"fraud-v2": 1.0, "fraud-v1-aa": 0.25}, "merchant_intent": {"merchant_intent-v2": 0.5}}
 N_FRAUD, N_INTENT, BATCH = 400, 40, 4
 

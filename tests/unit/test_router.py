@@ -1,5 +1,5 @@
 """Router plumbing against an in-process fake Triton: shedding, timeouts, metadata, statuses.
-The same promises are tested against the real Triton in test_front.py."""
+The same promises are tested against the real Triton in tests/triton/test_front_*.py."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Same interface, answers and errors as ``fraud`` v2 (the model class extends the 
 fraud model.py, loaded from the shadowgrpc installed in the stub's environment, like
 fraud_recorder). Each request sleeps ``sleep_ms`` from config.pbtxt, or
 $SHADOWGRPC_SLOW5X_SECONDS when set, before answering: a shadow about 5x slower than live fraud,
-so that the latency gate has a real slowdown to detect (tests/test_latency_gate.py,
+so that the latency gate has a real slowdown to detect (tests/triton/test_latency_gate.py,
 benchmarks/latency_gate.py).
 """
 
