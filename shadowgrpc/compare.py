@@ -27,7 +27,7 @@ from .config import OutputSpec, Route
 from .packing import scan_response
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, RegressionAgreement
 from .slices import groups, rows_for
-from .outcomes import valid_rows
+from .outcomes import invalid_rows
 from .stats import OutputStats, ShadowStats, to_exact
 
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
@@ -147,8 +147,8 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         return
     rows = a.shape[0] if a.ndim else 1
     a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
-    out.live_invalid += rows - int(valid_rows(a2, out.probabilities).sum())
-    out.shadow_invalid += rows - int(valid_rows(b2, out.probabilities).sum())
+    out.live_invalid += invalid_rows(a2, out.probabilities)
+    out.shadow_invalid += invalid_rows(b2, out.probabilities)
     _update_paired(out.paired, kind, a2, b2)
     for i, sl in enumerate(route.slices):
         missing = len(sl.buckets) - 1

@@ -109,6 +109,8 @@ class Completeness:
                 if not fut.done():
                     fut.set_result(result)
             return result
+        if fut.done():  # the common case: fetched once, read by every request after
+            return fut.result()
         return await asyncio.wait_for(asyncio.shield(fut), METADATA_TIMEOUT_S + 2.0)
 
     def _stats(self, name: str, declared: dict | None) -> InputStats:

@@ -8,7 +8,7 @@ pairs belong to a request, never to an id string). In order:
    up to ``MAX_DECODE_BYTES``, not at all beyond (completeness counts it as not checked, slices put
    its rows in ``missing``);
 2. completeness (the route's inputs) and slice buckets, once per request;
-3. live's answer, awaited at most ``live_wait_s`` (the live call's own deadline plus a grace);
+3. live's answer (bounded by the live call's own deadline, or ``live_wait_s`` when it has none);
 4. ``compare.compare_responses`` -> the target's statistics;
 5. the pair store, for the ground-truth join (``outcomes.PairStore``);
 6. sinks: callables given every compared pair (``PairRecord``), where the paired log plugs in.
@@ -58,7 +58,7 @@ Sink = Callable[[PairRecord], None]
 class MirroredRequest:
     """One request mirrored to one or more shadow targets."""
 
-    __slots__ = ("_prepared", "live_done", "live_wait_s", "raw", "request_id", "route", "seq")
+    __slots__ = ("_prepared", "live_bounded", "live_done", "live_wait_s", "raw", "request_id", "route", "seq")
 
     def __init__(self, raw: bytes, request_id: str, route: str, live_done: asyncio.Future[bytes], live_timeout: float | None) -> None:
         self.raw = raw
@@ -66,8 +66,20 @@ class MirroredRequest:
         self.request_id = request_id
         self.route = route
         self.live_done = live_done
+        self.live_bounded = live_timeout is not None
         self.live_wait_s = (live_timeout if live_timeout is not None else LIVE_WAIT_DEFAULT_S) + LIVE_WAIT_GRACE_S
         self._prepared: asyncio.Future[list] | None = None
+
+    async def live_answer(self) -> bytes:
+        """Live's answer, for a shadow task; CancelledError when live failed (``live_done``
+        cancelled). Bounded: by the live call's own deadline, which ends the handler and so
+        resolves ``live_done`` either way, or, when the live call has none, by ``live_wait_s``."""
+        fut = self.live_done
+        if fut.done():
+            return fut.result()
+        if self.live_bounded:
+            return await asyncio.shield(fut)  # shielded: one task's cancellation is not live's failure
+        return await asyncio.wait_for(asyncio.shield(fut), self.live_wait_s)
 
     async def prepare(self, completeness: Any, slices: tuple) -> list:
         """Decode once, count completeness, assign slice buckets: done by the first shadow task of
@@ -78,7 +90,8 @@ class MirroredRequest:
         fut = self._prepared = asyncio.get_running_loop().create_future()
         buckets: list = []
         try:
-            req = await decode(self.raw)
+            raw = self.raw
+            req = decode_request(raw) if len(raw) <= ON_LOOP_DECODE_MAX else await decode(raw)
             await completeness.check(req)
             buckets = assign(slices, req) if slices else []
         finally:
@@ -116,7 +129,8 @@ class Pairing:
         if response is None:
             return
         try:
-            live_response = await asyncio.wait_for(asyncio.shield(mr.live_done), mr.live_wait_s)
+            live = mr.live_done
+            live_response = live.result() if live.done() else await mr.live_answer()
         except asyncio.CancelledError:
             if not mr.live_done.cancelled():
                 raise  # this task itself was cancelled (shutdown)
