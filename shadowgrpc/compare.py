@@ -147,8 +147,8 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         return
     rows = a.shape[0] if a.ndim else 1
     a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
-    out.live_invalid += invalid_rows(a2, out.probabilities)
-    out.shadow_invalid += invalid_rows(b2, out.probabilities)
+    out.live_invalid += invalid_rows(a2, out.probabilities, spec.classes)
+    out.shadow_invalid += invalid_rows(b2, out.probabilities, spec.classes)
     _update_paired(out.paired, kind, a2, b2)
     for i, sl in enumerate(route.slices):
         missing = len(sl.buckets) - 1

@@ -128,6 +128,7 @@ class OutputSpec:
     bins: int = 32  # with freeze_rows > 0: bins over the first freeze_rows live rows
     freeze_rows: int = 0  # 0: numeric outputs without edges use the fixed default grid (same on every replica)
     max_classes: int = 1024  # a wider float output is not inferred to be a classifier (compared as a vector)
+    classes: int = 0  # integer label outputs: a label outside [0, classes) is an invalid row (0: not checked)
     probabilities: bool | None = None  # None: inferred from the first live answer (all values in [0, 1])
     threshold: float = 0.5  # binary
     atol: float = 1e-6  # regression: |live - shadow| <= atol + rtol * |shadow|
@@ -307,7 +308,7 @@ def _outputs(r: Mapping[str, Any], where: str) -> tuple[tuple[str, OutputSpec], 
         ow = f"{where}outputs.{name}."
         if not isinstance(o, Mapping):
             raise ConfigError(f"{ow[:-1]}: must be a table")
-        check.only(o, ow, {"kind", "edges", "bins", "freeze_rows", "threshold", "atol", "rtol", "max_classes", "probabilities"})
+        check.only(o, ow, {"kind", "edges", "bins", "freeze_rows", "threshold", "atol", "rtol", "max_classes", "probabilities", "classes"})
         probabilities = o.get("probabilities")
         if probabilities is not None and not isinstance(probabilities, bool):
             raise ConfigError(f"{ow}probabilities: must be true or false, got {probabilities!r}")
@@ -323,6 +324,7 @@ def _outputs(r: Mapping[str, Any], where: str) -> tuple[tuple[str, OutputSpec], 
                     bins=int(check.number(o, "bins", ow, d.bins, lo=1, hi=4096, integer=True)),
                     freeze_rows=int(check.number(o, "freeze_rows", ow, d.freeze_rows, lo=0, hi=1_000_000, integer=True)),
                     max_classes=int(check.number(o, "max_classes", ow, d.max_classes, lo=2, hi=1 << 20, integer=True)),
+                    classes=int(check.number(o, "classes", ow, 0, lo=0, hi=1 << 30, integer=True)),
                     probabilities=probabilities,
                     threshold=float(check.number(o, "threshold", ow, d.threshold, lo=-1e30, hi=1e30)),
                     atol=float(check.number(o, "atol", ow, d.atol, lo=0, hi=1e30)),

@@ -42,10 +42,13 @@ def valid_rows(x: np.ndarray, probabilities: bool) -> np.ndarray:
 _SMALL = 64  # up to this many values, checked in Python (numpy's per-call cost dominates there)
 
 
-def invalid_rows(x2: np.ndarray, probabilities: bool) -> int:
-    """How many rows of ``x2`` (rows x values) are not valid (see ``valid_rows``). The common case,
-    every value fine, costs one pass and no per-row array (in Python for small answers, where
-    numpy's per-call overhead is larger than the work)."""
+def invalid_rows(x2: np.ndarray, probabilities: bool, classes: int = 0) -> int:
+    """How many rows of ``x2`` (rows x values) are not valid (see ``valid_rows``; for an integer
+    label output with ``classes``, a label outside [0, classes)). The common case, every value
+    fine, costs one pass and no per-row array (in Python for small answers, where numpy's per-call
+    overhead is larger than the work)."""
+    if x2.dtype.kind in "iu" and classes and x2.size:
+        return int(x2.shape[0] - ((x2 >= 0) & (x2 < classes)).all(axis=1).sum())
     if x2.dtype.kind != "f" or x2.size == 0:
         return 0
     if x2.size <= _SMALL:

@@ -120,3 +120,23 @@ def test_large_requests_are_decoded_off_the_event_loop_and_huge_ones_not_at_all(
     assert asyncio.run(pairing.decode(big)) is not None and threads == [True, False]
     monkeypatch.setattr(pairing, "MAX_DECODE_BYTES", len(big) - 1)
     assert asyncio.run(pairing.decode(big)) is None and len(threads) == 2
+
+
+def test_integer_labels_outside_the_configured_classes_are_invalid_rows():
+    from shadowgrpc.config import Settings
+
+    route = Settings.from_dict({"routes": [{"model": "m", "outputs": {"label": {"classes": 3}}}]}).routes[0]
+
+    def labels(values: list[int]) -> bytes:
+        r = kserve.ModelInferResponse(model_name="m")
+        r.outputs.add(name="label", datatype="INT32", shape=[len(values), 1])
+        r.raw_output_contents.append(np.array(values, np.int32).tobytes())
+        return r.SerializeToString()
+
+    s = ShadowStats()
+    compare_responses(labels([0, 1, 2, 1]), labels([0, 5, -1, 1]), s, route)
+    o = s.outputs["label"]
+    assert (o.live_invalid, o.shadow_invalid, o.rows) == (0, 2, 4)
+    unchecked = ShadowStats()  # without `classes` nothing says which labels exist
+    compare_responses(labels([0, 1]), labels([7, -1]), unchecked)
+    assert unchecked.outputs["label"].shadow_invalid == 0
