@@ -185,7 +185,7 @@ class FrontProcess:
     def report(self) -> dict[str, Any] | None:
         try:
             from shadowgrpc.client import fetch_report
-            from shadowgrpc.report import report_json
+            from shadowgrpc.report_text import report_json
 
             return json.loads(report_json(fetch_report(self.admin_address, "", 5.0)))
         except Exception as e:  # noqa: BLE001 - the report is evidence, not a requirement

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from .codec import MODEL_SCOPED, SERVICE, STREAM_METHODS, UNARY_METHODS  # noqa: F401 (re-exported)
+from .codec import SERVICE, UNARY_METHODS
 
 COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 

@@ -82,7 +82,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import grpc
 
-    from .report import build_report, format_report, report_json
+    from .report import build_report
+    from .report_text import format_report, report_json
     from .snapshot import SnapshotError, load, merge, snapshot
 
     if not 0 <= args.max_message_mb <= MAX_MESSAGE_MB_LIMIT:

@@ -1,7 +1,8 @@
 """KServe v2 names and tensors, defined once: the service and its methods, the shadow marks,
 datatypes, and the one decode of a request that the after-both-answers stage shares.
 
-Imports nothing from the rest of the package except the packing selector (wire helpers).
+Imports nothing from the rest of the package. The shadow request parameter itself ("shadow":
+true) is appended as fixed wire bytes by packing.build_request (both twins).
 """
 
 from __future__ import annotations
@@ -35,11 +36,9 @@ STREAM_METHODS = ("ModelStreamInfer",)
 # Requests whose field 1 is the model name (and field 2 the version): routed like ModelInfer.
 MODEL_SCOPED = frozenset({"ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"})
 
-# The shadow marks: a request parameter (appended at wire level by packing.build_request) and
-# call metadata, so that models and downstream systems can skip side effects.
-SHADOW_PARAMETER_NAME = "shadow"
-SHADOW_METADATA_KEY = "x-shadow-request"
-SHADOW_METADATA = ((SHADOW_METADATA_KEY, "1"),)
+# The shadow mark in call metadata (beside the request parameter), so that models and downstream
+# systems can skip side effects.
+SHADOW_METADATA = (("x-shadow-request", "1"),)
 
 # KServe v2 datatype -> numpy dtype (little-endian, as Triton's raw contents are).
 NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -75,7 +74,7 @@ def as_array(datatype: str, shape: tuple[int, ...], contents: memoryview | bytes
 
 def decode_request(raw: bytes):
     """The full ModelInferRequest (protobuf), or None when the bytes do not parse. Called once per
-    mirrored request, by the pairing stage, off the live path (see pairing.RequestInputs)."""
+    mirrored request, by the pairing stage, off the live path (see pairing.MirroredRequest.prepare)."""
     from tritonclient.grpc import service_pb2 as kserve
 
     try:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .codec import NUMPY_DTYPES, as_array  # noqa: F401 (NUMPY_DTYPES re-exported)
+from .codec import as_array
 from .config import OutputSpec, Route
 from .packing import scan_response
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, RegressionAgreement

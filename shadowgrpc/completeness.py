@@ -7,8 +7,8 @@ retried on a later request, never left pending), or that lack an input the model
 Statistics are kept per *declared* input only: names the model does not declare are counted
 together under ``UNDECLARED`` (callers choose names; they must not grow memory). While the
 metadata is unknown, at most ``MAX_UNKNOWN_NAMES`` names get their own entry.
-Checked in the pairing stage on the request decoded once (``pairing.RequestInputs``), never on the
-live path.
+Checked in the pairing stage on the request decoded once (``pairing.MirroredRequest.prepare``),
+never on the live path.
 """
 
 from __future__ import annotations

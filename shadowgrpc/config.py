@@ -355,7 +355,7 @@ def _slices(r: Mapping[str, Any], where: str) -> tuple[Slice, ...]:
         values = check.strings(t, "values", sw) if "values" in t else ()
         if "values" in t and not values:
             raise ConfigError(f"{sw}values: needs at least one value")
-        default_labels = Slice.edge_labels(edges) if edges else (*values, "other")
+        default_labels = Slice.edge_labels(edges) if edges else (*values, OTHER)
         labels = check.strings(t, "labels", sw) if "labels" in t else default_labels
         if len(labels) != len(default_labels):
             raise ConfigError(f"{sw}labels: needs {len(default_labels)} names (one per bucket), got {len(labels)}")

@@ -25,49 +25,55 @@ from .stats import from_exact, to_exact
 
 ECE_BINS = 10
 
+_SMALL = 64  # up to this many values, checked in Python (numpy's per-call cost dominates there)
+_INF = float("inf")
 
-def valid_rows(x: np.ndarray, probabilities: bool) -> np.ndarray:
-    """Per row (first axis) of a rows x values array: every value finite and, for probabilities,
-    within [0, 1]."""
+
+def valid_rows(x: np.ndarray, probabilities: bool, classes: int = 0) -> np.ndarray:
+    """Per row (first axis) of an output: every value finite and, for probabilities, within
+    [0, 1]; for an integer label output with ``classes``, every label within [0, classes)."""
     x2 = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1)
-    if x2.dtype.kind != "f" or not invalid_rows(x2, probabilities):
+    if _all_valid(x2, probabilities, classes):
         return np.ones(x2.shape[0], dtype=bool)
+    return _row_mask(x2, probabilities, classes)
+
+
+def invalid_rows(x2: np.ndarray, probabilities: bool, classes: int = 0) -> int:
+    """How many rows of ``x2`` (rows x values) are not valid (see ``valid_rows``). The common case,
+    every value fine, costs one pass and no per-row array."""
+    if _all_valid(x2, probabilities, classes):
+        return 0
+    return int(x2.shape[0] - _row_mask(x2, probabilities, classes).sum())
+
+
+def _all_valid(x2: np.ndarray, probabilities: bool, classes: int) -> bool:
+    """Every value of ``x2`` valid: in Python for small answers (where numpy's per-call overhead
+    is larger than the work), else one or two reductions."""
+    kind = x2.dtype.kind
+    if x2.size == 0 or (kind != "f" and not (kind in "iu" and classes)):
+        return True
+    if x2.size <= _SMALL:
+        flat = x2.ravel().tolist()
+        if kind != "f":
+            return all(0 <= v < classes for v in flat)
+        # NaN fails every comparison, so it never passes
+        return all(0.0 <= v <= 1.0 for v in flat) if probabilities else all(-_INF < v < _INF for v in flat)
+    if kind != "f":
+        return bool(x2.min() >= 0 and x2.max() < classes)
+    if probabilities:
+        return bool(x2.min() >= 0.0 and x2.max() <= 1.0)  # NaN propagates: the comparisons fail
+    return bool(np.isfinite(x2).all())
+
+
+def _row_mask(x2: np.ndarray, probabilities: bool, classes: int) -> np.ndarray:
+    """Per row of ``x2``: valid (the slow path, for answers that hold an invalid value)."""
+    if x2.dtype.kind != "f":
+        return ((x2 >= 0) & (x2 < classes)).all(axis=1)
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(x2)
         if probabilities:
             ok &= (x2 >= 0.0) & (x2 <= 1.0)
     return ok.all(axis=1)
-
-
-_SMALL = 64  # up to this many values, checked in Python (numpy's per-call cost dominates there)
-
-
-def invalid_rows(x2: np.ndarray, probabilities: bool, classes: int = 0) -> int:
-    """How many rows of ``x2`` (rows x values) are not valid (see ``valid_rows``; for an integer
-    label output with ``classes``, a label outside [0, classes)). The common case, every value
-    fine, costs one pass and no per-row array (in Python for small answers, where numpy's per-call
-    overhead is larger than the work)."""
-    if x2.dtype.kind in "iu" and classes and x2.size:
-        return int(x2.shape[0] - ((x2 >= 0) & (x2 < classes)).all(axis=1).sum())
-    if x2.dtype.kind != "f" or x2.size == 0:
-        return 0
-    if x2.size <= _SMALL:
-        flat = x2.ravel().tolist()
-        if all(0.0 <= v <= 1.0 for v in flat) if probabilities else all(-_INF < v < _INF for v in flat):
-            return 0  # NaN fails every comparison, so it never passes
-    elif probabilities:
-        if x2.min() >= 0.0 and x2.max() <= 1.0:  # NaN propagates: the comparisons fail
-            return 0
-    elif np.isfinite(x2).all():
-        return 0
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(x2)
-        if probabilities:
-            ok &= (x2 >= 0.0) & (x2 <= 1.0)
-    return int(x2.shape[0] - ok.all(axis=1).sum())
-
-
-_INF = float("inf")
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

@@ -71,12 +71,11 @@ class MirroredRequest:
         self._prepared: asyncio.Future[list] | None = None
 
     async def live_answer(self) -> bytes:
-        """Live's answer, for a shadow task; CancelledError when live failed (``live_done``
-        cancelled). Bounded: by the live call's own deadline, which ends the handler and so
-        resolves ``live_done`` either way, or, when the live call has none, by ``live_wait_s``."""
+        """Live's answer, for a shadow task that found ``live_done`` not done yet (a done one is
+        read directly); CancelledError when live failed (``live_done`` cancelled). Bounded: by the
+        live call's own deadline, which ends the handler and so resolves ``live_done`` either way,
+        or, when the live call has none, by ``live_wait_s``."""
         fut = self.live_done
-        if fut.done():
-            return fut.result()
         if self.live_bounded:
             return await asyncio.shield(fut)  # shielded: one task's cancellation is not live's failure
         return await asyncio.wait_for(asyncio.shield(fut), self.live_wait_s)

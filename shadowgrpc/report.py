@@ -10,7 +10,6 @@ from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
 from .state import FrontState
 from .verdict import evaluate
-from .report_text import format_report, report_json  # noqa: F401 (re-exported: the CLI's entry points)
 from .v1 import shadow_pb2 as pb
 
 

@@ -16,7 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2  # noqa: F401  (registers inference.* for reflection)
 
-from .backends import SERVICE, Upstreams
+from .backends import Upstreams
+from .codec import SERVICE
 from .config import Settings
 from .cost import CostTracker
 from .router import Router

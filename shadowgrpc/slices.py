@@ -9,8 +9,8 @@ A slice reads one input tensor of the ModelInfer request (rows = its first axis)
   plus ``other``.
 Every slice has a last bucket ``missing``: the input is absent, in shared memory or typed contents,
 not decodable, NaN, or its rows do not match the output's rows. Assignment runs in the pairing
-stage on the request decoded once (``pairing.RequestInputs``: large requests are decoded off the
-event loop, larger than its cap not at all), never on the live path.
+stage on the request decoded once (``pairing.MirroredRequest.prepare``: large requests are
+decoded off the event loop, larger than its cap not at all), never on the live path.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import as_array
-from .config import MAX_BUCKETS, MISSING, OTHER, Slice  # noqa: F401 (the config types, re-exported)
+from .config import Slice
 from .packing import decode_bytes_tensor
 
 

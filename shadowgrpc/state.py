@@ -1,8 +1,9 @@
 """The comparison state: one typed tree (front -> route -> shadow target) that everything reads.
 
 The router and the pairing stage write it while requests flow; the report (report.py), snapshots
-(snapshot.py), metrics (telemetry) and compute cost (cost.py) read it. A snapshot loads into the
-same tree, and merged replicas are the same tree again, so every reader has one shape to read:
+(snapshot.py) and metrics (telemetry) read it (cost.py reads the router's upstreams, for its own
+Triton calls). A snapshot loads into the same tree, and merged replicas are the same tree again,
+so every reader has one shape to read:
 
     FrontState
       pairs: PairCounts              the ground-truth pair store's counters

@@ -124,7 +124,7 @@ async def _send_outcomes(admin_port: int, n_fraud: int, batch: int, labels) -> o
 
 async def _demo(args: argparse.Namespace, triton_address: str, prefs: Path) -> int:
     from ..config import Settings
-    from ..report import format_report
+    from ..report_text import format_report
     from ..server import Front
     from ..telemetry import TelemetryOptions
 

@@ -10,7 +10,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as kpb
 
 from shadowgrpc import _prometheus
-from shadowgrpc.report import format_report
+from shadowgrpc.report_text import format_report
 
 
 @pytest.mark.triton

@@ -44,7 +44,7 @@ def test_report_has_the_shadows_compute_cost_from_triton_statistics(triton):
 
 def test_a_noise_floor_target_is_reported_next_to_the_real_shadow(triton):
     from shadowgrpc.client import fetch_report
-    from shadowgrpc.report import format_report
+    from shadowgrpc.report_text import format_report
 
     routes = [
         {

@@ -20,7 +20,8 @@ from shadowgrpc import _prometheus
 from shadowgrpc.backends import Upstreams
 from shadowgrpc.config import ConfigError, Settings
 from shadowgrpc.cost import CostTracker, Usage, _delta, format_cost, triton_metrics
-from shadowgrpc.report import build_report, format_report
+from shadowgrpc.report import build_report
+from shadowgrpc.report_text import format_report
 from shadowgrpc.router import Router
 from shadowgrpc.snapshot import load, snapshot
 from tests.fakes import FakeTriton

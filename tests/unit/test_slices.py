@@ -10,9 +10,9 @@ from tritonclient.grpc import service_pb2 as kserve
 
 from shadowgrpc.codec import decode_request
 from shadowgrpc.compare import compare_responses
-from shadowgrpc.config import ConfigError, Settings
+from shadowgrpc.config import ConfigError, Settings, Slice
 from shadowgrpc.outcomes import OutcomeStats, score
-from shadowgrpc.slices import Slice, assign
+from shadowgrpc.slices import assign
 from shadowgrpc.stats import RouteStats, ShadowStats
 from shadowgrpc.verdict import Gates, evaluate
 

@@ -15,7 +15,8 @@ from shadowgrpc.completeness import InputsState
 from shadowgrpc.compare import compare_responses
 from shadowgrpc.config import Settings
 from shadowgrpc.outcomes import OutcomeStats, PairCounts, score
-from shadowgrpc.report import build_report, report_json
+from shadowgrpc.report import build_report
+from shadowgrpc.report_text import report_json
 from shadowgrpc.slices import assign
 from shadowgrpc.snapshot import SnapshotError, load, merge, snapshot
 from shadowgrpc.state import FrontState, RouteState, TargetState
