@@ -56,7 +56,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .telemetry import TelemetryError, TelemetryOptions, configure_logging
+    from .workers import MAX_WORKERS
 
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"shadowgrpc serve: --workers: must be 1 to {MAX_WORKERS}, got {args.workers}", file=sys.stderr)
+        return 2
     configure_logging(args.log_format, args.serve_log_level)
     try:
         settings = Settings.load(args.config)
@@ -69,6 +73,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         telemetry = TelemetryOptions.from_env()
         flags = {"trace": args.trace or None, "metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
         telemetry = dataclasses.replace(telemetry, **{k: v for k, v in flags.items() if v is not None})
+        if args.workers > 1:
+            from .workers import run as run_workers
+
+            return run_workers(settings, args.workers, args.ready_file, telemetry, args.loop)
         return _run(serve(settings, args.ready_file, telemetry), args.loop)
     except TelemetryError as e:
         print(f"shadowgrpc serve: bad telemetry setting: {e}", file=sys.stderr)
@@ -166,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (default: uvloop when installed; it cut the front's CPU per request by 60-140 us in benchmarks/front_overhead.py)",
     )
     s.add_argument("--ready-file", metavar="FILE", help="write '<port> <admin_port>' here once serving")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N data-plane processes sharing server.listen (SO_REUSEPORT; the kernel spreads connections over them) "
+        "behind one ShadowControl on server.admin_listen whose report merges theirs exactly (default 1: one process)",
+    )
     s.add_argument(
         "--trace",
         action="store_true",
