@@ -61,6 +61,7 @@ from typing import Any
 
 from . import _checks as check
 from ._checks import ConfigError
+from ._config_log import LogSettings, parse_log
 
 MISSING = "missing"
 OTHER = "other"
@@ -181,6 +182,7 @@ class Settings:
     outcome_max_bytes: int = 256 * 1024 * 1024
     outcome_ttl_s: float = 600.0
     routes: tuple[Route, ...] = field(default_factory=tuple)
+    log: LogSettings = field(default_factory=LogSettings)  # [log]: _config_log.py
 
     def route_for(self, model: str) -> Route | None:
         for r in self.routes:
@@ -203,7 +205,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        check.only(data, "", {"server", "routes"})
+        check.only(data, "", {"server", "routes", "log"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = check.table(data, "server", "server")
         check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s"})
@@ -244,6 +246,7 @@ class Settings:
             outcome_max_bytes=int(pairs_mb) * 1024 * 1024,
             outcome_ttl_s=float(ttl),
             routes=tuple(routes),
+            log=parse_log(data),
         )
 
 

@@ -11,7 +11,8 @@ pairs belong to a request, never to an id string). In order:
 3. live's answer (bounded by the live call's own deadline, or ``live_wait_s`` when it has none);
 4. ``compare.compare_responses`` -> the target's statistics;
 5. the pair store, for the ground-truth join (``outcomes.PairStore``);
-6. sinks: callables given every compared pair (``PairRecord``), where the paired log plugs in.
+6. the paired log: what became of the pair goes back to the shadow task, which hands it with both
+   answers to the request's ``pairlog.request.RequestLog`` (when the log samples the request).
 Every await has a bound. A failure here is the front's own (``ShadowStats.internal_errors``,
 logged), never a shadow error: the shadow answered.
 """
@@ -21,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .codec import decode_request
 from .compare import compare_responses
 from .outcomes import PairStore, score
+from .pairlog.schema import COMPARED, CONTRACT_MISMATCH, INTERNAL_ERROR, LIVE_FAILED
 from .slices import assign
 
 log = logging.getLogger("shadowgrpc.pairing")
@@ -39,26 +39,10 @@ LIVE_WAIT_DEFAULT_S = 60.0  # when the live call has no deadline at all
 _SEQ = itertools.count()
 
 
-@dataclass(frozen=True, slots=True)
-class PairRecord:
-    """One compared (request, shadow target) pair, as sinks receive it."""
-
-    request_id: str
-    route: str
-    target: str
-    live: bytes
-    shadow: bytes
-    buckets: list
-    primary: tuple | None
-
-
-Sink = Callable[[PairRecord], None]
-
-
 class MirroredRequest:
     """One request mirrored to one or more shadow targets."""
 
-    __slots__ = ("_prepared", "live_bounded", "live_done", "live_wait_s", "raw", "request_id", "route", "seq")
+    __slots__ = ("_prepared", "live_bounded", "live_done", "live_wait_s", "log", "raw", "request_id", "route", "seq")
 
     def __init__(self, raw: bytes, request_id: str, route: str, live_done: asyncio.Future[bytes], live_timeout: float | None) -> None:
         self.raw = raw
@@ -69,6 +53,7 @@ class MirroredRequest:
         self.live_bounded = live_timeout is not None
         self.live_wait_s = (live_timeout if live_timeout is not None else LIVE_WAIT_DEFAULT_S) + LIVE_WAIT_GRACE_S
         self._prepared: asyncio.Future[list] | None = None
+        self.log = None  # pairlog.request.RequestLog when the paired log samples this request
 
     async def live_answer(self) -> bytes:
         """Live's answer, for a shadow task that found ``live_done`` not done yet (a done one is
@@ -109,15 +94,16 @@ async def decode(raw: bytes):
 
 
 class Pairing:
-    """The after-both-answers stage of one front: the pair store and the sinks."""
+    """The after-both-answers stage of one front: comparison and the pair store."""
 
     def __init__(self, pairs: PairStore) -> None:
         self.pairs = pairs
-        self.sinks: list[Sink] = []
 
-    async def answered(self, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any = None) -> None:
+    async def answered(self, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any = None) -> tuple:
         """The shadow call of ``ss`` (a router ShadowState) for ``mr`` ended with ``response``
-        (None: it failed). Updates ``ss.stats`` and the pair store."""
+        (None: it failed). Updates ``ss.stats`` and the pair store. Returns, for the paired log,
+        (what became of the pair: pairlog.schema.PAIR_VALUES or None when the shadow failed,
+        live's answer, the request's slice buckets)."""
         s = ss.stats
         try:
             buckets = await mr.prepare(rs.completeness, ss.slices)
@@ -126,7 +112,7 @@ class Pairing:
             log.exception("shadow %s: preparing the request failed", ss.target.name)
             buckets = []
         if response is None:
-            return
+            return None, None, buckets
         try:
             live = mr.live_done
             live_response = live.result() if live.done() else await mr.live_answer()
@@ -134,25 +120,25 @@ class Pairing:
             if not mr.live_done.cancelled():
                 raise  # this task itself was cancelled (shutdown)
             s.live_failed += 1  # live failed: nothing to compare
-            return
+            return LIVE_FAILED, None, buckets
         except asyncio.TimeoutError:
             s.live_failed += 1
-            return
+            return LIVE_FAILED, None, buckets
         try:
             mark = sc.mark(s) if sc is not None else None
+            compared = s.compared
             primary = compare_responses(live_response, response, s, ss.route, buckets)
+            pair = COMPARED if s.compared != compared else CONTRACT_MISMATCH
             if sc is not None:
                 sc.compared(s, mark, primary)
             if primary is not None and mr.request_id and self.pairs.max_pairs:
                 live, shadow, probabilities = primary
                 self.pairs.add(mr.request_id, mr.seq, mr.route, ss.target.name, live, shadow, buckets, probabilities)
-            if self.sinks:
-                rec = PairRecord(mr.request_id, mr.route, ss.target.name, live_response, response, buckets, primary)
-                for sink in self.sinks:
-                    sink(rec)
+            return pair, live_response, buckets
         except Exception:
             s.internal_errors += 1
             log.exception("shadow %s: comparing the answers failed", ss.target.name)
+            return INTERNAL_ERROR, live_response, buckets
 
     # -- ground truth ---------------------------------------------------------------------------
     def record_outcome(self, routes: dict, request_id: str, labels, values) -> str:

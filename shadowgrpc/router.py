@@ -12,7 +12,7 @@ The path, in order (DESIGN.md "A request's path"):
    for all in-flight shadow requests, the shadow is shed and counted; while the target's
    connection is down (TRANSIENT_FAILURE) it is not sent and counted as ``down``.
 4. When the shadow has answered, ``pairing.Pairing`` takes over (decode once, completeness,
-   slices, compare, pair store, sinks): this module only routes and schedules.
+   slices, compare, pair store, paired log): this module only routes and schedules.
 
 Versions: a route that pins ``live.version`` applies it to requests that name no version (or the
 pinned one); a request that names another version explicitly goes to live Triton unchanged (it
@@ -25,6 +25,7 @@ named.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -38,6 +39,8 @@ from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings
 from .outcomes import PairStore
 from .packing import build_request, sample_key, scan_request
 from .pairing import MirroredRequest, Pairing
+from .pairlog.request import RequestLog
+from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_SAMPLED, SHED, SHM, OutcomeRow
 from .passthrough import abort_like, forward_metadata, stream_infer
 from .state import FrontState, RouteState, TargetState
 
@@ -45,6 +48,7 @@ log = logging.getLogger("shadowgrpc.router")
 
 
 _perf = time.perf_counter
+_wall = time.time
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
@@ -52,9 +56,10 @@ class ShadowLeg:
     """One shadow target of a route, as the router sends to it: its upstream, the rewrite, the
     in-flight bound. Its statistics live in the comparison state (``state``: a state.TargetState)."""
 
-    __slots__ = ("name", "outcomes", "route", "slices", "state", "stats", "target", "upstream", "version")
+    __slots__ = ("index", "name", "outcomes", "route", "slices", "state", "stats", "target", "upstream", "version")
 
-    def __init__(self, state: TargetState, upstream: Upstream, route: Route) -> None:
+    def __init__(self, state: TargetState, upstream: Upstream, route: Route, index: int = 0) -> None:
+        self.index = index  # position in the route's shadows (the paired log's target_index)
         self.state = state
         self.target = state.target
         self.route = route
@@ -113,7 +118,7 @@ class Router:
         self.routes: dict[str, RouteEntry] = {}
         for r in settings.routes:
             rstate = self.state.routes[r.model]
-            shadows = [ShadowLeg(ts, upstreams.get(ts.target.address, "shadow"), r) for ts in rstate.shadows]
+            shadows = [ShadowLeg(ts, upstreams.get(ts.target.address, "shadow"), r, i) for i, ts in enumerate(rstate.shadows)]
             self.routes[r.model] = RouteEntry(rstate, upstreams.get(r.live.address, "live"), shadows)
         self.shadow_buffer_bytes = settings.shadow_buffer_bytes
         self.pairs = PairStore(settings.outcome_max_pairs, settings.outcome_ttl_s, settings.outcome_max_bytes, self.state.pairs)
@@ -121,6 +126,10 @@ class Router:
         self._shadow_bytes = 0  # requests and shadow answers held by shadow tasks
         self._tasks: set[asyncio.Task[None]] = set()
         self.telemetry = None  # telemetry.Hooks, set by the Front when tracing or metrics are on
+        self.log = None  # pairlog.PairLog, set by the Front when [log] is on
+        self.log_rate = settings.log.sample_rate
+        self.log_inputs = settings.log.keep_inputs
+        self._log_seq = itertools.count()
 
     # -- ModelInfer -------------------------------------------------------------------------
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -146,15 +155,23 @@ class Router:
         lc = self.telemetry.live(rs, version, request_id) if self.telemetry is not None else None
         call = rs.live.infer(rs.live_request(raw, version), timeout=timeout, metadata=metadata if lc is None else lc.inject(metadata, timeout))
         live_done: asyncio.Future[bytes] | None = None
+        rl: RequestLog | None = None
         mirror_s = 0.0
         if rs.shadows:
+            key = sample_key(request_id) if request_id else random.random()
+            if self.log is not None and key < self.log_rate:
+                rl = RequestLog(self.log.pair, model, request_id, next(self._log_seq), _wall(), raw if self.log_inputs else None)
             if uses_shm:
                 st.shm_not_mirrored += 1
+                if rl is not None:
+                    rl.not_mirrored(len(rs.shadows), SHM)
             elif rs.explicit_other_version(version):
                 st.explicit_version_not_mirrored += 1
+                if rl is not None:
+                    rl.not_mirrored(len(rs.shadows), EXPLICIT_VERSION)
             else:
                 tm = _perf()
-                live_done = self._mirror(rs, model, raw, request_id, metadata, timeout)
+                live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl)
                 mirror_s = _perf() - tm
                 if lc is not None:
                     lc.mirrored()
@@ -166,12 +183,16 @@ class Router:
             if live_done is not None and not live_done.done():
                 live_done.cancel()
             if isinstance(e, grpc.aio.AioRpcError):
-                st.live_errors[e.code().name] += 1
+                code = e.code().name
             elif isinstance(e, asyncio.CancelledError):
-                st.live_errors["CANCELLED"] += 1
-                raise
+                code = "CANCELLED"
             else:
-                st.live_errors["UNAVAILABLE"] += 1
+                code = "UNAVAILABLE"
+            st.live_errors[code] += 1
+            if rl is not None:
+                rl.answered(code, None, None, None)
+            if code == "CANCELLED" and isinstance(e, asyncio.CancelledError):
+                raise
             await abort_like(context, e)
             raise  # unreachable: abort raises
         t1 = _perf()
@@ -181,29 +202,45 @@ class Router:
             lc.end(None)
         if live_done is not None and not live_done.done():
             live_done.set_result(response)
-        st.front_added.record((t0 - t_in) + mirror_s + (_perf() - t1))  # the handler's own time
+        added = (t0 - t_in) + mirror_s + (_perf() - t1)  # the handler's own time
+        st.front_added.record(added)
+        if rl is not None:
+            if lc is not None:
+                rl.trace_id = lc.trace_id()
+            rl.answered("OK", t1 - t0, added, response)
         return response
 
     def _mirror(
-        self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None
+        self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None, key: float,
+        rl: RequestLog | None,
     ) -> asyncio.Future[bytes] | None:
-        key = sample_key(request_id) if request_id else random.random()
+        """Choose, bound and start the shadow calls; ``key``: the request's sampling key; ``rl``:
+        its paired-log record when the log samples it."""
         mr: MirroredRequest | None = None
         for ss in rs.shadows:
             t = ss.target
             if key >= t.sample_rate:
+                if rl is not None:
+                    rl.not_sent(ss.index, NOT_SAMPLED, False)
                 continue
             s = ss.stats
             s.sampled += 1
             if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
                 s.shed += 1
+                if rl is not None:
+                    rl.not_sent(ss.index, SHED, True)
                 continue
             if ss.upstream.channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
                 # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
                 s.down += 1
+                if rl is not None:
+                    rl.not_sent(ss.index, DOWN, True)
                 continue
             if mr is None:
                 mr = MirroredRequest(raw, request_id, route, asyncio.get_running_loop().create_future(), timeout)
+                mr.log = rl
+            if rl is not None:
+                rl.sent()
             deadline = t.deadline_s or timeout or FALLBACK_SHADOW_DEADLINE_S
             ss.state.in_flight += 1
             self._shadow_bytes += len(raw)
@@ -221,6 +258,10 @@ class Router:
         held = 0
         called = False
         sc = None
+        status = "UNKNOWN"
+        latency = None
+        outcome = (None, None, None)
+        response = None
         try:
             if self.telemetry is not None:
                 sc = self.telemetry.shadow(ss, mr.route, deadline)
@@ -230,38 +271,50 @@ class Router:
             try:
                 infer = ss.upstream.infer if sc is None else sc.wrap(ss.upstream.infer)
                 response = await infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
-                s.latency.record(_perf() - t0)
+                latency = _perf() - t0
+                s.latency.record(latency)
                 s.ok += 1
+                status = "OK"
             except grpc.aio.AioRpcError as e:
-                s.errors[e.code().name] += 1
+                status = e.code().name
+                s.errors[status] += 1
             finally:
                 called = True
                 del req
             if response is not None:
                 held = len(response)  # held until live answers: counted against shadow_buffer_mb
                 self._shadow_bytes += held
-            await self.pairing.answered(ss, rs, mr, response, sc)
+            outcome = await self.pairing.answered(ss, rs, mr, response, sc)
         except asyncio.CancelledError:
             if called:
                 s.internal_errors += 1  # cancelled after the call ended (shutdown): not compared
+                outcome = (INTERNAL_ERROR, None, None)
             else:
                 s.errors["CANCELLED"] += 1
+                status = "CANCELLED"
         except Exception:  # a shadow problem must never surface anywhere but in its stats
             if called:
                 s.internal_errors += 1
+                outcome = (INTERNAL_ERROR, None, None)
             else:
                 s.errors["INTERNAL"] += 1
+                status = "INTERNAL"
             log.exception("shadow %s failed", ss.target.name)
         finally:
             ss.state.in_flight -= 1
             self._shadow_bytes -= size + held
             if sc is not None:
                 sc.end()
+            if mr.log is not None:
+                pair, live, buckets = outcome
+                mr.log.target(ss.index, status, pair, latency, buckets, live, response)
 
     # -- ground truth ---------------------------------------------------------------------------
     def record_outcome(self, request_id: str, labels, values) -> str:
         """Join one outcome with its waiting pair (``Pairing.record_outcome``) and count why not."""
         why = self.pairing.record_outcome(self.routes, request_id, labels, values)
+        if self.log is not None:
+            self.log.outcome(OutcomeRow(request_id, _wall(), labels, values, why, None))
         st = self.state
         if why == "unknown":
             st.outcomes_unknown += 1
@@ -273,9 +326,11 @@ class Router:
             st.outcomes_mismatch += 1
         return why
 
-    def reject_outcome(self, reason: str) -> None:
+    def reject_outcome(self, reason: str, request_id: str = "") -> None:
         """An outcome message that could not be used (counted by reason; the stream goes on)."""
         self.state.outcomes_rejected[reason] += 1
+        if self.log is not None:
+            self.log.outcome(OutcomeRow(request_id, _wall(), None, None, "rejected", reason))
 
     # -- everything else ----------------------------------------------------------------------
     async def _proxy(self, method, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -2,7 +2,7 @@
 (ShadowControl + health), and their lifecycle.
 
 Shutdown order (STYLE.md 5): health NOT_SERVING, ``server.stop(grace)`` so in-flight live requests
-finish, drain shadow tasks with a timeout, close upstream channels, then telemetry (metrics, and
+finish, drain shadow tasks with a timeout, flush and close the paired log, close upstream channels, then telemetry (metrics, and
 the tracer provider last, so the shadow spans ended by the drain are flushed).
 """
 
@@ -42,6 +42,12 @@ class Front:
         self.telemetry = Telemetry(telemetry if telemetry is not None else TelemetryOptions.from_env(), self.router)
         self.router.telemetry = self.telemetry.hooks
         self.cost = CostTracker(self.router)
+        self.pairlog = None
+        if settings.log.enabled:
+            from .pairlog.writer import PairLog  # pyarrow: imported only when the log is on
+
+            self.pairlog = PairLog(settings.log, settings.routes)
+            self.router.log = self.pairlog
         opts = [
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -66,6 +72,8 @@ class Front:
         self.port = self._bind(self.server, s.listen, "server.listen")
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
         self.telemetry.start()  # the Prometheus endpoint, when asked for
+        if self.pairlog is not None:
+            self.pairlog.start()  # creates the folders; a path that cannot be made fails the start
         await self.server.start()
         await self.admin.start()
         for h, names in ((self.health, ("", SERVICE)), (self.admin_health, ("", SHADOW_CONTROL))):
@@ -99,6 +107,8 @@ class Front:
         cancelled = await self.router.drain(timeout=max(grace, 0.1))
         if cancelled:
             log.warning("shutdown: %d shadow calls still in flight were cancelled", cancelled)
+        if self.pairlog is not None:  # after the drain: the shadows' rows are in; flushed to files
+            await asyncio.to_thread(self.pairlog.close, max(grace, 5.0))
         await self.admin.stop(0.5)
         await self.upstreams.close()
         self.telemetry.shutdown(timeout_s=max(grace, 1.0))  # the tracer provider last

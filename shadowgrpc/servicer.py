@@ -75,7 +75,7 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
                 except Exception:  # the front's own failure: counted, logged, the stream goes on
                     log.exception("outcome for %r could not be scored", o.request_id)
                     reason = "internal"
-            self._router.reject_outcome(reason)
+            self._router.reject_outcome(reason, o.request_id)
             resp.rejected += 1
             resp.rejected_reasons[reason] += 1
         return resp

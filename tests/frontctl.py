@@ -59,7 +59,9 @@ class FrontThread:
         self.loop.close()
 
 
-def front_for(triton_address: str, routes: list[dict], **server: Any) -> FrontThread:
-    """A started FrontThread on loopback ports in front of ``triton_address``."""
+def front_for(triton_address: str, routes: list[dict], log: dict | None = None, **server: Any) -> FrontThread:
+    """A started FrontThread on loopback ports in front of ``triton_address`` (``log``: a [log] table)."""
     cfg = {"server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": triton_address, **server}, "routes": routes}
+    if log is not None:
+        cfg["log"] = log
     return FrontThread(cfg).start()

@@ -206,6 +206,11 @@ class LiveCall:
     def end(self, err: BaseException | None) -> None:
         _end_client(self.span, _grpc_code(err), _perf() - self.t0 if err is None else None)
 
+    def trace_id(self) -> str | None:
+        """The request's trace id (32 hex digits), for the paired log."""
+        c = self.span.get_span_context()
+        return f"{c.trace_id:032x}" if c.is_valid else None
+
 
 def _mirror_counts(rs: Any) -> tuple[int, int, int, int]:
     sampled = shed = down = sent = 0
