@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import __version__
 from .config import LiveTarget, ShadowTarget
 from .outcomes import ECE_BINS, OutcomeStats, Scores, wilson
@@ -232,3 +234,23 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
             for oname, o in s.outputs.items():
                 sr.outputs.append(output_pb(oname, o, slices))
     return rep
+
+
+def pairlog_pb(pl: Any) -> pb.PairLog:
+    """The paired log's writer (a pairlog.PairLog) as the report shows it."""
+    st = pl.stats
+    return pb.PairLog(
+        path=pl.cfg.path,
+        rows_written=st.rows_written,
+        rows_shed=st.rows_shed,
+        rows_dropped=st.rows_dropped,
+        outcomes_written=st.outcomes_written,
+        files_written=st.files_written,
+        files_deleted=st.files_deleted,
+        bytes_deleted=st.bytes_deleted,
+        bytes_on_disk=st.bytes_on_disk,
+        write_errors=st.write_errors,
+        last_error=st.last_error,
+        stopped=st.stopped,
+        sample_rate=pl.cfg.sample_rate,
+    )

@@ -61,6 +61,14 @@ def format_report(rep: pb.Report) -> str:
         f"outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} "
         f"({o.reused_ids} requests reused a waiting id), rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
     )
+    if rep.HasField("log"):
+        g = rep.log
+        state = f"STOPPED: {g.last_error}" if g.stopped and g.last_error else ("stopped" if g.stopped else "writing")
+        lines.append(
+            f"paired log {g.path}: {state}; rows written {g.rows_written}, shed {g.rows_shed} (queue full), dropped {g.rows_dropped}, "
+            f"outcomes {g.outcomes_written}; files {g.files_written}, deleted {g.files_deleted} for the disk budget; "
+            f"{g.bytes_on_disk / 2**20:.1f} MiB on disk; write errors {g.write_errors}; sample rate {g.sample_rate:g}"
+        )
     if not rep.routes:
         lines.append("(no routes configured)")
     for r in rep.routes:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .codec import SERVICE, UNARY_METHODS
 from .cost import CostTracker
-from .report import build_report, target_pb
+from .report import build_report, pairlog_pb, target_pb
 from .router import Router
 from .snapshot import snapshot
 from .telemetry import Hooks
@@ -54,6 +54,8 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
         costs = await self._cost.collect()
         rep = build_report(self._router.state, request.model, costs)
+        if self._router.log is not None:
+            rep.log.CopyFrom(pairlog_pb(self._router.log))
         if request.snapshot:
             rep.snapshot = snapshot(self._router.state, costs)
         return rep

@@ -530,7 +530,7 @@ class RouteReport(_message.Message):
     def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot")
+    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     UNROUTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -540,6 +540,7 @@ class Report(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     unrouted_requests: int
@@ -549,4 +550,35 @@ class Report(_message.Message):
     outcomes: OutcomeStore
     replicas: int
     snapshot: bytes
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ..., replicas: _Optional[int] = ..., snapshot: _Optional[bytes] = ...) -> None: ...
+    log: PairLog
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ..., replicas: _Optional[int] = ..., snapshot: _Optional[bytes] = ..., log: _Optional[_Union[PairLog, _Mapping]] = ...) -> None: ...
+
+class PairLog(_message.Message):
+    __slots__ = ("path", "rows_written", "rows_shed", "rows_dropped", "outcomes_written", "files_written", "files_deleted", "bytes_deleted", "bytes_on_disk", "write_errors", "last_error", "stopped", "sample_rate")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SHED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    FILES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    FILES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    rows_written: int
+    rows_shed: int
+    rows_dropped: int
+    outcomes_written: int
+    files_written: int
+    files_deleted: int
+    bytes_deleted: int
+    bytes_on_disk: int
+    write_errors: int
+    last_error: str
+    stopped: bool
+    sample_rate: float
+    def __init__(self, path: _Optional[str] = ..., rows_written: _Optional[int] = ..., rows_shed: _Optional[int] = ..., rows_dropped: _Optional[int] = ..., outcomes_written: _Optional[int] = ..., files_written: _Optional[int] = ..., files_deleted: _Optional[int] = ..., bytes_deleted: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., write_errors: _Optional[int] = ..., last_error: _Optional[str] = ..., stopped: _Optional[bool] = ..., sample_rate: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,110 @@
+"""DuckDB over the paired log: the two tables as views, the routes' config from the files'
+metadata. (Spark runs the same queries: benchmarks/../spark_check, see ``make spark-check``.)"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import Route
+from ..pairlog.schema import META_ROUTES, META_VERSION, OUTCOMES, SCHEMA_VERSION
+from ..snapshot import _unroute_config
+
+
+MATERIALIZE_BYTES = 2 << 30
+
+
+class LogError(ValueError):
+    """The paths hold no readable paired log, or a file of a newer schema."""
+
+
+def pair_files(paths: list[str]) -> list[str]:
+    files: list[str] = []
+    for p in paths:
+        if not os.path.isdir(p):
+            raise LogError(f"{p}: not a folder (give the [log] path: the folder holding pairs/ and outcomes/)")
+        files += glob.glob(os.path.join(glob.escape(p), "pairs", "**", "*.parquet"), recursive=True)
+    if not files:
+        raise LogError(f"no paired-log files under {', '.join(paths)} (expected PATH/pairs/route=*/date=*/hour=*/*.parquet)")
+    return sorted(files)
+
+
+def outcome_files(paths: list[str]) -> list[str]:
+    files: list[str] = []
+    for p in paths:
+        files += glob.glob(os.path.join(glob.escape(p), "outcomes", "**", "*.parquet"), recursive=True)
+    return sorted(files)
+
+
+def _route_of(path: str) -> str:
+    for part in path.split(os.sep):
+        if part.startswith("route="):
+            return unquote(part[len("route=") :])
+    return ""
+
+
+def routes_from_metadata(files: list[str]) -> dict[str, Route]:
+    """Each route's config as the newest file of its partition recorded it (by modification time)."""
+    newest: dict[str, tuple[float, str]] = {}
+    for f in files:
+        r = _route_of(f)
+        t = os.path.getmtime(f)
+        if r not in newest or t > newest[r][0]:
+            newest[r] = (t, f)
+    found: dict[str, tuple[int, Route]] = {}  # route -> (its position in the config, its config)
+    for r, (_, f) in newest.items():
+        meta = pq.read_schema(f).metadata or {}
+        v = int(meta.get(META_VERSION, b"0") or 0)
+        if v > SCHEMA_VERSION:
+            raise LogError(f"{f}: schema version {v} is newer than this shadowgrpc reads ({SCHEMA_VERSION}): upgrade shadowgrpc")
+        for i, d in enumerate(json.loads(meta.get(META_ROUTES, b"[]"))):
+            route = _unroute_config(d)
+            if route.model == r:
+                found[r] = (i, route)
+    return {r: route for r, (_, route) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]))}  # the config's order
+
+
+class DuckEngine:
+    """The log's tables as DuckDB views ``pairs`` and ``outcomes`` (partition columns from the
+    Hive paths, kept as strings)."""
+
+    def __init__(self, paths: list[str], threads: int | None = None) -> None:
+        import duckdb
+
+        self.paths = paths
+        self.files = pair_files(paths)
+        self.con = duckdb.connect()
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        # The file list is fixed now: files a running writer finishes later are not half-seen. Up
+        # to MATERIALIZE_BYTES of files are read once into DuckDB tables (every query then
+        # reads memory, not many small files); larger logs are read through views.
+        outs = outcome_files(paths)
+        size = sum(os.path.getsize(f) for f in self.files + outs)
+        kind = "TEMP TABLE" if size <= MATERIALIZE_BYTES else "VIEW"
+        self.con.execute(f"CREATE {kind} pairs AS SELECT * FROM {_read(self.files)}")
+        if outs:
+            self.con.execute(f"CREATE {kind} outcomes AS SELECT * FROM {_read(outs)}")
+        else:
+            self._empty = pa.table({f.name: pa.array([], f.type) for f in OUTCOMES})
+            self.con.register("outcomes", self._empty)
+
+    def rows(self, query: str) -> list[tuple]:
+        return self.con.execute(query).fetchall()
+
+    def arrow(self, query: str) -> pa.Table:
+        rel = self.con.sql(query)
+        return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()  # duckdb 2 / 1.x
+
+    def routes(self) -> dict[str, Route]:
+        return routes_from_metadata(self.files)
+
+
+def _read(files: list[str]) -> str:
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"

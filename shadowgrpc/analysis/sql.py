@@ -1,0 +1,120 @@
+"""The analysis as SQL: the queries that read the paired-prediction log, written in the subset
+that DuckDB and Spark SQL both run unchanged (``make spark-check`` runs them on both).
+
+Each engine exposes two relations, ``pairs`` and ``outcomes`` (the two Hive-partitioned Parquet
+tables, pairlog/schema.py), and runs these queries over them. The figures that are plain counts
+come out of SQL grouped; the sketches (latency, drift histograms, paired agreement, ground-truth
+scores) are fed in Python from the rows the queries select, by the same code the live service runs
+(rebuild.py), which is why the offline report equals the online one.
+
+``where`` is a SQL predicate over the pairs columns (``--where``, ``--since``, ``--until``), applied
+once in the ``fp`` (filtered pairs) common table expression that every query reads.
+"""
+
+from __future__ import annotations
+
+# Identifiers used below are non-reserved in both dialects; nothing here quotes.
+
+
+def filtered(where: str) -> str:
+    return f"fp AS (SELECT * FROM pairs WHERE {where or 'TRUE'})"
+
+
+def route_counts(where: str) -> str:
+    """Route-level counts: one row per request (its target_index 0 row)."""
+    return (
+        f"WITH {filtered(where)} "
+        "SELECT route, live_status, mirror, count(*) AS n FROM fp WHERE target_index = 0 "
+        "GROUP BY route, live_status, mirror ORDER BY route, live_status, mirror"
+    )
+
+
+def target_counts(where: str) -> str:
+    """Per shadow target: what became of each request (sampled, shed, down, sent -> status -> pair)."""
+    return (
+        f"WITH {filtered(where)} "
+        "SELECT route, target_index, mirror, sampled, shadow_status, pair, count(*) AS n FROM fp "
+        "GROUP BY route, target_index, mirror, sampled, shadow_status, pair "
+        "ORDER BY route, target_index, mirror, sampled, shadow_status, pair"
+    )
+
+
+def live_latency(where: str) -> str:
+    return (
+        f"WITH {filtered(where)} "
+        "SELECT route, live_latency_s, front_added_s FROM fp WHERE target_index = 0 AND live_status = 'OK' "
+        "ORDER BY route, arrival, writer, request_seq"
+    )
+
+
+def shadow_latency(where: str) -> str:
+    return (
+        f"WITH {filtered(where)} "
+        "SELECT route, target_index, shadow_latency_s FROM fp WHERE shadow_status = 'OK' "
+        "ORDER BY route, target_index, shadow_answered, writer, request_seq"
+    )
+
+
+# The first usable outcome per request id (later ones are duplicates), and how many distinct
+# compared requests carry each id (more than one: the id was reused, nothing is joined).
+_FIRST_OUTCOMES = (
+    "fo AS (SELECT request_id, true_labels, true_values FROM ("
+    "SELECT request_id, true_labels, true_values, "
+    "row_number() OVER (PARTITION BY request_id ORDER BY received, writer) AS rn "
+    "FROM outcomes WHERE status <> 'rejected') t WHERE rn = 1)"
+)
+_ID_REQUESTS = (
+    "ids AS (SELECT request_id, count(DISTINCT concat(writer, ':', CAST(request_seq AS STRING))) AS id_requests "
+    "FROM fp WHERE pair = 'compared' AND request_id <> '' GROUP BY request_id)"
+)
+
+
+def compared(where: str, route: str, target_index: int) -> str:
+    """Every compared pair of one shadow target with both answers, its slice buckets and its
+    outcome (if any), in the order the front compared them."""
+    return (
+        f"WITH {filtered(where)}, {_FIRST_OUTCOMES}, {_ID_REQUESTS} "
+        "SELECT p.request_id, p.slice_buckets, p.live_outputs, p.shadow_outputs, "
+        "fo.true_labels, fo.true_values, ids.id_requests "
+        "FROM fp p LEFT JOIN fo ON p.request_id = fo.request_id LEFT JOIN ids ON p.request_id = ids.request_id "
+        f"WHERE p.pair = 'compared' AND p.route = {string(route)} AND p.target_index = {int(target_index)} "
+        "ORDER BY p.shadow_answered, p.writer, p.request_seq"
+    )
+
+
+def string(s: str) -> str:
+    """A SQL string literal (both dialects: quotes doubled; no backslash escapes in the name)."""
+    if "\\" in s:
+        raise ValueError(f"route names with a backslash are not supported in SQL literals: {s!r}")
+    return "'" + s.replace("'", "''") + "'"
+
+
+def outcome_counts(where: str) -> str:
+    """Outcome messages: usable ones, distinct ids among them, those whose id no compared request
+    carries (unknown) or several do (reused), and the rejected ones by reason."""
+    return (
+        f"WITH {filtered(where)}, {_ID_REQUESTS}, "
+        "ok AS (SELECT request_id FROM outcomes WHERE status <> 'rejected'), "
+        "d AS (SELECT DISTINCT request_id FROM ok) "
+        "SELECT 'received' AS what, '' AS reason, count(*) AS n FROM ok "
+        "UNION ALL SELECT 'distinct', '', count(*) FROM d "
+        "UNION ALL SELECT 'unknown', '', count(*) FROM d LEFT JOIN ids ON d.request_id = ids.request_id WHERE ids.request_id IS NULL "
+        "UNION ALL SELECT 'reused', '', count(*) FROM d JOIN ids ON d.request_id = ids.request_id WHERE ids.id_requests > 1 "
+        "UNION ALL SELECT 'rejected', coalesce(reason, ''), count(*) FROM outcomes WHERE status = 'rejected' GROUP BY reason"
+    )
+
+
+def time_window(since: str | None, until: str | None) -> list[str]:
+    """--since / --until as predicates on the request's arrival (UTC timestamps, ISO 8601)."""
+    out = []
+    if since:
+        out.append(f"arrival >= TIMESTAMP '{_literal(since)}'")
+    if until:
+        out.append(f"arrival < TIMESTAMP '{_literal(until)}'")
+    return out
+
+
+def _literal(s: str) -> str:
+    if "'" in s or "\\" in s:
+        raise ValueError(f"not a timestamp: {s!r}")
+    return s

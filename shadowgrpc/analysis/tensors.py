@@ -1,0 +1,103 @@
+"""Output tensors of the paired log (list<TENSOR> columns, pairlog/schema.py) back to numpy, many
+rows at a time: rows are grouped by their outputs' signature (names, datatypes, shapes), and each
+group's outputs come back as one array per output, the rows' tensors concatenated along the first
+axis, exactly as the front would have seen them one request at a time (a 0-d tensor counts as one
+row). No per-value Python: offsets and flattened buffers only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..codec import NUMPY_DTYPES
+
+_PAYLOAD = {"FP16": "fp32", "FP32": "fp32", "FP64": "fp64", "BYTES": "bytes"}
+
+
+def payload_field(datatype: str) -> str:
+    return _PAYLOAD.get(datatype, "ints")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+def _flat(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return col
+
+
+def signatures(col: pa.Array) -> tuple[np.ndarray, list[tuple[Output, ...]]]:
+    """Per row: the index of its signature (-1: null), and the signatures (each a tuple of
+    Output), in first-seen order."""
+    col = _flat(col)
+    n = len(col)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), []
+    structs = col.flatten()  # one entry per output of every row
+    names = structs.field("name")
+    dts = structs.field("datatype")
+    shapes = structs.field("shape")
+    shape_str = pc.binary_join(pa.ListArray.from_arrays(shapes.offsets, pc.cast(shapes.flatten(), pa.string())), "x")
+    per_out = pc.binary_join_element_wise(pc.fill_null(names, ""), pc.fill_null(dts, ""), pc.fill_null(shape_str, "?"), "\x1f")
+    offsets = col.offsets.to_numpy(zero_copy_only=False)
+    if col.offset or len(offsets) != n + 1:
+        offsets = offsets[: n + 1]
+    per_row = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), per_out), "\x1e")
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    enc = pc.dictionary_encode(per_row)
+    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    sigs = []
+    for s in enc.dictionary.to_pylist():
+        outs = []
+        for o in s.split("\x1e") if s else []:
+            name, dt, shp = o.split("\x1f")
+            outs.append(Output(name, dt, tuple(int(x) for x in shp.split("x")) if shp else ()))
+        sigs.append(tuple(outs))
+    idx[~valid] = -1
+    return idx, sigs
+
+
+def arrays(col: pa.Array, rows: np.ndarray, sig: tuple[Output, ...]) -> list[np.ndarray | None]:
+    """For the rows ``rows`` (all of signature ``sig``): per output, the rows' tensors
+    concatenated along the first axis (None: BYTES, or a tensor logged without contents)."""
+    col = _flat(col)
+    starts = col.offsets.to_numpy(zero_copy_only=False)[rows]
+    structs = col.values
+    out: list[np.ndarray | None] = []
+    for j, o in enumerate(sig):
+        dt = NUMPY_DTYPES.get(o.datatype)
+        if dt is None:
+            out.append(None)
+            continue
+        field = structs.field(payload_field(o.datatype))
+        sel = field.take(pa.array(starts + j))
+        if sel.null_count:
+            out.append(None)
+            continue
+        flat = sel.flatten().to_numpy(zero_copy_only=False)
+        count = 1
+        for d in o.shape:
+            count *= d
+        if len(flat) != count * len(rows):
+            out.append(None)
+            continue
+        if o.datatype == "UINT64":
+            flat = flat.view(np.uint64)
+        a = flat.astype(dt, copy=False)
+        shape = o.shape if o.shape else (1,)  # 0-d tensors: one row each
+        out.append(a.reshape((len(rows) * shape[0],) + tuple(shape[1:])) if shape[0] else a.reshape((0,) + tuple(shape[1:])))
+    return out
+
+
+def one(arr: np.ndarray, i: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Request ``i``'s own tensor (its original shape) out of a group array from ``arrays``."""
+    r = shape[0] if shape else 1
+    return arr[i * r : (i + 1) * r].reshape(shape)
