@@ -25,10 +25,13 @@ def where_clause(where: list[str] | None = None, since: str | None = None, until
     return " AND ".join(parts)
 
 
-def analyze(paths: list[str], where: str = "", routes: dict[str, Route] | None = None, progress=None, engine=None) -> FrontState:
+def analyze(
+    paths: list[str], where: str = "", routes: dict[str, Route] | None = None, progress=None, engine=None, outcome_paths: list[str] | None = None
+) -> FrontState:
     """The comparison state of the logged rows matching ``where``. ``routes`` overrides the
-    routes' config the files carry (a config file's routes, by model name)."""
-    eng = engine if engine is not None else DuckEngine(paths)
+    routes' config the files carry (a config file's routes, by model name); ``outcome_paths``:
+    read the outcomes from these logs instead of ``paths``."""
+    eng = engine if engine is not None else DuckEngine(paths, outcome_paths=outcome_paths)
     known = eng.routes()
     if routes:
         known.update(routes)

@@ -73,7 +73,9 @@ class DuckEngine:
     """The log's tables as DuckDB views ``pairs`` and ``outcomes`` (partition columns from the
     Hive paths, kept as strings)."""
 
-    def __init__(self, paths: list[str], threads: int | None = None) -> None:
+    def __init__(self, paths: list[str], threads: int | None = None, outcome_paths: list[str] | None = None) -> None:
+        """``outcome_paths``: where the outcomes table is read (default: ``paths``), e.g. a replay's
+        own pairs joined with the original run's outcomes."""
         import duckdb
 
         self.paths = paths
@@ -84,7 +86,7 @@ class DuckEngine:
         # The file list is fixed now: files a running writer finishes later are not half-seen. Up
         # to MATERIALIZE_BYTES of files are read once into DuckDB tables (every query then
         # reads memory, not many small files); larger logs are read through views.
-        outs = outcome_files(paths)
+        outs = outcome_files(paths if outcome_paths is None else outcome_paths)
         size = sum(os.path.getsize(f) for f in self.files + outs)
         kind = "TEMP TABLE" if size <= MATERIALIZE_BYTES else "VIEW"
         self.con.execute(f"CREATE {kind} pairs AS SELECT * FROM {_read(self.files)}")
