@@ -6,14 +6,14 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
 
-.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot clean
+.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot clean
 
 all: install
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[local,test,bench,dev]'
+	$(PIP) install --quiet -e '.[local,test,bench,dev,html]'
 	touch $(STAMP)
 
 install: $(STAMP) build
@@ -36,7 +36,7 @@ check-proto: $(STAMP)
 
 # The whole suite with the compiled extensions, then again with the pure-Python twins selected
 # by SHADOWGRPC_NO_EXTENSIONS (the compiled-only tests are deselected there, not skipped).
-test: install check-proto
+test: install check-proto browser
 	$(PY) -m pytest
 	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not c_extension" -p no:cacheprovider
 
@@ -51,6 +51,15 @@ bench: install
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
 	$(PY) benchmarks/front_overhead.py --tracing --json bench-results/tracing.json
 	$(PY) benchmarks/latency_gate.py --json bench-results/latency_gate.json
+
+# Headless Chromium (Debian's package): tests/local/test_report_html_chromium.py renders the HTML report in it.
+browser:
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# The HTML report of a short demo run (embedded Triton, the example config), rendered by headless
+# Chromium to shadowgrpc/examples/report.png (the README's screenshot).
+report-screenshot: install browser
+	$(PY) shadowgrpc/examples/report_screenshot.py --out shadowgrpc/examples/report.png
 
 # A real demo trace in a real viewer: Phoenix (own venv, ~850 MB, kept out of the test set-up) and
 # headless Chromium (Debian's package), writing shadowgrpc/examples/demo-trace.png.
