@@ -102,11 +102,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     views = []
     for t in targets:
         try:
-            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single, max_message_mb=args.max_message_mb)
+            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single or bool(args.html), max_message_mb=args.max_message_mb)
         except grpc.RpcError as e:
             print(f"shadowgrpc report: {t}: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
         if single:
+            if args.html:
+                try:
+                    _write_html(load(rep.snapshot), rep, args.html, f"shadowgrpc report: {t}")
+                except (SnapshotError, OSError, ImportError) as e:
+                    print(f"shadowgrpc report: --html: {e}", file=sys.stderr)
+                    return 1
+                rep.ClearField("snapshot")
             print(report_json(rep) if args.json else format_report(rep))
             return 0
         try:
@@ -136,8 +143,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
         with open(args.save, "wb") as f:
             f.write(snapshot(view, view.costs))
     rep = build_report(view, args.model, view.costs)
+    if args.html:
+        try:
+            _write_html(view, rep, args.html, f"shadowgrpc report: {len(views)} fronts merged")
+        except (OSError, ImportError) as e:
+            print(f"shadowgrpc report: --html: {e}", file=sys.stderr)
+            return 1
     print(report_json(rep) if args.json else format_report(rep))
     return 0
+
+
+def _write_html(state, rep, path: str, title: str) -> None:
+    from .report_html import write_html
+
+    write_html(state, rep, path, title=title)
+    print(f"shadowgrpc: wrote {path}", file=sys.stderr)
 
 
 def _default_loop() -> str:
@@ -218,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save", metavar="FILE", help="also write the (merged) state as a snapshot file, for a later --from")
     r.add_argument("--model", default="", help="only this route")
     r.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
+    r.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (plots embedded; needs the 'html' extra: matplotlib)")
     r.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     r.add_argument(
         "--max-message-mb",
@@ -236,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_triton_parser(sub)
 
+    from .analysis.cli import add_analysis_parsers
     from .local.demo import add_demo_parser
 
+    add_analysis_parsers(sub)
     add_demo_parser(sub)
     return p
 

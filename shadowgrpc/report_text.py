@@ -53,14 +53,20 @@ def format_report(rep: pb.Report) -> str:
     lines = [
         f"shadowgrpc {rep.version}{merged}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
         f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
+        if not rep.source
+        else f"shadowgrpc {rep.version}  offline report: requests that arrived over {rep.uptime_s:.0f} s"
     ]
     o = rep.outcomes
-    lines.append(
-        f"ground-truth store: {o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / "
-        f"expired {o.evicted_expired} / bytes {o.evicted_bytes} ({o.bytes / 2**20:.1f} of {o.max_bytes / 2**20:.0f} MiB held); "
-        f"outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} "
-        f"({o.reused_ids} requests reused a waiting id), rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
-    )
+    if rep.source:
+        lines.append(f"offline: {rep.source}; outcomes joined by id: unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, "
+                     f"reused id {o.reused}, rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else ""))
+    else:
+        lines.append(
+            f"ground-truth store: {o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / "
+            f"expired {o.evicted_expired} / bytes {o.evicted_bytes} ({o.bytes / 2**20:.1f} of {o.max_bytes / 2**20:.0f} MiB held); "
+            f"outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} "
+            f"({o.reused_ids} requests reused a waiting id), rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
+        )
     if rep.HasField("log"):
         g = rep.log
         state = f"STOPPED: {g.last_error}" if g.stopped and g.last_error else ("stopped" if g.stopped else "writing")

@@ -44,10 +44,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"shadowgrpc analyze: no route {args.model!r} in the log (routes: {', '.join(sorted(state.routes)) or 'none'})", file=sys.stderr)
         return 1
     rep = build_report(state, args.model)
+    rep.source = f"paired log {', '.join(args.paths)}" + (f" where {where}" if where else "")
     if args.html:
         from ..report_html import write_html
 
-        write_html(state, rep, args.html, title=f"shadowgrpc offline report: {', '.join(args.paths)}")
+        try:
+            write_html(state, rep, args.html, title=f"shadowgrpc offline report: {', '.join(args.paths)}")
+        except (OSError, ImportError) as e:
+            print(f"shadowgrpc analyze: --html: {e}", file=sys.stderr)
+            return 1
         print(f"shadowgrpc analyze: wrote {args.html}", file=sys.stderr)
     print(report_json(rep) if args.json else format_report(rep))
     n = sum(rs.stats.requests for rs in state.routes.values())

@@ -56,6 +56,9 @@ def rebuild(engine: Engine, routes: dict[str, Route], where: str = "", progress:
             if progress is not None:
                 progress(table.num_rows)
     _outcome_counts(state, engine.rows(sql.outcome_counts(where)), joined)
+    first, last, _ = engine.rows(sql.span(where))[0]
+    if first is not None:  # uptime_s of the report: the span of the requests' arrival
+        state.started, state.taken = first.timestamp(), last.timestamp()
     return state
 
 

@@ -104,6 +104,11 @@ def outcome_counts(where: str) -> str:
     )
 
 
+def span(where: str) -> str:
+    """The selected requests' first and last arrival."""
+    return f"WITH {filtered(where)} SELECT min(arrival), max(arrival), count(*) FROM fp"
+
+
 def time_window(since: str | None, until: str | None) -> list[str]:
     """--since / --until as predicates on the request's arrival (UTC timestamps, ISO 8601)."""
     out = []

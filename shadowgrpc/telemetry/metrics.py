@@ -59,6 +59,9 @@ class RouterMetrics:
             "shadowgrpc.shadow.compared": ("live/shadow pairs compared", self._shadow_stat("compared")),
             "shadowgrpc.shadow.contract_mismatch": ("pairs whose outputs differ in name, type or shape", self._shadow_stat("contract_mismatch")),
             "shadowgrpc.telemetry.spans.dropped": ("spans dropped: export queue full or export failed", self._dropped),
+            "shadowgrpc.log.rows": ("paired-log rows by fate: written, shed (queue full), dropped (after a write error)", self._log_rows),
+            "shadowgrpc.log.write_errors": ("paired-log write errors (each stops the log)", self._log_stat("write_errors")),
+            "shadowgrpc.log.files_deleted": ("paired-log files deleted to stay under max_disk_mb", self._log_stat("files_deleted")),
         }
         for role, sketches in (("live", self._live_sketches), ("shadow", self._shadow_sketches)):
             what = f"successful {role} Triton calls"
@@ -72,6 +75,8 @@ class RouterMetrics:
             "shadowgrpc.shadow.agreement": ("live/shadow agreement per output, 0..1", self._agreement),
             "shadowgrpc.shadow.divergence": ("live vs shadow output drift (Jensen-Shannon bits, PSI)", self._divergence),
             "shadowgrpc.telemetry.spans.queued": ("spans waiting in the export queue", self._queued),
+            "shadowgrpc.log.bytes_on_disk": ("bytes of the paired log's finished files", self._log_stat("bytes_on_disk")),
+            "shadowgrpc.log.queued": ("paired-log rows waiting for the writer", self._log_stat("rows_queued")),
         }
         for name, (desc, rows) in gauges.items():
             meter.create_observable_gauge(name, callbacks=[_callback(name, rows)], description=desc)
@@ -125,6 +130,16 @@ class RouterMetrics:
                 d = drift_pb(o)
                 for measure in ("js", "psi"):
                     yield getattr(d, measure), {"route": route, "target": ss.target.name, "output": name, "measure": measure}
+
+    def _log_rows(self) -> Rows:
+        pl = self.router.log
+        if pl is None:
+            return []
+        st = pl.stats
+        return [(st.rows_written, {"fate": "written"}), (st.rows_shed, {"fate": "shed"}), (st.rows_dropped, {"fate": "dropped"})]
+
+    def _log_stat(self, field: str) -> Callable[[], Rows]:
+        return lambda: [] if self.router.log is None else [(getattr(self.router.log.stats, field), {})]
 
     def _dropped(self) -> Rows:
         return [(n, {"reason": reason}) for reason, n in self.telemetry.spans_dropped().items()]

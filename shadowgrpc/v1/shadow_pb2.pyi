@@ -530,7 +530,7 @@ class RouteReport(_message.Message):
     def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log")
+    __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log", "source")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     UNROUTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -541,6 +541,7 @@ class Report(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     unrouted_requests: int
@@ -551,7 +552,8 @@ class Report(_message.Message):
     replicas: int
     snapshot: bytes
     log: PairLog
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ..., replicas: _Optional[int] = ..., snapshot: _Optional[bytes] = ..., log: _Optional[_Union[PairLog, _Mapping]] = ...) -> None: ...
+    source: str
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., unrouted_requests: _Optional[int] = ..., unparsed_requests: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteReport, _Mapping]]] = ..., stream_messages: _Optional[int] = ..., outcomes: _Optional[_Union[OutcomeStore, _Mapping]] = ..., replicas: _Optional[int] = ..., snapshot: _Optional[bytes] = ..., log: _Optional[_Union[PairLog, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class PairLog(_message.Message):
     __slots__ = ("path", "rows_written", "rows_shed", "rows_dropped", "outcomes_written", "files_written", "files_deleted", "bytes_deleted", "bytes_on_disk", "write_errors", "last_error", "stopped", "sample_rate")
