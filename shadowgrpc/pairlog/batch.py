@@ -54,6 +54,10 @@ class RouteInfo:
         self.columns = {k: pa.array(v, type=PAIRS.field(k).type) for k, v in cols.items()}
 
     def take(self, routes: Sequence[str], indexes: Sequence[int]) -> dict[str, pa.Array]:
+        n = len(routes)
+        if n and routes.count(routes[0]) == n and indexes.count(indexes[0]) == n:  # one target
+            i = self.keys.get((routes[0], indexes[0]))
+            return {k: pa.repeat(v[i] if i is not None else pa.scalar(None, v.type), n) for k, v in self.columns.items()}
         get = self.keys.get
         idx = np.fromiter((get(k, -1) for k in zip(routes, indexes)), dtype=np.int64, count=len(routes))
         missing = idx < 0

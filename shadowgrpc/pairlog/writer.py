@@ -37,7 +37,7 @@ from .schema import META_ROUTES, META_TABLE, META_VERSION, SCHEMA_VERSION, Outco
 
 log = logging.getLogger("shadowgrpc.pairlog")
 
-CHUNK_ROWS = 4096  # rows turned into Arrow at a time (fewer live objects for the GC to walk)
+CHUNK_ROWS = 1024  # rows turned into Arrow at a time: their short-lived objects die young (cheap GC)
 RESCAN_S = 60.0  # the budget re-reads the tables this often (other writers' files)
 _ROUTE = itemgetter(0)
 
@@ -79,6 +79,9 @@ class PairLog:
         self._outcomes: deque[OutcomeRow] = deque()
         self._max_queue = int(cfg.max_queue_rows)
         self._flush_rows = int(cfg.flush_rows)
+        # The writer wakes when a table holds this many rows (a queue shorter than flush_rows wakes
+        # it when full, rather than shedding until flush_s).
+        self._wake_at = max(1, min(self._flush_rows, self._max_queue))
         self._in_flight = 0  # rows taken by the writer, not yet written (counted as waiting)
         # Written by the event loop only:
         self._shed = 0
@@ -108,7 +111,7 @@ class PairLog:
             self._shed += 1
             return
         q.append(row)
-        if len(q) == self._flush_rows:
+        if len(q) == self._wake_at:
             self._wake.set()
 
     def outcome(self, row: OutcomeRow) -> None:
@@ -120,7 +123,7 @@ class PairLog:
             self._shed += 1
             return
         q.append(row)
-        if len(q) == self._flush_rows:
+        if len(q) == self._wake_at:
             self._wake.set()
 
     @property
@@ -195,15 +198,15 @@ class PairLog:
                 closing = self._closing
                 req = self._flush_req
                 if closing or req > self._flush_done or now >= next_flush:
-                    self._drain(everything=True)
+                    self._drain(minimum=1)
                     next_flush = time.monotonic() + flush_s
                     with self._cond:
                         self._flush_done = max(self._flush_done, req)
                         self._cond.notify_all()
                     if closing:
                         return
-                elif len(self._pairs) >= self._flush_rows or len(self._outcomes) >= self._flush_rows:
-                    self._drain(everything=False)
+                elif len(self._pairs) >= self._wake_at or len(self._outcomes) >= self._wake_at:
+                    self._drain(minimum=self._wake_at)
                     next_flush = time.monotonic() + flush_s
                 else:
                     self._wake.wait(max(0.0, next_flush - now))
@@ -217,12 +220,12 @@ class PairLog:
             with self._cond:
                 self._cond.notify_all()
 
-    def _drain(self, everything: bool) -> None:
-        """Write the queued rows, ``flush_rows`` at a time (only full chunks unless ``everything``)."""
+    def _drain(self, minimum: int) -> None:
+        """Write the queued rows, ``flush_rows`` at a time, while a table holds ``minimum`` or more."""
         for q, table in ((self._pairs, files.PAIRS_DIR), (self._outcomes, files.OUTCOMES_DIR)):
             while not self._stopped:
                 n = min(len(q), self._flush_rows)
-                if n == 0 or (n < self._flush_rows and not everything):
+                if n == 0 or n < minimum:
                     break
                 popleft = q.popleft
                 rows = [popleft() for _ in range(n)]
@@ -239,21 +242,23 @@ class PairLog:
             self._enforce_budget()
 
     def _write(self, table: str, rows: list) -> None:
-        """One file per partition of ``rows``. An OSError stops the log (``_fault``)."""
+        """One file per partition of ``rows``. An OSError stops the log (``_fault``); anything else
+        (rows the conversion cannot take) drops those rows, counted, and the log goes on."""
         pairs = table == files.PAIRS_DIR
-        groups = _partitions(rows, 4 if pairs else 1, pairs)
+        try:
+            groups = _partitions(rows, 4 if pairs else 1, pairs)
+        except Exception as e:
+            self._bad_rows(table, len(rows), e)
+            return
         left = len(rows)
         for (route, hour), part in groups:
-            directory = files.partition_dir(self.root, table, route, hour)
             name = files.file_name(self.writer_id, self._seq)
             try:
+                directory = files.partition_dir(self.root, table, route, hour)
                 arrow = self._arrow(part, pairs).replace_schema_metadata(self._meta[table])
-            except Exception as e:  # a bug in the conversion: drop these rows, keep logging
-                self._errors += 1
-                self._dropped_w += len(part)
+            except Exception as e:
+                self._bad_rows(table, len(part), e)
                 left -= len(part)
-                self._last_error = f"log.path {self.root}: cannot convert {len(part)} {table} rows: {type(e).__name__}: {e}"
-                log.exception("%s", self._last_error)
                 continue
             try:
                 size = files.write_parquet(directory, name, arrow, files.PAIRS_OPTIONS if pairs else files.OUTCOMES_OPTIONS)
@@ -270,6 +275,12 @@ class PairLog:
                 self._outcomes_written += len(part)
             self._inventory.add(os.path.join(directory, name), size)
         self._enforce_budget()
+
+    def _bad_rows(self, table: str, n: int, e: Exception) -> None:
+        self._errors += 1
+        self._dropped_w += n
+        self._last_error = f"log.path {self.root}: cannot convert {n} {table} rows: {type(e).__name__}: {e}"
+        log.exception("%s", self._last_error)
 
     def _arrow(self, rows: list, pairs: bool):
         import pyarrow as pa

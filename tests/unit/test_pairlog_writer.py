@@ -223,6 +223,14 @@ def test_a_file_is_finished_every_flush_rows_rows(tmp_path, open_log):
     assert lg.stats.files_written == 3 and lg.stats.stopped
 
 
+def test_a_queue_shorter_than_flush_rows_wakes_the_writer_when_full(tmp_path, open_log):
+    lg = open_log(tmp_path, max_queue_rows=5, flush_rows=100)  # flush_s: an hour
+    for i in range(5):
+        lg.pair(fp32_row(i))
+    wait_for(lambda: lg.stats.rows_written == 5)
+    assert lg.stats.rows_shed == 0 and len(parquet_files(tmp_path)) == 1
+
+
 def test_a_file_is_finished_every_flush_s_seconds(tmp_path, open_log):
     lg = open_log(tmp_path, flush_rows=1000, flush_s=0.2)
     for i in range(5):
