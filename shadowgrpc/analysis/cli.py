@@ -29,12 +29,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         bar = _bar(args)
-        state = analyze(args.paths, where, routes, progress=bar.update if bar is not None else None)
+        state = analyze(args.paths, where, routes, progress=bar.update if bar is not None else None, slices=args.slice)
         if bar is not None:
             bar.close()
     except LogError as e:
         print(f"shadowgrpc analyze: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # --slice
+        print(f"shadowgrpc analyze: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # DuckDB's own errors: a bad --where, unreadable files
         if type(e).__module__.startswith("duckdb") or type(e).__module__.startswith("_duckdb"):
             print(f"shadowgrpc analyze: {type(e).__name__}: {e}", file=sys.stderr)
@@ -75,11 +78,12 @@ def add_analysis_parsers(sub) -> None:
         description="Compute the same report and verdict as the live service from the paired-prediction log "
         "([log] path), outcomes joined by request id, with DuckDB over the Parquet files. Filters the online "
         "report cannot apply: --where (any SQL predicate over the pairs columns, see the README's schema), "
-        "--since/--until (a time window on arrival).",
+        "--since/--until (a time window on arrival), --slice (one bucket of a configured slice).",
         epilog="examples:\n"
         "  shadowgrpc analyze /var/lib/shadowgrpc/log\n"
         "  shadowgrpc analyze LOG --since 2026-12-06T10:00:00 --until 2026-12-06T11:00:00\n"
-        "  shadowgrpc analyze LOG --where \"slice_buckets[1][1] = 0\"   # first slice, first row in bucket 0\n"
+        "  shadowgrpc analyze LOG --slice amount=2000_plus\n"
+        "  shadowgrpc analyze LOG --where \"target = 'v2' AND live_status = 'OK'\"\n"
         "  shadowgrpc analyze LOG --json > report.json; shadowgrpc analyze LOG --html report.html",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,8 +91,15 @@ def add_analysis_parsers(sub) -> None:
     a.add_argument("--where", action="append", metavar="SQL", help="keep only pairs rows matching this SQL predicate (repeatable: ANDed)")
     a.add_argument("--since", metavar="TIME", help="requests that arrived at or after TIME (UTC, e.g. 2026-12-06T10:00:00)")
     a.add_argument("--until", metavar="TIME", help="requests that arrived before TIME (UTC)")
+    a.add_argument(
+        "--slice",
+        action="append",
+        metavar="NAME=BUCKET",
+        help="only requests whose rows all fall in this bucket of a configured slice, e.g. amount=2000_plus (repeatable: ANDed)",
+    )
     a.add_argument("--model", default="", help="only this route")
     a.add_argument("--config", metavar="FILE", help="judge with this config's routes (gates, output kinds) instead of the config the files recorded")
     a.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (plots embedded)")
     a.set_defaults(func=_cmd_analyze)
+    __import__("shadowgrpc.analysis.replay", fromlist=["add_replay_parser"]).add_replay_parser(sub)

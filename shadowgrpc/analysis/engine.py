@@ -81,6 +81,7 @@ class DuckEngine:
         self.paths = paths
         self.files = pair_files(paths)
         self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         # The file list is fixed now: files a running writer finishes later are not half-seen. Up

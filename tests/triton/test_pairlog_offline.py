@@ -73,6 +73,7 @@ def _traffic(address: str, n: int):
     texts, ilabels = make_merchant_texts(n // 2, seed=31)
     baskets, values = make_baskets(n // 2, seed=31)
     outcomes = []
+    fraud_rows = []  # the features of each fraud request
     rng = np.random.default_rng(31)
     with grpc.insecure_channel(address) as ch:
         call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)
@@ -81,6 +82,7 @@ def _traffic(address: str, n: int):
             k = int(rng.integers(1, 5))  # 1..4 rows per request
             rid = f"fr-{i}" if i % 17 else ""  # some callers set no id (sampled at random)
             call(fraud_request(feats[i : i + k], rid=rid).SerializeToString(), timeout=10)
+            fraud_rows.append(feats[i : i + k])
             if rid:
                 outcomes.append((rid, [int(x) for x in flabels[i : i + k]], None))
             i += k
@@ -92,20 +94,21 @@ def _traffic(address: str, n: int):
             req.raw_input_contents.append(baskets[j : j + 1].tobytes())
             call(req.SerializeToString(), timeout=10)
             outcomes.append((f"bv-{j}", None, [float(values[j])]))
-    return outcomes
+    return outcomes, fraud_rows
 
 
-@pytest.mark.triton
-def test_offline_report_equals_online(triton, tmp_path):
-    from shadowgrpc.analysis import analyze
+@pytest.fixture(scope="module")
+def logged_run(triton, tmp_path_factory):
+    """One run of traffic with outcomes through a front logging every pair: (log folder, the
+    online report, the fraud requests' features, the time half the traffic had been sent)."""
     from shadowgrpc.report import build_report
     from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
     from tests.frontctl import front_for
 
-    log_dir = tmp_path / "log"
+    log_dir = tmp_path_factory.mktemp("pairlog") / "log"
     ft = front_for(triton.grpc_address, ROUTES, log={"path": str(log_dir), "flush_s": 0.5})
     try:
-        outcomes = _traffic(ft.address, 400)
+        outcomes, fraud_rows = _traffic(ft.address, 400)
         ft.drain()
         msgs = [shadow_pb2.Outcome(request_id=r, labels=lb or [], values=v or []) for r, lb, v in outcomes]
         msgs += [shadow_pb2.Outcome(request_id=outcomes[0][0], labels=outcomes[0][1])]  # a duplicate
@@ -119,6 +122,15 @@ def test_offline_report_equals_online(triton, tmp_path):
         ft.call(_flush(ft))
     finally:
         ft.stop()
+    return log_dir, online, fraud_rows
+
+
+@pytest.mark.triton
+def test_offline_report_equals_online(logged_run):
+    from shadowgrpc.analysis import analyze
+    from shadowgrpc.report import build_report
+
+    log_dir, online, _ = logged_run
     offline = build_report(analyze([str(log_dir)]))
     on, off = as_dict(online), as_dict(offline)
     assert diff(on, off) == []
@@ -140,3 +152,40 @@ async def _flush(ft):
     import asyncio
 
     await asyncio.to_thread(ft.front.pairlog.flush, 10.0)
+
+
+@pytest.mark.triton
+def test_filters_the_online_report_cannot_apply(logged_run, capsys):
+    from shadowgrpc.analysis import analyze, where_clause
+    from shadowgrpc.cli import main
+
+    log_dir, online, fraud_rows = logged_run
+    total = analyze([str(log_dir)])
+    fraud = total.routes["fraud"].stats.requests
+    assert fraud == len(fraud_rows)
+    # A time window: the requests before and after any instant add up to all of them.
+    import duckdb
+
+    mid = duckdb.connect().execute(f"SELECT median(arrival) FROM read_parquet('{log_dir}/pairs/**/*.parquet', hive_partitioning = true) WHERE route = 'fraud'").fetchall()[0][0]
+    t = mid.strftime("%Y-%m-%d %H:%M:%S.%f")
+    before = analyze([str(log_dir)], where_clause(until=t)).routes["fraud"].stats.requests
+    after = analyze([str(log_dir)], where_clause(since=t)).routes["fraud"].stats.requests
+    assert 0 < before < fraud and before + after == fraud
+    # A slice: requests whose rows all have amount feature < 3.3 ("under_2000").
+    under = analyze([str(log_dir)], slices=["amount=under_2000"])
+    expected = sum(1 for rows in fraud_rows if (rows[:, 0] < 3.3).all())
+    assert under.routes["fraud"].stats.requests == expected < fraud
+    assert under.routes["fraud"].shadows[0].stats.compared == expected
+    assert under.routes["merchant_intent"].stats.requests == 0  # no such slice there
+    # Any SQL predicate over the columns: only the v2 target's rows.
+    v2 = analyze([str(log_dir)], where_clause(["target = 'v2'"])).routes["fraud"]
+    assert v2.shadows[0].stats.compared == total.routes["fraud"].shadows[0].stats.compared and v2.shadows[1].stats.sent == 0
+    # The command line: bad filters are refused with the reason, exit 2.
+    assert main(["analyze", str(log_dir), "--slice", "amount=nope"]) == 2
+    assert "no such slice bucket" in capsys.readouterr().err
+    assert main(["analyze", str(log_dir), "--where", "no_such_column = 1"]) == 2
+    assert "no_such_column" in capsys.readouterr().err
+    assert main(["analyze", str(log_dir / "nowhere")]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["analyze", str(log_dir), "--json", "--model", "fraud"]) == 0
+    assert '"model": "fraud"' in capsys.readouterr().out
