@@ -2,7 +2,7 @@
 
 - ``schema``: the tables (Arrow schemas), the row records the front hands the writer, the layout;
 - ``writer.PairLog``: the bounded queue and the background writer thread;
-- ``batch``: rows to Arrow (answers decoded off the event loop);
+- ``batch``: rows to Arrow tables; ``decode``: the answers' output tensors to Arrow (off the loop);
 - ``files``: partition paths, temp-then-rename writes, Parquet options, the disk budget.
 
 Importing the package imports nothing heavy; ``PairLog`` and ``LogStats`` load the writer (and

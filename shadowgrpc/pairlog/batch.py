@@ -1,41 +1,21 @@
-"""Rows to Arrow, on the writer thread: a list of ``PairRow`` becomes a ``pa.Table`` of ``PAIRS``, a
-list of ``OutcomeRow`` one of ``OUTCOMES``.
-
-Vectorized where it counts: the answers are scanned once per row (``packing.scan_response``, no
-copies), then every tensor's payload of one datatype is joined into one buffer, read with numpy and
-handed to Arrow as values + offsets (``ListArray.from_arrays``); no per-value Python. A malformed
-answer (the scan raises ValueError) logs that side's outputs as null and never fails the batch; a
-tensor whose contents do not match its shape and datatype, or that came as typed (not raw)
-contents, is logged with its name, datatype and shape and a null payload.
-"""
+"""Rows to Arrow, on the writer thread: a list of ``PairRow`` becomes a ``pa.Table`` of ``PAIRS``
+(the answers decoded by ``decode.tensors``), a list of ``OutcomeRow`` one of ``OUTCOMES``; per-row
+Python only where a row holds Python objects (the transposition, slice buckets, outcome arrays)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain, compress, repeat
-from operator import is_not, itemgetter
+from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import packing
-from ..codec import NUMPY_DTYPES
 from ..config import Route
-from .schema import DOWN, OUTCOMES, PAIRS, SHED, TENSOR, TS, OutcomeRow, PairRow
+from .decode import list_array, tensors
+from .schema import DOWN, OUTCOMES, PAIRS, SHED, TS, OutcomeRow, PairRow
 
-MAX_LIST_VALUES = (1 << 31) - 1  # Arrow list offsets are int32
-
-# datatype -> the TENSOR payload field it goes to
-_FIELD = {"FP16": "fp32", "FP32": "fp32", "FP64": "fp64", "BYTES": "bytes"}
-_FIELD.update({dt: "ints" for dt in ("BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")})
-_TARGET = {"fp32": np.dtype("<f4"), "fp64": np.dtype("<f8"), "ints": np.dtype("<i8")}
-_PAYLOADS = ("fp32", "fp64", "ints", "bytes")
-_TENSOR_FIELDS = list(TENSOR)
-_FIELD_TYPES = {f.name: f.type for f in _TENSOR_FIELDS}
 _SLICES = PAIRS.field("slice_buckets").type
-_OUTPUTS = PAIRS.field("live_outputs").type
-_EMPTY_I32 = np.zeros(1, dtype=np.int32)
 
 
 class RouteInfo:
@@ -65,164 +45,11 @@ class RouteInfo:
         return {k: v.take(where) for k, v in self.columns.items()}
 
 
-def _offsets(counts: np.ndarray) -> pa.Array:
-    out = np.empty(len(counts) + 1, dtype=np.int64)
-    out[0] = 0
-    np.cumsum(counts, out=out[1:])
-    if out[-1] > MAX_LIST_VALUES:
-        raise OverflowError("more list values than Arrow int32 offsets hold: write smaller batches")
-    return pa.array(out.astype(np.int32))
-
-
-def _list(counts: np.ndarray, values: pa.Array, null: np.ndarray | None, typ: pa.DataType) -> pa.Array:
-    """A list array from per-row counts (nulls count 0) and the concatenated values."""
-    mask = pa.array(null) if null is not None and null.any() else None
-    return pa.ListArray.from_arrays(_offsets(counts), values, type=typ, mask=mask)
-
-
 def _timestamps(values: Sequence[float | None]) -> pa.Array:
     a = np.array(values, dtype=np.float64)  # None -> nan
     null = np.isnan(a)
     us = np.rint(np.where(null, 0.0, a) * 1e6).astype(np.int64)
     return pa.array(us, type=TS, mask=null if null.any() else None)
-
-
-def _elements(shapes: Sequence[tuple[int, ...]]) -> tuple[pa.Array, np.ndarray]:
-    """The ``shape`` column and each tensor's element count (-1 when a dim is negative)."""
-    n = len(shapes)
-    ndims = np.fromiter(map(len, shapes), dtype=np.int64, count=n)
-    total = int(ndims.sum())
-    dims = np.fromiter(chain.from_iterable(shapes), dtype=np.int64, count=total)
-    column = pa.ListArray.from_arrays(_offsets(ndims), pa.array(dims), type=_FIELD_TYPES["shape"])
-    if n and total == ndims[0] * n:  # every tensor has the same rank (the usual case)
-        k = int(ndims[0])
-        per = dims.reshape(n, k) if k else np.zeros((n, 0), dtype=np.int64)
-        counts = per.prod(axis=1) if k else np.ones(n, dtype=np.int64)
-        bad = (per < 0).any(axis=1)
-    else:
-        counts = np.ones(n, dtype=np.int64)
-        bad = np.zeros(n, dtype=bool)
-        for i, s in enumerate(shapes):
-            for d in s:
-                counts[i] *= d
-                bad[i] |= d < 0
-    counts[bad] = -1
-    return column, counts
-
-
-def _fixed(field: str, sel: np.ndarray, datatypes: Sequence[str], contents: Sequence) -> pa.Array:
-    """The concatenated values of the selected tensors (in order), widened to ``field``'s type."""
-    target = _TARGET[field]
-    if len(sel) == len(datatypes):  # every tensor (the usual case): no gather
-        picked_types, picked = datatypes, contents
-    else:
-        idx = sel.tolist()
-        picked_types, picked = [datatypes[i] for i in idx], [contents[i] for i in idx]
-    kinds = set(picked_types)
-    if len(kinds) == 1:
-        dt = next(iter(kinds))
-        buf = b"".join(picked)
-        a = _convert(np.frombuffer(buf, dtype=NUMPY_DTYPES[dt] if dt != "BOOL" else np.uint8), dt, target)
-    else:
-        parts = [_convert(np.frombuffer(c, dtype=NUMPY_DTYPES[d] if d != "BOOL" else np.uint8), d, target) for d, c in zip(picked_types, picked)]
-        a = np.concatenate(parts) if parts else np.empty(0, dtype=target)
-    return pa.array(a, type=_FIELD_TYPES[field].value_type)
-
-
-def _convert(a: np.ndarray, datatype: str, target: np.dtype) -> np.ndarray:
-    if datatype == "BOOL":
-        return (a != 0).astype(target)
-    if datatype == "UINT64":
-        return a.view(target)  # the same 64 bits: read back with a uint64 view
-    return a.astype(target, copy=False)
-
-
-def _scan_all(raws: Sequence[bytes | memoryview | None]) -> tuple[list, np.ndarray]:
-    """Every tensor of every answer, in order, and the tensor count per answer (-1: null). The
-    usual case (no None, nothing malformed) iterates in C (map / chain): no bytecode per row."""
-    scan = packing.scan_response
-    n = len(raws)
-    present = list(map(is_not, raws, repeat(None)))
-    nonnull = raws if all(present) else list(compress(raws, present))
-    try:
-        results = list(map(scan, nonnull))
-        lens = np.fromiter(map(len, results), dtype=np.int64, count=len(results))
-    except ValueError:  # a malformed answer: find which, one by one
-        results, found_lens = [], []
-        for raw in nonnull:
-            try:
-                results.append(scan(raw))
-                found_lens.append(len(results[-1]))
-            except ValueError:
-                found_lens.append(-1)
-        lens = np.array(found_lens, dtype=np.int64)
-    if len(nonnull) == n:
-        counts = lens
-    else:
-        counts = np.full(n, -1, dtype=np.int64)
-        counts[np.array(present, dtype=bool)] = lens
-    return list(chain.from_iterable(results)), counts
-
-
-def tensors(raws: Sequence[bytes | memoryview | None]) -> pa.Array:
-    """A ``list<TENSOR>`` array: one list per answer, null where the answer is None or malformed."""
-    found, counts = _scan_all(raws)
-    null = counts < 0
-    counts[null] = 0
-    if not found:
-        return _list(counts, pa.array([], type=TENSOR), null, _OUTPUTS)
-    names, datatypes, shapes, contents = zip(*found)
-    m = len(found)
-    shape_column, elements = _elements(shapes)
-    if None in contents:  # typed (not raw) contents: a null payload
-        nbytes = np.fromiter((-1 if c is None else len(c) for c in contents), dtype=np.int64, count=m)
-    else:
-        nbytes = np.fromiter(map(len, contents), dtype=np.int64, count=m)
-    datatype_column = pa.array(datatypes, type=pa.string())
-    kinds = set(datatypes)
-    if len(kinds) == 1:
-        dt = next(iter(kinds))
-        field_of = np.full(m, _FIELD.get(dt, ""))
-        size = np.full(m, NUMPY_DTYPES[dt].itemsize if dt in NUMPY_DTYPES else 0, dtype=np.int64)
-    else:
-        coded = datatype_column.dictionary_encode()
-        codes = coded.indices.to_numpy(zero_copy_only=False)
-        names_of = coded.dictionary.to_pylist()
-        field_of = np.array([_FIELD.get(d, "") for d in names_of])[codes]
-        size = np.array([NUMPY_DTYPES[d].itemsize if d in NUMPY_DTYPES else 0 for d in names_of], dtype=np.int64)[codes]
-    payload: list[pa.Array] = []
-    for field in _PAYLOADS:
-        is_field = field_of == field
-        if field == "bytes":
-            payload.append(_bytes_payload(np.flatnonzero(is_field & (nbytes >= 0)), elements, contents, m))
-            continue
-        ok = is_field & (nbytes >= 0) & (elements >= 0) & (elements * size == nbytes)
-        sel = np.flatnonzero(ok)
-        per = np.where(ok, elements, 0)
-        values = _fixed(field, sel, datatypes, contents) if len(sel) else pa.array([], type=_FIELD_TYPES[field].value_type)
-        payload.append(_list(per, values, ~ok, _FIELD_TYPES[field]))
-    struct = pa.StructArray.from_arrays(
-        [pa.array(names, type=pa.string()), datatype_column, shape_column, *payload],
-        fields=_TENSOR_FIELDS,
-    )
-    return _list(counts, struct, null, _OUTPUTS)
-
-
-def _bytes_payload(sel: np.ndarray, elements: np.ndarray, contents: Sequence, n: int) -> pa.Array:
-    per = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    items: list[bytes] = []
-    for i in sel.tolist():
-        try:
-            els = packing.decode_bytes_tensor(contents[i])
-        except ValueError:
-            continue
-        if len(els) != elements[i]:
-            continue
-        ok[i] = True
-        per[i] = len(els)
-        items.extend(els)
-    return _list(per, pa.array(items, type=pa.binary()), ~ok, _FIELD_TYPES["bytes"])
 
 
 def _slice_buckets(values: Sequence[list | None]) -> pa.Array:
@@ -250,8 +77,8 @@ def _slice_buckets(values: Sequence[list | None]) -> pa.Array:
                 inner_null.append(False)
                 arrays.append(a)
     flat = np.concatenate(arrays).astype(np.int16) if arrays else np.empty(0, dtype=np.int16)
-    inner_list = _list(np.array(inner, dtype=np.int64), pa.array(flat), np.array(inner_null, dtype=bool), _SLICES.value_type)
-    return _list(outer, inner_list, outer_null, _SLICES)
+    inner_list = list_array(np.array(inner, dtype=np.int64), pa.array(flat), np.array(inner_null, dtype=bool), _SLICES.value_type)
+    return list_array(outer, inner_list, outer_null, _SLICES)
 
 
 def _number_lists(values: Sequence[object], dtype: np.dtype, typ: pa.DataType) -> pa.Array:
@@ -267,7 +94,7 @@ def _number_lists(values: Sequence[object], dtype: np.dtype, typ: pa.DataType) -
         counts[i] = len(a)
         arrays.append(a)
     flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
-    return _list(counts, pa.array(flat, type=typ.value_type), null, typ)
+    return list_array(counts, pa.array(flat, type=typ.value_type), null, typ)
 
 
 def pairs_table(rows: Sequence[PairRow], writer: str, info: RouteInfo, log_sample_rate: float) -> pa.Table:
@@ -331,3 +158,4 @@ def outcomes_table(rows: Sequence[OutcomeRow], writer: str) -> pa.Table:
 def arrivals(rows: Sequence[tuple], position: int) -> np.ndarray:
     """The float timestamps at ``position`` of each row (for partitioning by hour)."""
     return np.fromiter(map(itemgetter(position), rows), dtype=np.float64, count=len(rows))
+

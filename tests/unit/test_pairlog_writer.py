@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from shadowgrpc import packing
 from shadowgrpc._config_log import LogSettings
 from shadowgrpc.config import LiveTarget, Route, ShadowTarget
-from shadowgrpc.pairlog import files
+from shadowgrpc.pairlog import decode, files
 from shadowgrpc.pairlog.schema import COMPARED, NOT_SAMPLED, PAIRS, SENT, SHED, OutcomeRow, PairRow
 from shadowgrpc.pairlog.writer import PairLog
 
@@ -183,6 +183,45 @@ def test_rows_of_every_datatype_round_trip_through_duckdb_and_pyarrow(tmp_path, 
         meta = pq.read_metadata(p).metadata
         assert meta[b"shadowgrpc.schema_version"] == b"1" and meta[b"shadowgrpc.table"] == b"pairs"
         assert json.loads(meta[b"shadowgrpc.routes"]) == json.loads(json.dumps([dataclasses.asdict(r) for r in ROUTES]))
+
+
+def test_answers_decoded_by_template_equal_answers_scanned_one_by_one(monkeypatch):
+    rng = np.random.default_rng(7)
+
+    def answer(i: int) -> bytes | None:
+        kind = int(rng.integers(0, 16))  # 8..15: a plain answer
+        m = pb.ModelInferResponse(model_name="fraud", model_version="2" if kind == 1 else "1", id=f"req-{i}")
+        if kind == 2:
+            return None
+        if kind == 3:
+            m.parameters["sequence_id"].int64_param = i  # a varying header: no template match
+        name = "q" if kind == 4 else "p"  # same length, another name: must not take the template's
+        outputs = [(name, "FP32", rng.random((1, 4), dtype=np.float32)), ("n", "INT64", rng.integers(-9, 9, (1,)))]
+        if kind == 5:
+            outputs = [("h", "FP16", rng.random(3).astype(np.float16)), ("b", "BOOL", rng.random(2) > 0.5), ("u", "UINT64", rng.integers(0, 2**63, 2, dtype=np.uint64) * 2)]
+        if kind == 6:
+            outputs.append(("w", "BYTES", np.array([b"x" * int(rng.integers(0, 3))], dtype=object)))
+        for o, dt, a in outputs:
+            m.outputs.add(name=o, datatype=dt, shape=list(a.shape))
+            m.raw_output_contents.append(packing.encode_bytes_tensor(list(a)) if dt == "BYTES" else a.tobytes())
+        raw = m.SerializeToString()
+        return raw[:-3] if kind == 7 else raw  # 7: truncated (malformed)
+
+    matched = []
+    real = decode._fast
+
+    def counting(group, t):
+        ok, arr = real(group, t)
+        matched.append(int(ok.sum()))
+        return ok, arr
+
+    monkeypatch.setattr(decode, "_fast", counting)
+    raws = [answer(i) for i in range(600)]
+    fast, scanned = decode.tensors(raws), decode._scanned(raws)
+    assert fast.type == scanned.type and fast.to_pylist() == scanned.to_pylist() and fast.equals(scanned)
+    assert sum(matched) > 250 and scanned.null_count > 50  # most went by template; None and malformed stay null
+    same = [answer(1000 + i) for i in range(40)]  # every answer one template (no reordering)
+    assert decode.tensors([r for r in same if r]).equals(decode._scanned([r for r in same if r]))
 
 
 def test_outcomes_round_trip_with_their_own_metadata(tmp_path, open_log):
