@@ -39,6 +39,7 @@ log = logging.getLogger("shadowgrpc.pairlog")
 
 CHUNK_ROWS = 1024  # rows turned into Arrow at a time: their short-lived objects die young (cheap GC)
 RESCAN_S = 60.0  # the budget re-reads the tables this often (other writers' files)
+BAD_ROWS_LOG_S = 60.0  # conversion errors are counted each time, logged at most this often
 _ROUTE = itemgetter(0)
 
 
@@ -63,9 +64,12 @@ class PairLog:
     ``flush`` when a reader needs everything so far, ``close`` at shutdown."""
 
     def __init__(self, cfg: LogSettings, routes: tuple[Route, ...], writer_id: str | None = None) -> None:
+        if not cfg.path:
+            raise ValueError("PairLog needs [log] path")
         self.cfg = cfg
         self.root = os.path.abspath(cfg.path)
         self.host = files.writer_name(socket.gethostname())
+        self._own_id = writer_id is None  # host-pid, taken again at start() (a worker forked after __init__)
         self.writer_id = files.writer_name(writer_id if writer_id is not None else f"{socket.gethostname()}-{os.getpid()}")
         self._info = batch.RouteInfo(routes)
         routes_json = json.dumps([_route_config(r) for r in routes]).encode()
@@ -91,6 +95,7 @@ class PairLog:
         self._rows = self._outcomes_written = self._files = self._deleted = self._freed = 0
         self._errors = 0
         self._last_error = ""
+        self._bad_logged = -1e9  # monotonic time of the last conversion error logged
         self._stopped = False
         self._seq = 0
         self._wake = threading.Event()
@@ -143,6 +148,8 @@ class PairLog:
         A folder that cannot be created stops the log (stats.last_error); nothing is raised."""
         if self._thread is not None or self._stopped:
             return
+        if self._own_id:
+            self.writer_id = files.writer_name(f"{socket.gethostname()}-{os.getpid()}")
         try:
             for t in files.TABLES:
                 os.makedirs(os.path.join(self.root, t), exist_ok=True)
@@ -280,7 +287,10 @@ class PairLog:
         self._errors += 1
         self._dropped_w += n
         self._last_error = f"log.path {self.root}: cannot convert {n} {table} rows: {type(e).__name__}: {e}"
-        log.exception("%s", self._last_error)
+        now = time.monotonic()
+        if now - self._bad_logged >= BAD_ROWS_LOG_S:  # a bug that hits every batch logs once a minute
+            self._bad_logged = now
+            log.error("%s (these rows are dropped; the log goes on)", self._last_error, exc_info=e)
 
     def _arrow(self, rows: list, pairs: bool):
         import pyarrow as pa

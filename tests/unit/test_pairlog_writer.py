@@ -1,8 +1,7 @@
-"""The paired-prediction log's writer (shadowgrpc/pairlog): rows of every datatype round-trip
-through Parquet (read back by DuckDB and pyarrow.dataset as Hive-partitioned tables), files are
-finished by rows and by time and only ever appear complete, the queue sheds past its bound without
-the caller waiting, and the disk budget deletes the oldest files first. Faults (kill -9, read-only
-and full disks): test_pairlog_faults.py."""
+"""The paired-prediction log's writer (shadowgrpc/pairlog): every datatype round-trips through
+Parquet (DuckDB and pyarrow.dataset read Hive-partitioned tables), files are finished by rows and
+by time and only appear complete, the queue sheds past its bound without the caller waiting, the
+disk budget deletes the oldest files first. Faults: test_pairlog_faults.py."""
 
 from __future__ import annotations
 
@@ -108,6 +107,8 @@ def test_rows_of_every_datatype_round_trip_through_duckdb_and_pyarrow(tmp_path, 
     flag = np.array([True, False, True, True])
     i8, u32 = np.array([-128, 127], dtype=np.int8), np.array([2**32 - 1], dtype=np.uint32)
     words = np.array([[b"a"], [b"\x00\xffxyz"]], dtype=object)
+    out = pb.ModelInferResponse.InferOutputTensor(name="a", datatype="FP32", shape=[2, 3])
+    bad = pb.ModelInferResponse(outputs=[out], raw_output_contents=[b"\x00" * 20])
     rows = [
         row(ODD, 0, T0, live=response(("a", "FP32", f32), ("b", "FP16", f16), ("c", "FP64", f64)),
             shadow=response(("d", "INT64", i64), ("e", "UINT64", u64), ("f", "BOOL", flag)),
@@ -117,12 +118,8 @@ def test_rows_of_every_datatype_round_trip_through_duckdb_and_pyarrow(tmp_path, 
         row("plain", 2, T0 + 1.0, live=response(("w", "BYTES", words), ("g", "INT8", i8), ("h", "UINT32", u32)),
             shadow=b"\x0a\xff\xff", mirror=SHED, slice_buckets=[]),  # shadow: malformed bytes
         row("unrouted", 3, T0 + 3600.0, live=response(("t", "FP32", f32), typed=True), shadow=response()),
-        row("plain", 4, T0 + 2.0, live=response(("a", "FP32", f32))[:-4] + b"\x00" * 4),  # raw length != shape: still parses
+        row("plain", 4, T0 + 2.0, live=bad.SerializeToString()),  # 20 bytes of contents for 6 FP32: no payload
     ]  # fmt: skip
-    bad = pb.ModelInferResponse()
-    bad.outputs.add(name="a", datatype="FP32", shape=[2, 3])
-    bad.raw_output_contents.append(b"\x00" * 20)  # 20 bytes for 6 FP32
-    rows[4] = rows[4]._replace(live=bad.SerializeToString())
     lg = open_log(tmp_path, sample_rate=0.25)
     for r in rows:
         lg.pair(r)
@@ -220,8 +217,8 @@ def test_answers_decoded_by_template_equal_answers_scanned_one_by_one(monkeypatc
     fast, scanned = decode.tensors(raws), decode._scanned(raws)
     assert fast.type == scanned.type and fast.to_pylist() == scanned.to_pylist() and fast.equals(scanned)
     assert sum(matched) > 250 and scanned.null_count > 50  # most went by template; None and malformed stay null
-    same = [answer(1000 + i) for i in range(40)]  # every answer one template (no reordering)
-    assert decode.tensors([r for r in same if r]).equals(decode._scanned([r for r in same if r]))
+    same = [r for r in (answer(1000 + i) for i in range(40)) if r]  # one template for all: no reordering
+    assert decode.tensors(same).equals(decode._scanned(same))
 
 
 def test_outcomes_round_trip_with_their_own_metadata(tmp_path, open_log):
@@ -391,6 +388,12 @@ def test_rows_after_close_are_counted_not_raised(tmp_path, open_log):
     assert lg.stats.rows_dropped == 2 and lg.stats.stopped and lg.stats.last_error == ""
 
 
-def test_the_default_writer_id_names_host_and_process(tmp_path):
+def test_the_default_writer_id_names_host_and_the_process_that_starts_it(tmp_path, monkeypatch):
     lg = PairLog(settings(tmp_path), ROUTES)
     assert lg.writer_id.endswith(f"-{os.getpid()}") and "/" not in lg.writer_id
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # a worker forked after __init__
+    lg.start()
+    lg.close()
+    assert lg.writer_id.endswith("-4242")
+    with pytest.raises(ValueError):
+        PairLog(LogSettings(), ROUTES)  # no path: the front builds no log
