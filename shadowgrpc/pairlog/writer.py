@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
+import pyarrow as pa
 
 from .._config_log import LogSettings
 from ..config import Route
@@ -213,8 +214,8 @@ class PairLog:
                     if closing:
                         return
                 elif len(self._pairs) >= self._wake_at or len(self._outcomes) >= self._wake_at:
-                    self._drain(minimum=self._wake_at)
-                    next_flush = time.monotonic() + flush_s
+                    self._drain(minimum=self._wake_at)  # full files only; the timer keeps its beat, so
+                    # a quiet table (outcomes) still gets its file within flush_s of a busy one's
                 else:
                     self._wake.wait(max(0.0, next_flush - now))
         except BaseException as e:  # a bug: never let the thread die silently
@@ -228,12 +229,16 @@ class PairLog:
                 self._cond.notify_all()
 
     def _drain(self, minimum: int) -> None:
-        """Write the queued rows, ``flush_rows`` at a time, while a table holds ``minimum`` or more."""
+        """Write the rows queued now, ``flush_rows`` at a time, in chunks of ``minimum`` or more. Rows
+        that come meanwhile wait for the next call: a table that fills faster than the disk takes it
+        never starves the other one, nor the timer."""
         for q, table in ((self._pairs, files.PAIRS_DIR), (self._outcomes, files.OUTCOMES_DIR)):
+            todo = len(q)
             while not self._stopped:
-                n = min(len(q), self._flush_rows)
+                n = min(todo, self._flush_rows)
                 if n == 0 or n < minimum:
                     break
+                todo -= n
                 popleft = q.popleft
                 rows = [popleft() for _ in range(n)]
                 self._in_flight = n
@@ -273,6 +278,10 @@ class PairLog:
                 self._dropped_w += left
                 self._fault(e, os.path.join(directory, name))
                 return
+            except Exception as e:  # pyarrow refusing the table: a bug, not the disk
+                self._bad_rows(table, len(part), e)
+                left -= len(part)
+                continue
             self._seq += 1
             self._files += 1
             left -= len(part)
@@ -292,9 +301,7 @@ class PairLog:
             self._bad_logged = now
             log.error("%s (these rows are dropped; the log goes on)", self._last_error, exc_info=e)
 
-    def _arrow(self, rows: list, pairs: bool):
-        import pyarrow as pa
-
+    def _arrow(self, rows: list, pairs: bool) -> pa.Table:
         if not pairs:
             return batch.outcomes_table(rows, self.writer_id)
         parts = [batch.pairs_table(rows[i : i + CHUNK_ROWS], self.writer_id, self._info, self.cfg.sample_rate)

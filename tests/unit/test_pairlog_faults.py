@@ -266,6 +266,15 @@ def test_a_batch_that_cannot_be_converted_is_dropped_and_counted_and_logging_goe
     assert [pq.read_metadata(p).num_rows for p in parquet_files(tmp_path)] == [1]
 
 
+def test_rows_after_close_are_counted_not_raised(tmp_path):
+    lg = PairLog(LogSettings(path=str(tmp_path)), (), writer_id="w")
+    lg.start()
+    lg.close()
+    lg.pair(PairRow("m", 0, "a", 0, T0, None, None, SENT, True, "OK", "OK", None, None, None, None, None, None, None, None, None))
+    lg.outcome(OutcomeRow("x", T0, None, None, "unknown", None))
+    assert lg.stats.rows_dropped == 2 and lg.stats.stopped and lg.stats.last_error == ""
+
+
 def test_a_log_path_that_cannot_be_created_stops_the_log_without_raising(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
