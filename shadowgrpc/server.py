@@ -73,7 +73,9 @@ class Front:
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
         self.telemetry.start()  # the Prometheus endpoint, when asked for
         if self.pairlog is not None:
-            self.pairlog.start()  # creates the folders; a path that cannot be made fails the start
+            self.pairlog.start()  # creates the folders; one that cannot be made stops the log (reported), not the front
+            if self.pairlog.stats.stopped:
+                log.error("paired log is off: %s", self.pairlog.stats.last_error)
         await self.server.start()
         await self.admin.start()
         for h, names in ((self.health, ("", SERVICE)), (self.admin_health, ("", SHADOW_CONTROL))):
