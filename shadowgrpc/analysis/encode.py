@@ -1,9 +1,10 @@
 """The replay's data path (``shadowgrpc replay``, replay.py): logged rows in, a paired log out.
 
-In: the SQL that selects the logged requests still to replay (target_index 0 rows with request
-bytes, live answered OK, not yet in the replay's own log: an anti-join on ``writer`` +
-``request_seq``), streamed in batches; each batch turned into what a call needs off the event loop
-(``read_batch``), live's logged outputs re-encoded as ModelInferResponse bytes (``encode_outputs``).
+In: ``plan`` checks the log, the route and the replay's folder and writes the SQL that selects the
+logged requests still to replay (target_index 0 rows with request bytes, live answered OK, not yet
+in the replay's own log: an anti-join on ``writer`` + ``request_seq``), streamed in batches; each
+batch is turned into what a call needs off the event loop (``read_batch``), live's logged outputs
+re-encoded as ModelInferResponse bytes (``encode_outputs``).
 Out: ``ReplayLog``, the replay's paired log: one PairLog per original writer, so the rows keep the
 original request's key and a rerun knows what is done; ``pair_of`` decides compared or not.
 
@@ -17,6 +18,7 @@ column values.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections import OrderedDict
@@ -167,6 +169,76 @@ def stream(con, sql: str, rows: int):
     """The query's rows as a pyarrow RecordBatchReader (DuckDB streams them: not all in memory)."""
     rel = con.sql(sql)
     return rel.to_arrow_reader(rows) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(rows)  # duckdb 2 / 1.x
+
+
+class ReplayError(Exception):
+    """Why a replay cannot start or go on; ``code``: the exit status (2: the arguments, 1: the rest)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass
+class Plan:
+    path: str
+    out: str
+    target: str
+    model: str
+    version: str
+    route: str
+    name: str  # the candidate's target name in the replay log
+    route_cfg: Any  # config.Route with the candidate as its only shadow
+    deadline_s: float
+    total: int  # selected source requests
+    done: int  # of them already in OUT
+    sql: str  # the source rows still to send, in arrival order
+
+
+def plan(args, con) -> Plan:
+    """Check the log, the route and OUT; create DuckDB views ``pairs`` and ``done``; count."""
+    from ..config import FALLBACK_SHADOW_DEADLINE_S, ShadowTarget
+    from . import where_clause
+    from .engine import LogError, pair_files, routes_from_metadata
+
+    try:
+        files = pair_files([args.path])
+    except LogError as e:
+        raise ReplayError(str(e)) from None
+    con.execute(f"CREATE VIEW pairs AS {files_sql(files)}")
+    rows = con.execute("SELECT route, count(request) FROM pairs WHERE target_index = 0 GROUP BY route ORDER BY route").fetchall()
+    have = [r for r, n in rows if n]
+    if not have:
+        raise ReplayError(f"{args.path}: logged without [log] keep_inputs = true: nothing to replay")
+    route = args.route or (args.model if args.model in have else have[0] if len(have) == 1 else "")
+    if route not in have:
+        what = f"no route {route!r} with request bytes" if route else "several routes"
+        raise ReplayError(f"{what} in {args.path}: pick one with --route ({', '.join(have)})", 2)
+    cfg = routes_from_metadata(files).get(route)
+    if cfg is None:
+        raise ReplayError(f"{args.path}: no config for route {route!r} in the files' metadata")
+    version = args.version or ""
+    name = f"replay:{args.model}" + (f":{version}" if version else "")
+    deadline_s = args.deadline_ms / 1000.0 if args.deadline_ms else (cfg.live.deadline_s or FALLBACK_SHADOW_DEADLINE_S)
+    shadow = ShadowTarget(name=name, address=args.target, model=args.model, version=version, deadline_s=deadline_s)
+    out = args.out or os.path.join(args.path, "replays", args.model + (f"-{version}" if version else ""))
+    if has_files(out):
+        done_files = pair_files([out])
+        prev = routes_from_metadata(done_files)
+        p = prev.get(route)
+        if p is None or len(prev) != 1 or not p.shadows or (p.shadows[0].model, p.shadows[0].version) != (args.model, version):
+            was = ", ".join(f"{r}: {s.model}:{s.version or '*'}" for r, c in prev.items() for s in c.shadows[:1])
+            raise ReplayError(f"{out} holds another replay ({was}), not {route}: {args.model}:{version or '*'}: give another --out", 2)
+        con.execute(f"CREATE VIEW done AS {files_sql(done_files, 'writer, request_seq')}")
+    else:
+        con.execute("CREATE TABLE done (writer VARCHAR, request_seq BIGINT)")
+    try:
+        src = source_sql(route, where_clause(args.where, args.since, args.until))
+    except ValueError as e:
+        raise ReplayError(str(e), 2) from None
+    total, done = con.execute(counts_sql(src)).fetchall()[0]
+    route_cfg = dataclasses.replace(cfg, shadows=(shadow,))
+    return Plan(args.path, out, args.target, args.model, version, route, name, route_cfg, deadline_s, total, done, todo_sql(src, args.limit))
 
 
 def read_batch(reader, route) -> list[tuple] | None:

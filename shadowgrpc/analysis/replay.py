@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
+import shutil
 import signal
 import sys
 import time
-from typing import Any
 
-from .encode import FLUSH_S, ReplayLog, counts_sql, files_sql, has_files, pair_of, read_batch, source_sql, stream, todo_sql
+from .encode import FLUSH_S, Plan, ReplayError, ReplayLog, lit, pair_of, plan, read_batch, stream
 
 BATCH_ROWS = 512  # source rows read (and live answers re-encoded, off the loop) at a time
 MAX_QUEUED = 50_000  # rows waiting for the writers before sending pauses
@@ -39,74 +38,6 @@ UNAVAILABLE_STREAK = 50  # this many UNAVAILABLE answers in a row: the candidate
 FATAL = frozenset({"NOT_FOUND", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"})  # before any OK answer
 SIGNALS = ("SIGINT", "SIGTERM")
 __all__ = ["FLUSH_S", "Plan", "ReplayError", "TokenBucket", "add_replay_parser", "plan"]
-
-
-class ReplayError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclasses.dataclass
-class Plan:
-    path: str
-    out: str
-    target: str
-    model: str
-    version: str
-    route: str
-    name: str  # the candidate's target name in the replay log
-    route_cfg: Any  # config.Route with the candidate as its only shadow
-    deadline_s: float
-    total: int  # selected source requests
-    done: int  # of them already in OUT
-    sql: str  # the source rows still to send, in arrival order
-
-
-def plan(args: argparse.Namespace, con) -> Plan:
-    """Check the log, the route and OUT; create DuckDB views ``pairs`` and ``done``; count."""
-    from ..config import FALLBACK_SHADOW_DEADLINE_S, ShadowTarget
-    from . import where_clause
-    from .engine import LogError, pair_files, routes_from_metadata
-
-    try:
-        files = pair_files([args.path])
-    except LogError as e:
-        raise ReplayError(str(e)) from None
-    con.execute(f"CREATE VIEW pairs AS {files_sql(files)}")
-    rows = con.execute("SELECT route, count(request) FROM pairs WHERE target_index = 0 GROUP BY route ORDER BY route").fetchall()
-    have = [r for r, n in rows if n]
-    if not have:
-        raise ReplayError(f"{args.path}: logged without [log] keep_inputs = true: nothing to replay")
-    route = args.route or (args.model if args.model in have else have[0] if len(have) == 1 else "")
-    if route not in have:
-        what = f"no route {route!r} with request bytes" if route else "several routes"
-        raise ReplayError(f"{what} in {args.path}: pick one with --route ({', '.join(have)})", 2)
-    cfg = routes_from_metadata(files).get(route)
-    if cfg is None:
-        raise ReplayError(f"{args.path}: no config for route {route!r} in the files' metadata")
-    version = args.version or ""
-    name = f"replay:{args.model}" + (f":{version}" if version else "")
-    deadline_s = args.deadline_ms / 1000.0 if args.deadline_ms else (cfg.live.deadline_s or FALLBACK_SHADOW_DEADLINE_S)
-    shadow = ShadowTarget(name=name, address=args.target, model=args.model, version=version, deadline_s=deadline_s)
-    out = args.out or os.path.join(args.path, "replays", args.model + (f"-{version}" if version else ""))
-    if has_files(out):
-        done_files = pair_files([out])
-        prev = routes_from_metadata(done_files)
-        p = prev.get(route)
-        if p is None or len(prev) != 1 or not p.shadows or (p.shadows[0].model, p.shadows[0].version) != (args.model, version):
-            was = ", ".join(f"{r}: {s.model}:{s.version or '*'}" for r, c in prev.items() for s in c.shadows[:1])
-            raise ReplayError(f"{out} holds another replay ({was}), not {route}: {args.model}:{version or '*'}: give another --out", 2)
-        con.execute(f"CREATE VIEW done AS {files_sql(done_files, 'writer, request_seq')}")
-    else:
-        con.execute("CREATE TABLE done (writer VARCHAR, request_seq BIGINT)")
-    try:
-        src = source_sql(route, where_clause(args.where, args.since, args.until))
-    except ValueError as e:
-        raise ReplayError(str(e), 2) from None
-    total, done = con.execute(counts_sql(src)).fetchall()[0]
-    route_cfg = dataclasses.replace(cfg, shadows=(shadow,))
-    return Plan(args.path, out, args.target, args.model, version, route, name, route_cfg, deadline_s, total, done, todo_sql(src, args.limit))
 
 
 class TokenBucket:
@@ -162,7 +93,6 @@ class Replayer:
                 loop.add_signal_handler(getattr(signal, sig), self._signal, sig)
         try:
             await self._check(up)
-            self.t_send = time.perf_counter()
             await self._send(up, con)
         finally:
             self.t_end = time.perf_counter()
@@ -220,6 +150,8 @@ class Replayer:
                 if self.stopping.is_set():
                     room.release()
                     break
+                if not n:
+                    self.t_send = time.perf_counter()  # the rate shown: from the first call to the last answer
                 t = asyncio.create_task(self._one(up.infer, item))
                 self.tasks.add(t)
                 t.add_done_callback(lambda t: (self.tasks.discard(t), room.release()))
@@ -324,6 +256,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         created = not os.path.exists(p.out)
         os.makedirs(p.out, exist_ok=True)
         lock = _lock(p.out)
+        con.execute(f"SET temp_directory = {lit(os.path.join(p.out, '.tmp'))}")  # the arrival-order sort may spill
     except ReplayError as e:
         return _fail(str(e), e.code)
     except duckdb.Error as e:  # a bad --where, unreadable files
@@ -347,6 +280,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         con.close()
         if lock is not None:
             lock.close()
+        shutil.rmtree(os.path.join(p.out, ".tmp"), ignore_errors=True)
         if created and os.listdir(p.out) == [".replay.lock"]:  # nothing written: no empty OUT left behind
             os.remove(os.path.join(p.out, ".replay.lock"))
             os.rmdir(p.out)
@@ -375,14 +309,15 @@ def _report(args: argparse.Namespace, p: Plan, r: Replayer, said: str) -> int:
     except LogError as e:
         return _fail(f"nothing replayed ({e})", 1)
     rep = build_report(state, p.route)
+    rep.source = f"replay of paired log {p.path} to {p.model}:{p.version or '*'} at {p.target} (answers in {p.out})"
     if args.html:
         try:
             from ..report_html import write_html
-        except ImportError as e:
-            print(f"shadowgrpc replay: no HTML report: {e}", file=sys.stderr)
-        else:
+
             write_html(state, rep, args.html, title=f"shadowgrpc replay: {p.path} -> {p.name} at {p.target}")
-            print(f"shadowgrpc replay: wrote {args.html}", file=sys.stderr)
+        except (OSError, ImportError) as e:
+            return _fail(f"--html: {e}", 1)
+        print(f"shadowgrpc replay: wrote {args.html}", file=sys.stderr)
     if args.json:
         print(report_json(rep))
     else:
