@@ -14,8 +14,8 @@ Resume: the replay log keeps each request's key, ``writer`` + ``request_seq``, a
 wrote it (encode.ReplayLog), so a rerun anti-joins the source rows with the rows in OUT's finished
 files and sends only the others: every request is in the report once. A stop (Ctrl-C, SIGTERM, a
 fatal error) writes what has answered; kill -9 loses at most the last ``FLUSH_S`` seconds of
-answers, which the rerun sends again. Rows of a trailing run of UNAVAILABLE answers (the candidate
-went away) are not written either, so the rerun retries them.
+answers, which the rerun sends again. Rows of a trailing run of UNAVAILABLE (or NOT_FOUND, ...) answers
+(the candidate went away) are not written either, so the rerun retries them.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from .encode import FLUSH_S, Plan, ReplayError, ReplayLog, lit, pair_of, plan, r
 BATCH_ROWS = 512  # source rows read (and live answers re-encoded, off the loop) at a time
 MAX_QUEUED = 50_000  # rows waiting for the writers before sending pauses
 CONNECT_TIMEOUT_S = 5.0
-UNAVAILABLE_STREAK = 50  # this many UNAVAILABLE answers in a row: the candidate is gone, stop
-FATAL = frozenset({"NOT_FOUND", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"})  # before any OK answer
+UNAVAILABLE_STREAK = 50  # this many answers in a row of GONE: the candidate (or its model) went away, stop
+FATAL = frozenset({"NOT_FOUND", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"})  # before any OK answer: stop
+GONE = FATAL | {"UNAVAILABLE"}
 SIGNALS = ("SIGINT", "SIGTERM")
 __all__ = ["FLUSH_S", "Plan", "ReplayError", "TokenBucket", "add_replay_parser", "plan"]
 
@@ -144,6 +145,8 @@ class Replayer:
             for item in items:
                 if item[9] is None:  # no live answer logged (every shadow call of the request failed online)
                     self.no_live += 1
+                    if self.bar is not None:
+                        self.bar.total -= 1
                     continue
                 await room.acquire()
                 await bucket.take()
@@ -200,11 +203,11 @@ class Replayer:
         pair = pair_of(live, resp) if resp is not None else None
         row = PairRow(self.p.route, 0, rid, seq, arrival, answered, time.time(), SENT, True, "OK", status, pair, latency, took,
                       added, None, buckets, live, resp, None)  # fmt: skip
-        if status == "UNAVAILABLE":
+        if status in GONE:  # held until another answer comes: a run of them is not written (the rerun retries it)
             self.held.append((row, writer, rate))
             self.streak += 1
             if self.streak >= UNAVAILABLE_STREAK:
-                self.stop(f"{self.p.target} stopped answering ({self.streak} UNAVAILABLE in a row)")
+                self.stop(f"{self.p.target} stopped answering ({self.streak} {'/'.join(sorted({h[0].shadow_status for h in self.held}))} in a row)")
             return
         self.ok_seen |= status == "OK"
         self._release()

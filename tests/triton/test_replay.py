@@ -264,13 +264,22 @@ def test_replay_target_trouble(logged, capsys, tmp_path, monkeypatch):
     s = rep["routes"][0]["shadows"][0]
     errors = int(s["errors"]["UNAVAILABLE"])
     assert int(s["sent"]) == n and 0 < errors < n and int(s["contract_mismatch"]) == n - errors  # its empty answers
+    # The model goes away after 30 answers: stopped, the 30 kept; the rerun (the real model) sends the rest.
+    out = tmp_path / "vanish"
+    with _fake_target(lambda i: i >= 30, grpc.StatusCode.NOT_FOUND) as fake:
+        code, _, err = replay(capsys, log, "--target", fake, "--model", "fraud", "--version", "2", "--rate", 0, "--out", out)
+    assert code == 1 and f"({rp.UNAVAILABLE_STREAK} NOT_FOUND in a row)" in err and "after 30 requests replayed" in err, err
+    assert _keys(out) == (30, 30)
+    code, rep, err = replay(capsys, log, "--target", addr, "--model", "fraud", "--version", "2", "--rate", 0, "--out", out)
+    assert code == 0 and _keys(out) == (n, n) and f"{n - 30} requests replayed this run" in err
+    assert int(rep["routes"][0]["shadows"][0]["contract_mismatch"]) == 30  # the fake's empty answers, kept once
 
 
 class _fake_target:
-    """A sync gRPC server posing as Triton: has every model; ModelInfer call i fails UNAVAILABLE
+    """A sync gRPC server posing as Triton: has every model; ModelInfer call i fails with ``code``
     when ``unavailable(i)``, else answers with no outputs."""
 
-    def __init__(self, unavailable) -> None:
+    def __init__(self, unavailable, code=grpc.StatusCode.UNAVAILABLE) -> None:
         import itertools
         from concurrent.futures import ThreadPoolExecutor
 
@@ -280,7 +289,7 @@ class _fake_target:
 
         def infer(raw, ctx):
             if unavailable(next(calls)):
-                ctx.abort(grpc.StatusCode.UNAVAILABLE, "fake: going away")
+                ctx.abort(code, "fake: going away")
             return kserve.ModelInferResponse(model_name="fraud").SerializeToString()
 
         methods = {"ModelInfer": infer, "ModelMetadata": lambda raw, ctx: b"", "ModelReady": lambda raw, ctx: kserve.ModelReadyResponse(ready=True).SerializeToString()}
