@@ -205,6 +205,7 @@ def plan(args, con) -> Plan:
         files = pair_files([args.path])
     except LogError as e:
         raise ReplayError(str(e)) from None
+    con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC (as analyze)
     con.execute(f"CREATE VIEW pairs AS {files_sql(files)}")
     rows = con.execute("SELECT route, count(request) FROM pairs WHERE target_index = 0 GROUP BY route ORDER BY route").fetchall()
     have = [r for r, n in rows if n]

@@ -290,7 +290,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if error is not None:
         return _fail(str(error), error.code)
     written = r.sent - len(r.held)
-    took = r.t_end - r.t_send
+    took = r.t_end - r.t_send if r.t_send else 0.0
     said = f"{written} requests replayed this run in {took:.1f} s ({written / took if took > 0 else 0:.0f}/s), {r.errors} errors"
     resume = f"rerun the same command to resume: the {p.done + written} requests in {p.out} are not sent again"
     if r.stop_reason in SIGNALS:

@@ -93,7 +93,7 @@ def replay(capsys, *args: str) -> tuple[int, dict | None, str]:
     from shadowgrpc.cli import main
     from shadowgrpc.v1 import shadow_pb2
 
-    code = main(["replay", *map(str, args), "--json"])
+    code = main(["replay", "--deadline-ms", "30000", *map(str, args), "--json"])  # no DEADLINE_EXCEEDED on a loaded box
     out, err = capsys.readouterr()
     return code, as_dict(json_format.Parse(out, shadow_pb2.Report())) if code == 0 else None, err
 
@@ -141,6 +141,15 @@ def test_replay_v2_equals_online_shadow(logged, capsys, tmp_path):
     assert {g["name"]: g["status"] for g in v2["verdict"]["gates"]}["invalid_outputs"] == "PASS"
     assert int(rep["routes"][0]["shadows"][0]["latency"]["count"]) == int(v2["compared"])  # its own latencies: every OK answer
     assert "requests replayed this run" in err and f"{v2['compared']} of {v2['compared']} selected requests" in err
+    # --where picks the requests (here those whose caller set no id: none of them has an outcome).
+    import duckdb
+
+    glob = str(log / "pairs" / "route=fraud" / "**" / "*.parquet")
+    no_id = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}') WHERE target_index = 0 AND request_id = ''").fetchall()[0][0]
+    code, rep, err = replay(capsys, log, "--target", addr, "--model", "fraud", "--version", "2", "--rate", 0, "--where", "request_id = ''", "--out", tmp_path / "no_id")
+    assert code == 0, err
+    assert 0 < no_id == int(rep["routes"][0]["requests"]) < int(v2["compared"])
+    assert int(rep["routes"][0]["shadows"][0].get("ground_truth", {}).get("rows", 0)) == 0
     # The comparison catches a difference: one compared pair fewer is seen.
     bad = copy.deepcopy(rep)
     bad["routes"][0]["shadows"][0]["compared"] = str(int(v2["compared"]) - 1)
@@ -181,7 +190,7 @@ def test_replay_resumes_exactly_once(logged, capsys, tmp_path):
     _same_as_online(online, rep, 0)
     # SIGTERM midway: the answered rows are written, the rerun sends only the others.
     for sig, out in ((signal.SIGTERM, tmp_path / "term"), (signal.SIGKILL, tmp_path / "kill")):
-        cmd = [sys.executable, "-m", "shadowgrpc", "replay", str(log), "--target", addr, "--model", "fraud", "--version", "2", "--rate", "30", "--out", str(out)]
+        cmd = [sys.executable, "-m", "shadowgrpc", "replay", str(log), "--target", addr, "--model", "fraud", "--version", "2", "--rate", "30", "--deadline-ms", "30000", "--out", str(out)]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         deadline = time.monotonic() + 20
         # SIGTERM once rows are being written (it writes every answered row); kill -9 once a first file
