@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
 
-.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot clean
+.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot spark-check clean
 
 all: install
 
@@ -69,6 +69,15 @@ trace-screenshot: install
 	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	test -x $(VIEWER)/bin/phoenix || { $(PYTHON) -m venv $(VIEWER) && $(VIEWER)/bin/pip install --quiet arize-phoenix; }
 	$(PY) shadowgrpc/examples/trace_screenshot.py --phoenix $(VIEWER)/bin/phoenix --out shadowgrpc/examples/demo-trace.png
+
+# DuckDB == Spark: every query of shadowgrpc/analysis/sql.py, unchanged, on pyspark (local[2], loopback)
+# and on DuckDB over one real paired log (embedded Triton, a logging front), and the report from
+# each (benchmarks/spark_check.py). Java 17+ from Debian's packages, pyspark (the spark extra) in the
+# venv, each when missing. Not part of `make test`: 4-7 minutes on 2 cores (and ~2 more to install pyspark).
+spark-check: install
+	java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { mkdir -p /usr/share/man/man1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless; }
+	$(PY) -c 'import pyspark' 2>/dev/null || $(PIP) install --quiet 'pyspark>=3.5'
+	$(PY) benchmarks/spark_check.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so shadowgrpc/sketches/*.so ext/shadowgrpc/*.c ext/shadowgrpc/sketches/*.c .pytest_cache .hypothesis

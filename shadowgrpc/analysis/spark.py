@@ -7,9 +7,13 @@ with Hive partition discovery from each log folder's table root (``basePath``) a
 columns kept as strings, as DuckDB keeps them. A local session (``local[2]`` by default) on
 loopback only, no UI, its session time zone UTC (``TIMESTAMP '...'`` literals are UTC, as the
 ``--since``/``--until`` predicates mean them). Needs the ``spark`` extra (pyspark) and Java 17+.
+``rows()`` goes through Arrow like ``arrow()``, so its values are DuckDB's: timestamps aware (UTC),
+structs as dicts. Spark older than 4.3 reads the files with its row reader (VECTORIZED_BSS).
 
-On a cluster, point Spark at the log folder directly (the README's Spark example); this class is
-for checking and for running the offline report with Spark in one process:
+Only the SQL runs in Spark: rebuild collects each target's compared rows to this process and
+feeds the sketches there. On a cluster, point Spark at the log folder directly (the README's
+Spark example) for SQL of your own; this class is for the check and for the offline report with
+Spark in one process:
 
     from shadowgrpc.analysis import analyze
     from shadowgrpc.analysis.spark import SparkEngine
@@ -28,8 +32,21 @@ from ..config import Route
 from ..pairlog.schema import OUTCOMES
 from .engine import outcome_files, pair_files, routes_from_metadata
 
-# Spark SQL types of the outcomes table, for a log that has none yet (an empty view, as DuckDB's).
-_OUTCOMES_DDL = "request_id STRING, writer STRING, received TIMESTAMP, true_labels ARRAY<BIGINT>, true_values ARRAY<DOUBLE>, status STRING, reason STRING"
+_SPARK_TYPES = {pa.string(): "STRING", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
+
+
+def _ddl_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP"
+    if pa.types.is_list(t):
+        return f"ARRAY<{_ddl_type(t.value_type)}>"
+    return _SPARK_TYPES[t]
+
+
+def ddl(schema: pa.Schema) -> str:
+    """A Spark SQL schema string for an Arrow schema of the types the outcomes table uses."""
+    return ", ".join(f"{f.name} {_ddl_type(f.type)}" for f in schema)
+
 
 CONF = {
     "spark.driver.host": "127.0.0.1",
@@ -41,6 +58,17 @@ CONF = {
     "spark.driver.memory": "2g",
     "spark.ui.showConsoleProgress": "false",
 }
+# The vectorized Parquet reader of Spark before VECTORIZED_BSS refuses BYTE_STREAM_SPLIT, the
+# encoding of the log's float columns (pairlog/files.py): "Unsupported encoding:
+# BYTE_STREAM_SPLIT" (seen on 3.5.7, 4.0.1, 4.1.0, 4.2.1; 4.3.0 reads it). Its row reader (parquet-mr) decodes it.
+VECTORIZED_BSS = (4, 3)
+ROW_READER = {"spark.sql.parquet.enableVectorizedReader": "false"}
+
+
+def _version(v: str) -> tuple[int, int]:
+    """(major, minor) of a Spark version string ("4.2.1", "3.5.0-SNAPSHOT")."""
+    major, minor = (v.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def _by_root(paths: list[str], files: list[str], table: str) -> list[tuple[str, list[str]]]:
@@ -58,12 +86,24 @@ def _by_root(paths: list[str], files: list[str], table: str) -> list[tuple[str, 
 class SparkEngine:
     """The log's tables as Spark SQL temporary views ``pairs`` and ``outcomes``."""
 
-    def __init__(self, paths: list[str], master: str = "local[2]", conf: dict[str, str] | None = None, spark: Any = None) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        master: str = "local[2]",
+        conf: dict[str, str] | None = None,
+        spark: Any = None,
+        outcome_paths: list[str] | None = None,
+    ) -> None:
+        """``conf``: more Spark settings (over CONF); ``spark``: use this session instead of starting
+        one (it is then not stopped by close(); on a Spark older than VECTORIZED_BSS its session
+        gets ROW_READER, without which the files cannot be read); ``outcome_paths``: as
+        DuckEngine's."""
         self.paths = paths
         self.files = pair_files(paths)
         if spark is None:
             from pyspark.sql import SparkSession
 
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the JVM's own address: loopback too
             b = SparkSession.builder.master(master).appName("shadowgrpc-analysis")
             for k, v in {**CONF, **(conf or {})}.items():
                 b = b.config(k, v)
@@ -73,13 +113,17 @@ class SparkEngine:
         else:
             self._own = False
         self.spark = spark
+        if _version(spark.version) < VECTORIZED_BSS:
+            for k, v in ROW_READER.items():
+                spark.conf.set(k, v)
         self._register("pairs", _by_root(paths, self.files, "pairs"))
-        outs = _by_root(paths, outcome_files(paths), "outcomes")
+        opaths = paths if outcome_paths is None else outcome_paths
+        outs = _by_root(opaths, outcome_files(opaths), "outcomes")
         if outs:
             self._register("outcomes", outs)
         else:
-            spark.createDataFrame([], _OUTCOMES_DDL).createOrReplaceTempView("outcomes")
-        assert [f.name for f in OUTCOMES] == [c.split()[0] for c in _OUTCOMES_DDL.split(", ")]
+            # no outcomes (yet): an empty view, as DuckDB's
+            spark.createDataFrame([], ddl(OUTCOMES)).createOrReplaceTempView("outcomes")
 
     def _register(self, view: str, roots: list[tuple[str, list[str]]]) -> None:
         df = None
@@ -89,10 +133,20 @@ class SparkEngine:
         df.createOrReplaceTempView(view)
 
     def rows(self, query: str) -> list[tuple]:
-        return [tuple(r) for r in self.spark.sql(query).collect()]
+        """As DuckDB's fetchall: through Arrow, so timestamps come back aware (UTC) and structs as
+        dicts (collect() gives naive local times and Row objects)."""
+        t = self.arrow(query)
+        return list(zip(*(c.to_pylist() for c in t.columns))) if t.num_columns else []
 
     def arrow(self, query: str) -> pa.Table:
-        return self.spark.sql(query).toArrow()
+        df = self.spark.sql(query)
+        if hasattr(df, "toArrow"):  # pyspark 4
+            return df.toArrow()
+        from pyspark.sql.pandas.types import to_arrow_schema  # pyspark 3.5: what 4's toArrow does
+
+        schema = to_arrow_schema(df.schema)
+        batches = df._collect_as_arrow()
+        return pa.Table.from_batches(batches).cast(schema) if batches else schema.empty_table()
 
     def routes(self) -> dict[str, Route]:
         return routes_from_metadata(self.files)
