@@ -16,7 +16,8 @@ from ..pairlog.schema import META_ROUTES, META_VERSION, OUTCOMES, SCHEMA_VERSION
 from ..snapshot import _unroute_config
 
 
-MATERIALIZE_BYTES = 2 << 30
+MATERIALIZE_BYTES = 1 << 30
+SMALL_FILE_BYTES = 1 << 20  # average file size below which the files are read once into tables
 
 
 class LogError(ValueError):
@@ -84,12 +85,14 @@ class DuckEngine:
         self.con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
-        # The file list is fixed now: files a running writer finishes later are not half-seen. Up
-        # to MATERIALIZE_BYTES of files are read once into DuckDB tables (every query then
-        # reads memory, not many small files); larger logs are read through views.
+        # The file list is fixed now: files a running writer finishes later are not half-seen.
+        # Many small files (short flush_s, light traffic) are read once into DuckDB tables, since
+        # opening a file costs every query ~20 ms; big files are read through views, each query
+        # reading only its columns (copying the answers into a table costs more than it saves).
         outs = outcome_files(paths if outcome_paths is None else outcome_paths)
-        size = sum(os.path.getsize(f) for f in self.files + outs)
-        kind = "TEMP TABLE" if size <= MATERIALIZE_BYTES else "VIEW"
+        files = self.files + outs
+        size = sum(os.path.getsize(f) for f in files)
+        kind = "TEMP TABLE" if len(files) > 16 and size <= SMALL_FILE_BYTES * len(files) and size <= MATERIALIZE_BYTES else "VIEW"
         self.con.execute(f"CREATE {kind} pairs AS SELECT * FROM {_read(self.files)}")
         if outs:
             self.con.execute(f"CREATE {kind} outcomes AS SELECT * FROM {_read(outs)}")

@@ -42,16 +42,14 @@ def target_counts(where: str) -> str:
 def live_latency(where: str) -> str:
     return (
         f"WITH {filtered(where)} "
-        "SELECT route, live_latency_s, front_added_s FROM fp WHERE target_index = 0 AND live_status = 'OK' "
-        "ORDER BY route, arrival, writer, request_seq"
+        "SELECT route, live_latency_s, front_added_s FROM fp WHERE target_index = 0 AND live_status = 'OK'"
     )
 
 
 def shadow_latency(where: str) -> str:
     return (
         f"WITH {filtered(where)} "
-        "SELECT route, target_index, shadow_latency_s FROM fp WHERE shadow_status = 'OK' "
-        "ORDER BY route, target_index, shadow_answered, writer, request_seq"
+        "SELECT route, target_index, shadow_latency_s FROM fp WHERE shadow_status = 'OK'"
     )
 
 
@@ -63,22 +61,31 @@ _FIRST_OUTCOMES = (
     "row_number() OVER (PARTITION BY request_id ORDER BY received, writer) AS rn "
     "FROM outcomes WHERE status <> 'rejected') t WHERE rn = 1)"
 )
-_ID_REQUESTS = (
+_ID_REQUESTS = (  # only ids some outcome names: grouping every compared request would cost more
     "ids AS (SELECT request_id, count(DISTINCT concat(writer, ':', CAST(request_seq AS STRING))) AS id_requests "
-    "FROM fp WHERE pair = 'compared' AND request_id <> '' GROUP BY request_id)"
+    "FROM fp WHERE pair = 'compared' AND request_id <> '' AND request_id IN (SELECT request_id FROM outcomes) "
+    "GROUP BY request_id)"
 )
 
 
 def compared(where: str, route: str, target_index: int) -> str:
-    """Every compared pair of one shadow target with both answers, its slice buckets and its
-    outcome (if any), in the order the front compared them."""
+    """Every compared pair of one shadow target: both answers, the slice buckets, and the keys that
+    give the order the front compared them in (sorting the keys alone is the reader's job: an
+    ORDER BY here would carry the answers through the sort)."""
+    return (
+        f"WITH {filtered(where)} "
+        "SELECT request_id, shadow_answered, writer, request_seq, slice_buckets, live_outputs, shadow_outputs FROM fp "
+        f"WHERE pair = 'compared' AND route = {string(route)} AND target_index = {int(target_index)}"
+    )
+
+
+def joined_outcomes(where: str) -> str:
+    """The first usable outcome of each id that compared requests carry, with how many distinct
+    requests carry it (more than one: reused, not joined). Joined to the pairs by the reader."""
     return (
         f"WITH {filtered(where)}, {_FIRST_OUTCOMES}, {_ID_REQUESTS} "
-        "SELECT p.request_id, p.slice_buckets, p.live_outputs, p.shadow_outputs, "
-        "fo.true_labels, fo.true_values, ids.id_requests "
-        "FROM fp p LEFT JOIN fo ON p.request_id = fo.request_id LEFT JOIN ids ON p.request_id = ids.request_id "
-        f"WHERE p.pair = 'compared' AND p.route = {string(route)} AND p.target_index = {int(target_index)} "
-        "ORDER BY p.shadow_answered, p.writer, p.request_seq"
+        "SELECT fo.request_id, fo.true_labels, fo.true_values, ids.id_requests "
+        "FROM fo JOIN ids ON fo.request_id = ids.request_id"
     )
 
 

@@ -34,6 +34,42 @@ def _flat(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col
 
 
+def _uniform(col: pa.Array) -> tuple[Output, ...] | None:
+    """The one signature of every row, when all rows share it (the common case: checked on
+    dictionary codes, no string per row), else None."""
+    if col.null_count or col.offset or not len(col):
+        return None
+    off = _np(col.offsets)
+    k = int(off[1] - off[0])
+    n = len(col)
+    if k == 0 or not (np.diff(off) == k).all():
+        return None
+    structs = col.values
+    if structs.null_count or len(structs) != n * k:
+        return None
+    for name in ("name", "datatype"):
+        codes = _np(pc.dictionary_encode(structs.field(name)).indices)
+        if not (codes.reshape(n, k) == codes[:k]).all():
+            return None
+    shapes = structs.field("shape")
+    if shapes.null_count or shapes.offset:
+        return None
+    soff = _np(shapes.offsets)
+    lens = np.diff(soff)
+    if not (lens.reshape(n, k) == lens[:k]).all():
+        return None
+    vals = _np(shapes.values)[soff[0] : soff[-1]]
+    per_row = int(lens[:k].sum())
+    if per_row and not (vals.reshape(n, per_row) == vals[:per_row]).all():
+        return None
+    first = structs.slice(0, k).to_pylist()
+    return tuple(Output(o["name"] or "", o["datatype"] or "", tuple(o["shape"] or ())) for o in first)
+
+
+def _np(a) -> np.ndarray:
+    return a.to_numpy(zero_copy_only=False)
+
+
 def signatures(col: pa.Array) -> tuple[np.ndarray, list[tuple[Output, ...]]]:
     """Per row: the index of its signature (-1: null), and the signatures (each a tuple of
     Output), in first-seen order."""
@@ -41,6 +77,9 @@ def signatures(col: pa.Array) -> tuple[np.ndarray, list[tuple[Output, ...]]]:
     n = len(col)
     if n == 0:
         return np.zeros(0, dtype=np.int64), []
+    one_sig = _uniform(col)
+    if one_sig is not None:
+        return np.zeros(n, dtype=np.int64), [one_sig]
     structs = col.flatten()  # one entry per output of every row
     names = structs.field("name")
     dts = structs.field("datatype")
@@ -71,6 +110,7 @@ def arrays(col: pa.Array, rows: np.ndarray, sig: tuple[Output, ...]) -> list[np.
     col = _flat(col)
     starts = col.offsets.to_numpy(zero_copy_only=False)[rows]
     structs = col.values
+    every = len(rows) == len(col) and not col.offset and (len(rows) == 0 or (rows[0] == 0 and rows[-1] == len(rows) - 1))
     out: list[np.ndarray | None] = []
     for j, o in enumerate(sig):
         dt = NUMPY_DTYPES.get(o.datatype)
@@ -78,11 +118,13 @@ def arrays(col: pa.Array, rows: np.ndarray, sig: tuple[Output, ...]) -> list[np.
             out.append(None)
             continue
         field = structs.field(payload_field(o.datatype))
-        sel = field.take(pa.array(starts + j))
-        if sel.null_count:
-            out.append(None)
-            continue
-        flat = sel.flatten().to_numpy(zero_copy_only=False)
+        flat = _strided(field, sig, j) if every and len(structs) == len(rows) * len(sig) else None
+        if flat is None:
+            sel = field.take(pa.array(starts + j))
+            if sel.null_count:
+                out.append(None)
+                continue
+            flat = sel.flatten().to_numpy(zero_copy_only=False)
         count = 1
         for d in o.shape:
             count *= d
@@ -101,3 +143,22 @@ def one(arr: np.ndarray, i: int, shape: tuple[int, ...]) -> np.ndarray:
     """Request ``i``'s own tensor (its original shape) out of a group array from ``arrays``."""
     r = shape[0] if shape else 1
     return arr[i * r : (i + 1) * r].reshape(shape)
+
+
+def _strided(field: pa.Array, sig: tuple[Output, ...], j: int) -> np.ndarray | None:
+    """Output ``j`` of every row when all rows have signature ``sig`` (rows in order, outputs in
+    order): a view on the payload's flat values, no take. None when the payload has nulls."""
+    if field.null_count or field.offset:
+        return None
+    kind = payload_field(sig[j].datatype)
+    sizes = [int(np.prod(o.shape)) if o.shape else 1 for o in sig]
+    mine = [i for i, o in enumerate(sig) if payload_field(o.datatype) == kind]
+    per_row = sum(sizes[i] for i in mine)
+    off = _np(field.offsets)
+    values = _np(field.values)[off[0] : off[-1]]
+    n = len(field) // len(sig)
+    if per_row == 0 or len(values) != n * per_row:
+        return None
+    start = sum(sizes[i] for i in mine if i < j)
+    m = values.reshape(n, per_row)[:, start : start + sizes[j]]
+    return m.reshape(-1)
