@@ -73,7 +73,7 @@ trace-screenshot: install
 # DuckDB == Spark: every query of shadowgrpc/analysis/sql.py, unchanged, on pyspark (local[2], loopback)
 # and on DuckDB over one real paired log (embedded Triton, a logging front), and the report from
 # each (benchmarks/spark_check.py). Java 17+ from Debian's packages, pyspark (the spark extra) in the
-# venv, each when missing. Not part of `make test`: 4-7 minutes on 2 cores (and ~2 more to install pyspark).
+# venv, each when missing. Not part of `make test`: ~1 min on 2 idle cores (7 under load), +2 min to install pyspark.
 spark-check: install
 	java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { mkdir -p /usr/share/man/man1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless; }
 	$(PY) -c 'import pyspark' 2>/dev/null || $(PIP) install --quiet 'pyspark>=3.5'
