@@ -35,7 +35,7 @@ def target_counts(where: str) -> str:
         f"WITH {filtered(where)} "
         "SELECT route, target_index, mirror, sampled, shadow_status, pair, count(*) AS n FROM fp "
         "GROUP BY route, target_index, mirror, sampled, shadow_status, pair "
-        "ORDER BY route, target_index, mirror, sampled, shadow_status, pair"
+        "ORDER BY route, target_index, mirror, sampled, shadow_status NULLS LAST, pair NULLS LAST"  # both engines: Spark puts NULLs first by default
     )
 
 
