@@ -27,11 +27,9 @@ so a bad config is refused at start, never discovered under traffic.
     max_in_flight = 64               # deadline_ms: default = the live deadline
 
     [routes.outputs.probability]     # optional, per output: how live and shadow are compared
-    kind = "classifier"              # classifier | binary | regression | embedding (default:
-                                     # float with 2..max_classes (1024) values = classifier,
-                                     # wider = embedding, else regression)
-    edges = [0.0, 0.25, 0.5, 0.75, 1.0]  # drift bins; default: probabilities 20 on [0, 1], others
-                                     # a fixed log grid (the same on every replica)
+    kind = "classifier"              # classifier | binary | regression | embedding (default: float
+                                     # with 2..max_classes (1024) values = classifier, wider = embedding)
+    edges = [0.0, 0.25, 0.5, 0.75, 1.0]  # drift bins (default: probabilities 20 on [0, 1], else a fixed log grid)
 
     [[routes.slices]]                # stats per bucket of an input column, and a gate per bucket
     name = "amount"
@@ -48,6 +46,7 @@ so a bad config is refused at start, never discovered under traffic.
     accuracy_delta_min = -0.005      # lower 95% bound of shadow - live accuracy
     ece_delta_max = 0.02
     slice_min_outcomes = 200
+    [log]                            # the paired-prediction log: _config_log.py
 """
 
 from __future__ import annotations
@@ -182,7 +181,7 @@ class Settings:
     outcome_max_bytes: int = 256 * 1024 * 1024
     outcome_ttl_s: float = 600.0
     routes: tuple[Route, ...] = field(default_factory=tuple)
-    log: LogSettings = field(default_factory=LogSettings)  # [log]: _config_log.py
+    log: LogSettings = field(default_factory=LogSettings)
 
     def route_for(self, model: str) -> Route | None:
         for r in self.routes:
@@ -235,19 +234,12 @@ class Settings:
                 raise ConfigError(f"routes[{i}].model: duplicate route for model {routes[-1].model!r}")
             seen.add(routes[-1].model)
         return cls(
-            listen=listen,
-            admin_listen=admin,
-            default_live=default_live,
-            max_message_bytes=int(max_mb) * 1024 * 1024,
-            grace_s=float(grace),
-            upstream_compression=compression,
+            listen=listen, admin_listen=admin, default_live=default_live,
+            max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression,
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
-            outcome_max_pairs=int(max_pairs),
-            outcome_max_bytes=int(pairs_mb) * 1024 * 1024,
-            outcome_ttl_s=float(ttl),
-            routes=tuple(routes),
-            log=parse_log(data),
-        )
+            outcome_max_pairs=int(max_pairs), outcome_max_bytes=int(pairs_mb) * 1024 * 1024, outcome_ttl_s=float(ttl),
+            routes=tuple(routes), log=parse_log(data),
+        )  # fmt: skip
 
 
 def _route(r: Any, where: str, default_live: str) -> Route:

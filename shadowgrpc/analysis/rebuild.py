@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from ..config import Route
 from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, SENT, SHED, SHM
 from ..state import FrontState, RouteState, TargetState
-from . import sql
+from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts
 from .groups import Outcomes, compare_target
 
 log = logging.getLogger("shadowgrpc.analysis")
@@ -42,19 +42,19 @@ def rebuild(engine: Engine, routes: dict[str, Route], where: str = "", progress:
     the name in the log's ``route`` partition (from the files' metadata, or a config file)."""
     state = FrontState.for_routes(tuple(routes.values()), 0, 0.0, 0)
     state.routes = {name: state.routes[r.model] for name, r in routes.items()}
-    _route_counts(state, engine.rows(sql.route_counts(where)))
-    _target_counts(state, engine.rows(sql.target_counts(where)))
-    _latencies(state, engine.arrow(sql.live_latency(where)), engine.arrow(sql.shadow_latency(where)))
-    outcomes = Outcomes(engine.arrow(sql.joined_outcomes(where)))
+    _route_counts(state, engine.rows(route_counts(where)))
+    _target_counts(state, engine.rows(target_counts(where)))
+    _latencies(state, engine.arrow(live_latency(where)), engine.arrow(shadow_latency(where)))
+    outcomes = Outcomes(engine.arrow(joined_outcomes(where)))
     for name, rs in state.routes.items():
         for i, ts in enumerate(rs.shadows):
-            table = engine.arrow(sql.compared(where, name, i))
+            table = engine.arrow(compared(where, name, i))
             if table.num_rows:
                 compare_target(rs, ts, table, outcomes)
             if progress is not None:
                 progress(table.num_rows)
-    _outcome_counts(state, engine.rows(sql.outcome_counts(where)), outcomes)
-    first, last, _ = engine.rows(sql.span(where))[0]
+    _outcome_counts(state, engine.rows(outcome_counts(where)), outcomes)
+    first, last, _ = engine.rows(span(where))[0]
     if first is not None:  # uptime_s of the report: the span of the requests' arrival
         state.started, state.taken = first.timestamp(), last.timestamp()
     return state

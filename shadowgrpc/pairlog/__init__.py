@@ -5,23 +5,7 @@
 - ``batch``: rows to Arrow tables; ``decode``: the answers' output tensors to Arrow (off the loop);
 - ``files``: partition paths, temp-then-rename writes, Parquet options, the disk budget.
 
-Importing the package imports nothing heavy; ``PairLog`` and ``LogStats`` load the writer (and
-pyarrow) on first use.
+Import the modules themselves (``from shadowgrpc.pairlog.writer import PairLog``); the package
+re-exports nothing, so importing it loads nothing heavy.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-__all__ = ("LogStats", "PairLog")
-
-if TYPE_CHECKING:
-    from .writer import LogStats, PairLog
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import writer
-
-        return getattr(writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

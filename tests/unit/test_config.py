@@ -71,3 +71,20 @@ def test_serve_refuses_bad_config(tmp_path: Path, capsys):
     bad.write_text('[[routes]]\nmodel = "m"\n[[routes.shadows]]\nsample_rate = 2\n')
     assert main(["serve", "--config", str(bad)]) == 2
     assert "routes[0].shadows[0].sample_rate: must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_log_table_defaults_and_errors_name_the_key():
+    from shadowgrpc.config import Settings
+
+    assert not Settings.from_dict({}).log.enabled
+    log = Settings.from_dict({"log": {"path": "/x", "sample_rate": 0.25, "keep_inputs": True}}).log
+    assert (log.path, log.sample_rate, log.keep_inputs, log.flush_rows, log.flush_s, log.max_disk_mb) == ("/x", 0.25, True, 20000, 5.0, 10240)
+    for bad, msg in [
+        ({"sample_rate": 0.5}, "log.path: required"),
+        ({"path": "/x", "sample_rate": 2}, "log.sample_rate"),
+        ({"path": "/x", "flush_rows": 0}, "log.flush_rows"),
+        ({"path": "/x", "keep_inputs": "yes"}, "log.keep_inputs: must be true or false"),
+        ({"path": "/x", "flush": 1}, "log.flush: unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=msg.replace(".", r"\.")):
+            Settings.from_dict({"log": bad})
