@@ -109,7 +109,8 @@ def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(tmp_path):
 
 @pytest.mark.triton
 def test_two_workers_share_the_port_and_the_report_is_their_exact_sum(triton, tmp_path):
-    s = _serve(tmp_path, triton.grpc_address)
+    log_dir = tmp_path / "log"
+    s = _serve(tmp_path, triton.grpc_address, f'[log]\npath = "{log_dir}"\nflush_s = 0.5\n' + ROUTES)
     rng = np.random.default_rng(7)
     try:
         # Many separate connections (no shared subchannel): SO_REUSEPORT spreads them over the workers.
@@ -184,3 +185,13 @@ def test_two_workers_share_the_port_and_the_report_is_their_exact_sum(triton, tm
     assert rc == 0, s.log()
     _wait_all_gone(s.pids, 10)
     assert "stopping 2 workers" in s.log()
+    # Logs from every worker in the same table: each wrote its own files, and together they hold
+    # every request and every accepted outcome once; offline, their report is the merged one's.
+    from shadowgrpc.analysis import analyze
+    from shadowgrpc.analysis.engine import DuckEngine
+
+    writers = DuckEngine([str(log_dir)]).rows("SELECT DISTINCT writer FROM pairs")
+    assert len(writers) == 2 and all(any(w.endswith(f"-{p}") for p in s.pids) for (w,) in writers)  # host-pid
+    offline = analyze([str(log_dir)])
+    st, sh = offline.routes["fraud"].stats, offline.routes["fraud"].shadows[0]
+    assert st.requests == st.live_ok == n and sh.stats.compared == n and sh.outcomes.live.rows == n * rows
