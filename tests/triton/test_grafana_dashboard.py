@@ -142,11 +142,11 @@ def _scrape(port: int) -> Series:
 
 
 @pytest.fixture(scope="module")
-def series(triton) -> Series:
+def series(triton, tmp_path_factory) -> Series:
     mp = pytest.MonkeyPatch()
     mp.delenv("SHADOWGRPC_TRACE", raising=False)
     mp.setenv("SHADOWGRPC_METRICS_PORT", "0")  # metrics alone, tracing off
-    front = front_for(triton.grpc_address, [ROUTE])
+    front = front_for(triton.grpc_address, [ROUTE], log={"path": str(tmp_path_factory.mktemp("grafana-log"))})  # the log's metrics too
     try:
         feats, _ = make_transactions(8, seed=11)
         with grpc.insecure_channel(front.address) as ch:
