@@ -1,15 +1,14 @@
 """Ground truth: live/shadow prediction pairs wait (bounded) for outcomes that arrive later.
 
 Pairs are kept only for requests that carry an id. The store is bounded by entries and by age;
-evictions are counted. An outcome for an unknown, expired or already-answered id is counted, never
-an error. With outcomes, both models are scored against the truth, separately:
+evictions are counted. An outcome for an unknown, expired or already-answered id is counted, never an
+error. With outcomes, both models are scored against the truth, separately:
 - classifiers (a float output whose last axis has >1 class): accuracy, Brier score, expected
   calibration error (10 equal-width confidence bins on the top-1 probability), and the
   disagreement breakdown: shadow right & live wrong (improvement), live right & shadow wrong
   (regression), both wrong, both right; Wilson 95% intervals on the rates;
 - other numeric outputs (regression): mean absolute error of each.
-Each configured slice (slices.py) keeps the same scores per bucket, from the bucket of each row
-recorded with the pair when it was compared.
+Each configured slice (slices.py) keeps the same scores per bucket (rows' buckets kept with the pair).
 """
 
 from __future__ import annotations
@@ -241,6 +240,10 @@ class PairStore:
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+    def holds(self, request_id: str) -> bool:
+        """A pair waits for the id, or its outcome was taken (``serve --workers`` routes by it)."""
+        return request_id in self._pairs or request_id in self._answered
 
     def _count_waiting(self) -> None:
         self.counts.waiting = len(self._pairs)

@@ -108,7 +108,7 @@ def reserve_port(listen: str) -> tuple[socket.socket, str]:
 def _holds(store, request_id: str) -> bool:
     """Whether this worker's pair store would answer anything but "unknown" for the id (a waiting
     pair, reused or not, or an id answered before), without counting anything."""
-    return request_id in store._pairs or request_id in store._answered
+    return store.holds(request_id)
 
 
 def _worker_main(index: int, settings: Settings, telemetry, loop_kind: str, ready_w: int, lifeline_r: int, lifeline_w: int, reserved: socket.socket) -> None:
