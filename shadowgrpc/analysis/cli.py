@@ -102,4 +102,7 @@ def add_analysis_parsers(sub) -> None:
     a.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping of shadowgrpc.v1.Report)")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (plots embedded)")
     a.set_defaults(func=_cmd_analyze)
-    __import__("shadowgrpc.analysis.replay", fromlist=["add_replay_parser"]).add_replay_parser(sub)
+
+    from .replay import add_replay_parser
+
+    add_replay_parser(sub)
