@@ -16,7 +16,7 @@ from .engine import DuckEngine, LogError
 from .rebuild import rebuild
 from .sql import string, time_window
 
-__all__ = ["LogError", "analyze", "slice_filter", "where_clause"]
+__all__ = ["DuckEngine", "LogError", "analyze", "slice_filter", "where_clause"]
 
 
 def where_clause(where: list[str] | None = None, since: str | None = None, until: str | None = None) -> str:

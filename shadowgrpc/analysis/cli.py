@@ -12,7 +12,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from ..config import ConfigError, Settings
     from ..report import build_report
     from ..report_text import format_report, report_json
-    from . import LogError, analyze, where_clause
+    from . import DuckEngine, LogError, analyze, where_clause
 
     routes = None
     if args.config:
@@ -29,7 +29,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         bar = _bar(args)
-        state = analyze(args.paths, where, routes, progress=bar.update if bar is not None else None, slices=args.slice)
+        engine = DuckEngine(args.paths)
+        for why in engine.skipped:
+            print(f"shadowgrpc analyze: skipped {why}", file=sys.stderr)
+        state = analyze(args.paths, where, routes, progress=bar.update if bar is not None else None, engine=engine, slices=args.slice)
         if bar is not None:
             bar.close()
     except LogError as e:
@@ -48,6 +51,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         return 1
     rep = build_report(state, args.model)
     rep.source = f"paired log {', '.join(args.paths)}" + (f" where {where}" if where else "")
+    if engine.skipped:
+        rep.source += f" ({len(engine.skipped)} unreadable files skipped)"
     if args.html:
         from ..report_html import write_html
 

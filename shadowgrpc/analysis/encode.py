@@ -199,12 +199,16 @@ def plan(args, con) -> Plan:
     """Check the log, the route and OUT; create DuckDB views ``pairs`` and ``done``; count."""
     from ..config import FALLBACK_SHADOW_DEADLINE_S, ShadowTarget
     from . import where_clause
-    from .engine import LogError, pair_files, routes_from_metadata
+    from .engine import LogError, pair_files, readable, routes_from_metadata
 
     try:
-        files = pair_files([args.path])
+        files, skipped = readable(pair_files([args.path]), b"pairs")
     except LogError as e:
         raise ReplayError(str(e)) from None
+    for why in skipped:  # a torn or foreign file never stops the replay of the others
+        print(f"shadowgrpc replay: skipped {why}", file=sys.stderr)
+    if not files:
+        raise ReplayError(f"{args.path}: no readable paired-log file")
     con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC (as analyze)
     con.execute(f"CREATE VIEW pairs AS {files_sql(files)}")
     rows = con.execute("SELECT route, count(request) FROM pairs WHERE target_index = 0 GROUP BY route ORDER BY route").fetchall()
@@ -223,8 +227,8 @@ def plan(args, con) -> Plan:
     deadline_s = args.deadline_ms / 1000.0 if args.deadline_ms else (cfg.live.deadline_s or FALLBACK_SHADOW_DEADLINE_S)
     shadow = ShadowTarget(name=name, address=args.target, model=args.model, version=version, deadline_s=deadline_s)
     out = args.out or os.path.join(args.path, "replays", args.model + (f"-{version}" if version else ""))
-    if has_files(out):
-        done_files = pair_files([out])
+    done_files = readable(pair_files([out]), b"pairs")[0] if has_files(out) else []
+    if done_files:
         prev = routes_from_metadata(done_files)
         p = prev.get(route)
         if p is None or len(prev) != 1 or not p.shadows or (p.shadows[0].model, p.shadows[0].version) != (args.model, version):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Route
-from ..pairlog.schema import META_ROUTES, META_VERSION, OUTCOMES, SCHEMA_VERSION
+from ..pairlog.schema import META_ROUTES, META_TABLE, META_VERSION, OUTCOMES, SCHEMA_VERSION
 from ..snapshot import _unroute_config
 
 
@@ -40,6 +40,23 @@ def outcome_files(paths: list[str]) -> list[str]:
     for p in paths:
         files += glob.glob(os.path.join(glob.escape(p), "outcomes", "**", "*.parquet"), recursive=True)
     return sorted(files)
+
+
+def readable(files: list[str], table: bytes) -> tuple[list[str], list[str]]:
+    """The files whose Parquet footer reads and says they are this table of the log, and why the
+    others are left out ("PATH: reason"): one torn or foreign file never stops an analysis."""
+    ok, bad = [], []
+    for f in files:
+        try:
+            meta = pq.read_metadata(f).metadata or {}
+        except (OSError, pa.ArrowException) as e:
+            bad.append(f"{f}: not a readable Parquet file ({e})")
+            continue
+        if meta.get(META_TABLE) not in (table, None):
+            bad.append(f"{f}: a {meta.get(META_TABLE, b'?').decode(errors='replace')} file, not {table.decode()}")
+            continue
+        ok.append(f)
+    return ok, bad
 
 
 def _route_of(path: str) -> str:
@@ -80,7 +97,9 @@ class DuckEngine:
         import duckdb
 
         self.paths = paths
-        self.files = pair_files(paths)
+        self.files, self.skipped = readable(pair_files(paths), b"pairs")
+        if not self.files:
+            raise LogError(f"no readable paired-log file under {', '.join(paths)}: {'; '.join(self.skipped[:3])}")
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC
         if threads:
@@ -89,7 +108,8 @@ class DuckEngine:
         # Many small files (short flush_s, light traffic) are read once into DuckDB tables, since
         # opening a file costs every query ~20 ms; big files are read through views, each query
         # reading only its columns (copying the answers into a table costs more than it saves).
-        outs = outcome_files(paths if outcome_paths is None else outcome_paths)
+        outs, bad = readable(outcome_files(paths if outcome_paths is None else outcome_paths), b"outcomes")
+        self.skipped += bad
         files = self.files + outs
         size = sum(os.path.getsize(f) for f in files)
         kind = "TEMP TABLE" if len(files) > 16 and size <= SMALL_FILE_BYTES * len(files) and size <= MATERIALIZE_BYTES else "VIEW"

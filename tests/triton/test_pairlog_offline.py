@@ -189,3 +189,27 @@ def test_filters_the_online_report_cannot_apply(logged_run, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["analyze", str(log_dir), "--json", "--model", "fraud"]) == 0
     assert '"model": "fraud"' in capsys.readouterr().out
+
+
+@pytest.mark.triton
+def test_a_torn_or_foreign_file_is_skipped_and_named_never_the_analysis(logged_run, tmp_path, capsys):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from shadowgrpc.analysis import analyze
+    from shadowgrpc.cli import main
+
+    log_dir, _, _ = logged_run
+    copy = tmp_path / "log"
+    shutil.copytree(log_dir, copy)
+    total = analyze([str(copy)]).routes["fraud"].stats.requests
+    torn = sorted((copy / "pairs").glob("route=fraud/*/*/*.parquet"))[0]
+    lost = pq.read_table(torn).filter(pq.read_table(torn).column("target_index").to_numpy() == 0).num_rows
+    torn.write_bytes(torn.read_bytes()[:100])  # a file cut short (not the writer's doing: it renames only whole files)
+    (copy / "pairs" / "route=fraud" / "notes.parquet").write_text("not parquet")
+    assert main(["analyze", str(copy), "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err.count("skipped") == 2 and str(torn) in out.err and "notes.parquet" in out.err
+    assert "2 unreadable files skipped" in out.out
+    assert analyze([str(copy)]).routes["fraud"].stats.requests == total - lost > 0
