@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from .cost import format_cost
-from .report_text import _errs, _lat, _paired_text
+from .report_text import _errs, _lat, _paired_text, summary_lines
 from .v1 import shadow_pb2 as pb
 
 INSTALL_HINT = "pip install 'shadowgrpc[html]'"
@@ -312,10 +312,8 @@ def render_html(state: Any, report: pb.Report, title: str = "shadowgrpc report")
     plots = _plots()
     rep = report
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.as_of)) if state is not None else "(no state)"
-    merged = f", {rep.replicas} replicas merged" if rep.replicas > 1 else ""
-    body = [f"<h1>{_e(title)}</h1>",
-            f'<p class="meta">shadowgrpc {_e(rep.version)}{merged}; as of {when}; uptime {rep.uptime_s:.0f} s; unrouted requests {rep.unrouted_requests}, '
-            f"unparsed {rep.unparsed_requests}, stream messages (not mirrored) {rep.stream_messages}</p>"]  # fmt: skip
+    header, *summary = summary_lines(rep)
+    body = [f"<h1>{_e(title)}</h1>", f'<p class="meta">{_e(header)}; as of {when}</p>']
     body += _verdicts(rep)
     if state is None:
         body.append('<p class="note">no comparison state given: output distributions and latency CDFs are not drawn</p>')
@@ -323,21 +321,7 @@ def render_html(state: Any, report: pb.Report, title: str = "shadowgrpc report")
         body += _route(i, r, state, plots)
     if not rep.routes:
         body.append("<p>(no routes configured)</p>")
-    o = rep.outcomes
-    body.append(
-        f'<h2>Ground-truth store</h2><p class="note">{o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / '
-        f"expired {o.evicted_expired} / bytes {o.evicted_bytes} ({o.bytes / 2**20:.1f} of {o.max_bytes / 2**20:.0f} MiB held); outcomes unknown {o.unknown}, "
-        f"duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} ({o.reused_ids} requests reused a waiting id), rejected {o.rejected}"
-        + (f" ({_e(_errs(o.rejected_reasons))})" if o.rejected else "") + "</p>"
-    )
-    if "log" in rep.DESCRIPTOR.fields_by_name and rep.HasField("log"):  # the paired-prediction log, where this Report has one
-        g = rep.log
-        run = f"STOPPED: {g.last_error}" if g.stopped and g.last_error else ("stopped" if g.stopped else "writing")
-        body.append(
-            f'<p class="note">paired log {_e(g.path)}: {_e(run)}; rows written {g.rows_written}, shed {g.rows_shed} (queue full), dropped {g.rows_dropped}, '
-            f"outcomes {g.outcomes_written}; files {g.files_written}, deleted {g.files_deleted} for the disk budget; {g.bytes_on_disk / 2**20:.1f} MiB on disk; "
-            f"write errors {g.write_errors}; sample rate {g.sample_rate:g}</p>"
-        )
+    body.append("<h2>Ground-truth store</h2>" + "".join(f'<p class="note">{_e(line)}</p>' for line in summary))  # and the paired log
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
 

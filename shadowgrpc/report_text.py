@@ -47,8 +47,9 @@ def _paired_text(o: pb.OutputComparison) -> str:
     )
 
 
-def format_report(rep: pb.Report) -> str:
-    """A plain-text table, one block per route."""
+def summary_lines(rep: pb.Report) -> list[str]:
+    """The report's first lines, shared by the text and HTML renderings: the header, the
+    ground-truth store (offline: the source and the outcome join), and the paired log's writer."""
     merged = f"  ({rep.replicas} replicas merged)" if rep.replicas > 1 else ""
     lines = [
         f"shadowgrpc {rep.version}{merged}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
@@ -57,15 +58,16 @@ def format_report(rep: pb.Report) -> str:
         else f"shadowgrpc {rep.version}  offline report: requests that arrived over {rep.uptime_s:.0f} s"
     ]
     o = rep.outcomes
+    rejected = f"rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
     if rep.source:
         lines.append(f"offline: {rep.source}; outcomes joined by id: unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, "
-                     f"reused id {o.reused}, rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else ""))
+                     f"reused id {o.reused}, {rejected}")  # fmt: skip
     else:
         lines.append(
             f"ground-truth store: {o.waiting} pairs waiting (max {o.max_pairs}, ttl {o.ttl_s:g} s), evicted full {o.evicted_full} / "
             f"expired {o.evicted_expired} / bytes {o.evicted_bytes} ({o.bytes / 2**20:.1f} of {o.max_bytes / 2**20:.0f} MiB held); "
             f"outcomes unknown {o.unknown}, duplicate {o.duplicate}, mismatch {o.mismatch}, reused id {o.reused} "
-            f"({o.reused_ids} requests reused a waiting id), rejected {o.rejected}" + (f" ({_errs(o.rejected_reasons)})" if o.rejected else "")
+            f"({o.reused_ids} requests reused a waiting id), {rejected}"
         )
     if rep.HasField("log"):
         g = rep.log
@@ -75,6 +77,12 @@ def format_report(rep: pb.Report) -> str:
             f"outcomes {g.outcomes_written}; files {g.files_written}, deleted {g.files_deleted} for the disk budget; "
             f"{g.bytes_on_disk / 2**20:.1f} MiB on disk; write errors {g.write_errors}; sample rate {g.sample_rate:g}"
         )
+    return lines
+
+
+def format_report(rep: pb.Report) -> str:
+    """A plain-text table, one block per route."""
+    lines = summary_lines(rep)
     if not rep.routes:
         lines.append("(no routes configured)")
     for r in rep.routes:
