@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from ..codec import NUMPY_DTYPES
 from ..packing import encode_bytes_tensor
+from .sql import files_sql, lit
 from .tensors import payload_field
 
 _PAYLOADS = ("fp32", "fp64", "ints", "bytes")
@@ -119,16 +120,6 @@ def encode_column(col: pa.Array | pa.ChunkedArray) -> list[bytes | None]:
 
 
 # --- the source rows ---------------------------------------------------------------------------------
-
-
-def lit(s: str) -> str:
-    """A SQL string literal."""
-    return "'" + s.replace("'", "''") + "'"
-
-
-def files_sql(files: list[str], columns: str = "*") -> str:
-    listed = ", ".join(lit(f) for f in files)
-    return f"SELECT {columns} FROM read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
 
 
 _ON = "ON s.writer = d.writer AND s.request_seq = d.request_seq"

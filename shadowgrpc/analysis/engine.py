@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from ..config import Route
 from ..pairlog.schema import META_ROUTES, META_TABLE, META_VERSION, OUTCOMES, SCHEMA_VERSION
 from ..snapshot import _unroute_config
+from .sql import files_sql
 
 
 MATERIALIZE_BYTES = 1 << 30
@@ -113,9 +114,9 @@ class DuckEngine:
         files = self.files + outs
         size = sum(os.path.getsize(f) for f in files)
         kind = "TEMP TABLE" if len(files) > 16 and size <= SMALL_FILE_BYTES * len(files) and size <= MATERIALIZE_BYTES else "VIEW"
-        self.con.execute(f"CREATE {kind} pairs AS SELECT * FROM {_read(self.files)}")
+        self.con.execute(f"CREATE {kind} pairs AS {files_sql(self.files)}")
         if outs:
-            self.con.execute(f"CREATE {kind} outcomes AS SELECT * FROM {_read(outs)}")
+            self.con.execute(f"CREATE {kind} outcomes AS {files_sql(outs)}")
         else:
             self._empty = pa.table({f.name: pa.array([], f.type) for f in OUTCOMES})
             self.con.register("outcomes", self._empty)
@@ -129,8 +130,3 @@ class DuckEngine:
 
     def routes(self) -> dict[str, Route]:
         return routes_from_metadata(self.files)
-
-
-def _read(files: list[str]) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"

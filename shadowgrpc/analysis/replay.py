@@ -29,7 +29,8 @@ import signal
 import sys
 import time
 
-from .encode import FLUSH_S, Plan, ReplayError, ReplayLog, lit, pair_of, plan, read_batch, stream
+from .encode import FLUSH_S, Plan, ReplayError, ReplayLog, pair_of, plan, read_batch, stream
+from .sql import lit
 
 BATCH_ROWS = 512  # source rows read (and live answers re-encoded, off the loop) at a time
 MAX_QUEUED = 50_000  # rows waiting for the writers before sending pauses

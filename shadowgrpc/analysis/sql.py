@@ -90,10 +90,23 @@ def joined_outcomes(where: str) -> str:
 
 
 def string(s: str) -> str:
-    """A SQL string literal (both dialects: quotes doubled; no backslash escapes in the name)."""
+    """A SQL string literal both dialects read alike (quotes doubled; Spark would read a backslash
+    as an escape, so names with one are refused)."""
     if "\\" in s:
         raise ValueError(f"route names with a backslash are not supported in SQL literals: {s!r}")
+    return lit(s)
+
+
+def lit(s: str) -> str:
+    """A DuckDB string literal (quotes doubled): file paths and settings, never sent to Spark."""
     return "'" + s.replace("'", "''") + "'"
+
+
+def files_sql(files: list[str], columns: str = "*") -> str:
+    """DuckDB: ``columns`` of these log files as one table (partition columns from the Hive paths,
+    kept as strings)."""
+    listed = ", ".join(lit(f) for f in files)
+    return f"SELECT {columns} FROM read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
 
 
 def outcome_counts(where: str) -> str:
