@@ -4,9 +4,9 @@ same paired-log files, and the full offline report built from each (``make spark
 
 1. The log: ``--log PATH`` (a [log] folder holding pairs/ and outcomes/), or else a real one made
    here: the embedded Triton (example models + tests/models' fraud_nan), a front with [log] on
-   the routes of tests/triton/test_pairlog_offline.py (fraud with two shadows, one of them
-   answering NaN rows, and two slices; merchant_intent; basket_value at sample_rate 0.5), traffic
-   as that test sends it (a copy), its outcomes (plus a duplicate, an unknown id, a rejected one
+   the routes of tests/pairlog_run.py (fraud with two shadows, one of them
+   answering NaN rows, and two slices; merchant_intent; basket_value at sample_rate 0.5), its
+   traffic, its outcomes (plus a duplicate, an unknown id, a rejected one
    and a mismatch), flushed.
 2. Each query of sql.py (found there: every public function taking ``where`` first, compared for
    every route and target) under each filter (none; a --since/--until window over the
@@ -18,7 +18,7 @@ same paired-log files, and the full offline report built from each (``make spark
    floats bit for bit (NaN payloads and -0.0 included), nested lists and structs element by
    element. A query without an ORDER BY of its own is compared as a sorted list of rows.
 3. Per filter, ``analyze(paths, where, engine=...)`` -> ``build_report`` from each engine, compared
-   with tests/triton/test_pairlog_offline.py's ``diff`` (counts exact, floats 1e-9 relative).
+   with tests/pairlog_run.py's ``diff`` (counts exact, floats 1e-9 relative).
 
 Prints a table of what matched and exits 1 on any difference (2 on bad arguments).
 
@@ -29,7 +29,6 @@ Needs the ``spark`` extra (pyspark) and Java 17+ (``make spark-check`` installs 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import inspect
 import pathlib
 import re
@@ -57,52 +56,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- the log ------------------------------------------------------------------------------------
-def traffic(address: str, n: int) -> list[tuple[str, list[int] | None, list[float] | None]]:
-    """tests/triton/test_pairlog_offline.py's traffic (a copy, so that test may change freely):
-    fraud requests of 1..4 rows (every 17th without an id), merchant_intent and basket_value
-    requests; returns the outcomes to send, (request id, labels, values)."""
-    import grpc
-    import numpy as np
-    from tritonclient.grpc import service_pb2 as kserve
-
-    from shadowgrpc.examples.data import make_baskets, make_merchant_texts, make_transactions
-    from tests.kserve import INFER, fraud_request, intent_request
-
-    feats, flabels = make_transactions(n, seed=31)
-    texts, ilabels = make_merchant_texts(n // 2, seed=31)
-    baskets, values = make_baskets(n // 2, seed=31)
-    outcomes: list[tuple[str, list[int] | None, list[float] | None]] = []
-    rng = np.random.default_rng(31)
-    with grpc.insecure_channel(address) as ch:
-        call = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)
-        i = 0
-        while i < n:
-            k = int(rng.integers(1, 5))
-            rid = f"fr-{i}" if i % 17 else ""
-            call(fraud_request(feats[i : i + k], rid=rid).SerializeToString(), timeout=10)
-            if rid:
-                outcomes.append((rid, [int(x) for x in flabels[i : i + k]], None))
-            i += k
-        for j in range(n // 2):
-            call(intent_request([texts[j].encode()], rid=f"mi-{j}").SerializeToString(), timeout=10)
-            outcomes.append((f"mi-{j}", [int(ilabels[j])], None))
-            req = kserve.ModelInferRequest(model_name="basket_value", id=f"bv-{j}")
-            req.inputs.add(name="features", datatype="FP32", shape=[1, 4])
-            req.raw_input_contents.append(baskets[j : j + 1].tobytes())
-            call(req.SerializeToString(), timeout=10)
-            outcomes.append((f"bv-{j}", None, [float(values[j])]))
-    return outcomes
-
-
 def make_log(log_dir: pathlib.Path, n: int) -> None:
     """A real paired log: embedded Triton, a front logging every pair, traffic and outcomes."""
     import grpc
 
     from shadowgrpc.local import EmbeddedTriton, example_repository
-    from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
+    from shadowgrpc.v1 import shadow_pb2_grpc
     from tests.fixtures_triton import TEST_MODELS, copy_models
     from tests.frontctl import front_for
-    from tests.triton.test_pairlog_offline import ROUTES
+    from tests.pairlog_run import ROUTES, outcome_messages, traffic
 
     work = log_dir.parent / "triton"
     repo = copy_models(work / "repo", example_repository(), TEST_MODELS, only=("fraud", "fraud_nan", "merchant_intent", "basket_value"))
@@ -112,16 +74,11 @@ def make_log(log_dir: pathlib.Path, n: int) -> None:
         print(f"spark_check: Triton ready in {time.perf_counter() - t0:.1f} s; logging to {log_dir}", file=sys.stderr, flush=True)
         ft = front_for(triton.grpc_address, ROUTES, log={"path": str(log_dir), "flush_s": 0.5})
         try:
-            outcomes = traffic(ft.address, n)
+            outcomes, _ = traffic(ft.address, n)
             ft.drain()
-            msgs = [shadow_pb2.Outcome(request_id=r, labels=lb or [], values=v or []) for r, lb, v in outcomes]
-            msgs += [shadow_pb2.Outcome(request_id=outcomes[0][0], labels=outcomes[0][1])]  # a duplicate
-            msgs += [shadow_pb2.Outcome(request_id="never-sent", labels=[1])]  # unknown
-            msgs += [shadow_pb2.Outcome(request_id="x", labels=[1], values=[1.0])]  # rejected
-            msgs += [shadow_pb2.Outcome(request_id="mi-0", labels=[1, 2])]  # rows do not fit (after accepted: a duplicate)
             with grpc.insecure_channel(ft.admin_address) as ch:
-                shadow_pb2_grpc.ShadowControlStub(ch).RecordOutcomes(iter(msgs), timeout=30)
-            ft.call(asyncio.to_thread(ft.front.pairlog.flush, 10.0))
+                shadow_pb2_grpc.ShadowControlStub(ch).RecordOutcomes(iter(outcome_messages(outcomes)), timeout=30)
+            ft.flush_log()
         finally:
             ft.stop()
     print(f"spark_check: log made in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -294,7 +251,7 @@ def check_queries(duck, spark, label: str, wd: str, ws: str) -> list[dict]:
 def check_report(paths: list[str], duck, spark, label: str, wd: str, ws: str) -> dict:
     from shadowgrpc.analysis import analyze
     from shadowgrpc.report import build_report
-    from tests.triton.test_pairlog_offline import as_dict, diff
+    from tests.pairlog_run import as_dict, diff
 
     t = time.perf_counter()
     a = as_dict(build_report(analyze(paths, wd, engine=duck)))

@@ -51,6 +51,11 @@ class FrontThread:
     def drain(self, timeout: float = 10.0) -> int:
         return self.call(self.router.drain(timeout), timeout + 5)
 
+    def flush_log(self, timeout: float = 10.0) -> None:
+        """Finish the paired log's queued rows into files ([log] on), off the front's loop."""
+        assert self.front is not None and self.front.pairlog is not None
+        self.call(asyncio.to_thread(self.front.pairlog.flush, timeout), timeout + 5)
+
     def stop(self) -> None:
         if self.front is not None:
             self.call(self.front.stop(grace=1.0))

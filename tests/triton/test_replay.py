@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.triton.test_pairlog_offline import as_dict, diff
+from tests.pairlog_run import as_dict, diff
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAX_LATENCY = {"p99_ratio_max": 1000.0, "p99_delta_ms_min": 10_000.0}  # the replay's latencies are its own
@@ -70,7 +70,6 @@ def logged(triton, tmp_path_factory):
     from shadowgrpc.report import build_report
     from shadowgrpc.v1 import shadow_pb2_grpc
     from tests.frontctl import front_for
-    from tests.triton.test_pairlog_offline import _flush
 
     log_dir = tmp_path_factory.mktemp("replay") / "log"
     ft = front_for(triton.grpc_address, ROUTES, log={"path": str(log_dir), "flush_s": 0.5, "keep_inputs": True})
@@ -80,7 +79,7 @@ def logged(triton, tmp_path_factory):
         with grpc.insecure_channel(ft.admin_address) as ch:
             shadow_pb2_grpc.ShadowControlStub(ch).RecordOutcomes(iter(outcomes), timeout=30)
         online = as_dict(build_report(ft.router.state, "fraud"))
-        ft.call(_flush(ft))
+        ft.flush_log()
     finally:
         ft.stop()
     return log_dir, online, triton.grpc_address
