@@ -8,7 +8,6 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,27 +17,15 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
+from tests.serveproc import serve
+
 pytestmark = pytest.mark.triton
 
 ROUTE = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n[[routes.shadows]]\nname = "v2"\nversion = "2"\n'
 
 
 def _serve(tmp_path: Path, triton: str, log: str, name: str, preexec=None) -> tuple[subprocess.Popen, int, int]:
-    cfg = tmp_path / f"{name}.toml"
-    cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{triton}"\ngrace_s = 5.0\n{log}\n{ROUTE}')
-    ready = tmp_path / f"{name}.ready"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shadowgrpc", "serve", "--config", str(cfg), "--ready-file", str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not ready.exists() or not ready.read_text().strip():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"front did not start: {proc.communicate()[0]}")
-        time.sleep(0.05)
-    port, admin = map(int, ready.read_text().split())
-    return proc, port, admin
+    return serve(tmp_path, triton, f"{log}\n{ROUTE}", name=name, grace_s=5.0, preexec=preexec)
 
 
 class Traffic:

@@ -9,36 +9,15 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
+from tests.serveproc import serve
+
 pytestmark = pytest.mark.triton
-
-
-def _serve(tmp_path: Path, triton_address: str, routes: str) -> tuple[subprocess.Popen, int, int]:
-    cfg = tmp_path / "front.toml"
-    cfg.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{triton_address}"\ngrace_s = 8.0\n' + routes
-    )
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shadowgrpc", "serve", "--config", str(cfg), "--ready-file", str(ready)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists() or not ready.read_text().strip():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"front did not start: {proc.communicate()[0]}")
-        time.sleep(0.05)
-    port, admin = map(int, ready.read_text().split())
-    return proc, port, admin
 
 
 def _infer(port: int, model: str, rid: str, timeout: float = 15.0) -> bytes:
@@ -52,7 +31,7 @@ def _infer(port: int, model: str, rid: str, timeout: float = 15.0) -> bytes:
 
 def test_sigterm_lets_in_flight_live_requests_finish(triton, tmp_path):
     # fraud_sleepy answers after SHADOWGRPC_SLEEPY_SECONDS (2 s in the test Triton).
-    proc, port, _ = _serve(tmp_path, triton.grpc_address, '[[routes]]\nmodel = "fraud_sleepy"\n')
+    proc, port, _ = serve(tmp_path, triton.grpc_address, '[[routes]]\nmodel = "fraud_sleepy"\n')
     try:
         with ThreadPoolExecutor(2) as pool:
             futs = [pool.submit(_infer, port, "fraud_sleepy", f"term-{i}") for i in range(2)]
@@ -71,7 +50,7 @@ def test_sigterm_lets_in_flight_live_requests_finish(triton, tmp_path):
 
 def test_report_cli_table_and_json(triton, tmp_path):
     routes = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n[[routes.shadows]]\nname = "fraud-v2"\nversion = "2"\n'
-    proc, port, admin = _serve(tmp_path, triton.grpc_address, routes)
+    proc, port, admin = serve(tmp_path, triton.grpc_address, routes)
     try:
         for i in range(20):
             _infer(port, "fraud", f"rep-{i}")

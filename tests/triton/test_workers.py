@@ -19,6 +19,7 @@ import pytest
 from shadowgrpc.client import fetch_report
 from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
 from tests.kserve import INFER, fraud_request
+from tests.serveproc import serve
 
 ROUTES = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n[[routes.shadows]]\nname = "v2"\nversion = "2"\n'
 GRACE_S = 4.0
@@ -38,25 +39,9 @@ class Served:
 
 
 def _serve(tmp_path: Path, live: str, routes: str = ROUTES, workers: int = 2) -> Served:
-    cfg = tmp_path / "front.toml"
-    cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{live}"\ngrace_s = {GRACE_S}\n' + routes)
-    ready, out = tmp_path / "ready", tmp_path / "serve.log"
-    with open(out, "w") as f:  # a file, not a pipe: the workers' logs can never block them
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shadowgrpc", "serve", "--workers", str(workers), "--config", str(cfg), "--ready-file", str(ready)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while not ready.exists() or not ready.read_text().endswith("\n"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(10)
-            raise AssertionError(f"front did not start: {out.read_text()}")
-        time.sleep(0.05)
-    port, admin = map(int, ready.read_text().split())
+    out = tmp_path / "serve.log"
+    proc, port, admin = serve(tmp_path, live, routes, args=("--workers", str(workers)), grace_s=GRACE_S, output=out, start_s=60)
     return Served(proc, out, port, admin)
-
 
 def _gone(pid: int) -> bool:
     try:
