@@ -322,13 +322,7 @@ def _report(args: argparse.Namespace, p: Plan, r: Replayer, said: str) -> int:
         except (OSError, ImportError) as e:
             return _fail(f"--html: {e}", 1)
         print(f"shadowgrpc replay: wrote {args.html}", file=sys.stderr)
-    if args.json:
-        print(report_json(rep))
-    else:
-        for rr in rep.routes:
-            for s in rr.shadows:
-                print(f"VERDICT {rr.model} -> {s.target.name}: {s.verdict.decision}  (replay of {p.path} on {p.target})")
-        print(format_report(rep))
+    print(report_json(rep) if args.json else format_report(rep))  # verdicts first, the source on its second line
     n = sum(rs.stats.requests for rs in state.routes.values())
     notes = [said, f"{n} of {p.total} selected requests in {p.out}"]
     if n < p.total - r.no_live:
