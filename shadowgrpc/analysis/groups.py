@@ -18,11 +18,8 @@ import pyarrow.compute as pc
 from ..compare import _compare_output
 from ..outcomes import score
 from ..state import RouteState, TargetState
-from .tensors import Output, arrays, one, signatures
+from .tensors import Output, arrays, as_numpy, one, signatures
 
-
-def _np(a) -> np.ndarray:
-    return a.to_numpy(zero_copy_only=False)
 
 
 class Outcomes:
@@ -33,7 +30,7 @@ class Outcomes:
         self.ids = table.column("request_id").combine_chunks()
         self.labels = table.column("true_labels").combine_chunks()
         self.values = table.column("true_values").combine_chunks()
-        self.single = _np(table.column("id_requests").combine_chunks()) == 1  # ids carried by one request
+        self.single = as_numpy(table.column("id_requests").combine_chunks()) == 1  # ids carried by one request
         self.seen = np.zeros(len(self.ids), dtype=bool)
         self.accepted = np.zeros(len(self.ids), dtype=bool)
 
@@ -42,7 +39,7 @@ class Outcomes:
         if not len(self.ids):
             return np.full(len(ids), -1, dtype=np.int64)
         idx = pc.index_in(ids, value_set=self.ids)
-        pos = _np(pc.fill_null(idx, -1)).astype(np.int64)
+        pos = as_numpy(pc.fill_null(idx, -1)).astype(np.int64)
         ok = pos >= 0
         ok[ok] = self.single[pos[ok]]
         return np.where(ok, pos, -1)
@@ -51,7 +48,7 @@ class Outcomes:
 def compare_target(rs: RouteState, ts: TargetState, table: pa.Table, outcomes: Outcomes) -> None:
     n = table.num_rows
     keys = table.select(["shadow_answered", "writer", "request_seq"])
-    order = _np(pc.sort_indices(keys, sort_keys=[("shadow_answered", "ascending"), ("writer", "ascending"), ("request_seq", "ascending")]))
+    order = as_numpy(pc.sort_indices(keys, sort_keys=[("shadow_answered", "ascending"), ("writer", "ascending"), ("request_seq", "ascending")]))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     live_col = table.column("live_outputs").combine_chunks()
@@ -80,11 +77,11 @@ def _slice_buckets(col: pa.Array, n_slices: int) -> list[tuple[np.ndarray, np.nd
     if n_slices == 0:
         return out
     inner = col.flatten()  # list<int16> per (row, slice)
-    outer_off = _np(col.offsets)[: n + 1]
-    outer_valid = _np(col.is_valid())
-    inner_off = _np(inner.offsets)
-    inner_valid = _np(inner.is_valid())
-    values = _np(inner.flatten()).astype(np.int16)
+    outer_off = as_numpy(col.offsets)[: n + 1]
+    outer_valid = as_numpy(col.is_valid())
+    inner_off = as_numpy(inner.offsets)
+    inner_valid = as_numpy(inner.is_valid())
+    values = as_numpy(inner.flatten()).astype(np.int16)
     for i in range(n_slices):
         has = outer_valid & (outer_off[:-1] + i < outer_off[1:])
         if not len(inner):
@@ -194,20 +191,20 @@ class _Group:
         classifier = la.ndim == 2 and la.shape[1] > 1
         if classifier:
             good = _fits(lab_ok, lab_off, lab_flat, r, la.shape[1])
-            self._score(la, sb, has[good], _gather(lab_flat, lab_off[good], r), None, probabilities)
+            self._score(la, sb, r, has[good], _gather(lab_flat, lab_off[good], r), None, probabilities)
         else:
             by_val = _fits(val_ok, val_off, val_flat, r)
             by_lab = ~val_ok & _fits(lab_ok, lab_off, lab_flat, r)
-            self._score(la, sb, has[by_val], None, _gather(val_flat, val_off[by_val], r), probabilities)
-            self._score(la, sb, has[by_lab], None, _gather(lab_flat, lab_off[by_lab], r).astype(np.float64), probabilities)
+            self._score(la, sb, r, has[by_val], None, _gather(val_flat, val_off[by_val], r), probabilities)
+            self._score(la, sb, r, has[by_lab], None, _gather(lab_flat, lab_off[by_lab], r).astype(np.float64), probabilities)
             good = by_val | by_lab
         self.ts.outcomes.shape_mismatch += int((~good).sum())
         outcomes.accepted[p[good]] = True
 
-    def _score(self, la, sb, sel: np.ndarray, labels, values, probabilities: bool) -> None:
+    def _score(self, la, sb, r: int, sel: np.ndarray, labels, values, probabilities: bool) -> None:
+        """Score the requests at positions ``sel`` (``r`` rows each) against their truth."""
         if not len(sel):
             return
-        r = self.primary[3] if self.primary is not None else 1
         idx = (sel[:, None] * r + np.arange(r)[None, :]).reshape(-1)
         score(self.ts.outcomes, la[idx], sb[idx], labels, values, self.rs.route.slices, self._buckets_for(sel, r), probabilities)
 
@@ -219,9 +216,9 @@ def _take(a: np.ndarray, sel: np.ndarray, r: int) -> np.ndarray:
 
 def _lists(col: pa.Array, p: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(valid, [start, end) per entry, flat values) of the list entries at positions ``p``."""
-    valid = _np(col.is_valid())[p]
-    off = _np(col.offsets)
-    flat = _np(col.values).astype(dtype, copy=False) if len(col.values) else np.zeros(0, dtype)
+    valid = as_numpy(col.is_valid())[p]
+    off = as_numpy(col.offsets)
+    flat = as_numpy(col.values).astype(dtype, copy=False) if len(col.values) else np.zeros(0, dtype)
     return valid, np.stack([off[p], off[p + 1]], axis=1), flat
 
 

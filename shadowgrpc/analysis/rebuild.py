@@ -28,6 +28,7 @@ from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION
 from ..state import FrontState, RouteState, TargetState
 from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts
 from .groups import Outcomes, compare_target
+from .tensors import as_numpy
 
 log = logging.getLogger("shadowgrpc.analysis")
 
@@ -119,20 +120,17 @@ def _target_counts(state: FrontState, rows: list[tuple]) -> None:
                 s.internal_errors += n
 
 
-def _np(col: pa.ChunkedArray) -> np.ndarray:
-    return col.to_numpy(zero_copy_only=False)
-
 
 def _latencies(state: FrontState, live: pa.Table, shadow: pa.Table) -> None:
     for name, rs in state.routes.items():
-        m = _np(pc.equal(live.column("route"), name)).astype(bool)
+        m = as_numpy(pc.equal(live.column("route"), name)).astype(bool)
         if m.any():
-            rs.stats.live_latency.record_many(_np(live.column("live_latency_s"))[m].astype(np.float64))
-            rs.stats.front_added.record_many(_np(live.column("front_added_s"))[m].astype(np.float64))
-    idx = _np(shadow.column("target_index"))
-    lat = _np(shadow.column("shadow_latency_s")).astype(np.float64)
+            rs.stats.live_latency.record_many(as_numpy(live.column("live_latency_s"))[m].astype(np.float64))
+            rs.stats.front_added.record_many(as_numpy(live.column("front_added_s"))[m].astype(np.float64))
+    idx = as_numpy(shadow.column("target_index"))
+    lat = as_numpy(shadow.column("shadow_latency_s")).astype(np.float64)
     for name, rs in state.routes.items():
-        on_route = _np(pc.equal(shadow.column("route"), name)).astype(bool)
+        on_route = as_numpy(pc.equal(shadow.column("route"), name)).astype(bool)
         for i, ts in enumerate(rs.shadows):
             m = on_route & (idx == i)
             if m.any():

@@ -39,7 +39,7 @@ def _uniform(col: pa.Array) -> tuple[Output, ...] | None:
     dictionary codes, no string per row), else None."""
     if col.null_count or col.offset or not len(col):
         return None
-    off = _np(col.offsets)
+    off = as_numpy(col.offsets)
     k = int(off[1] - off[0])
     n = len(col)
     if k == 0 or not (np.diff(off) == k).all():
@@ -48,17 +48,17 @@ def _uniform(col: pa.Array) -> tuple[Output, ...] | None:
     if structs.null_count or len(structs) != n * k:
         return None
     for name in ("name", "datatype"):
-        codes = _np(pc.dictionary_encode(structs.field(name)).indices)
+        codes = as_numpy(pc.dictionary_encode(structs.field(name)).indices)
         if not (codes.reshape(n, k) == codes[:k]).all():
             return None
     shapes = structs.field("shape")
     if shapes.null_count or shapes.offset:
         return None
-    soff = _np(shapes.offsets)
+    soff = as_numpy(shapes.offsets)
     lens = np.diff(soff)
     if not (lens.reshape(n, k) == lens[:k]).all():
         return None
-    vals = _np(shapes.values)[soff[0] : soff[-1]]
+    vals = as_numpy(shapes.values)[soff[0] : soff[-1]]
     per_row = int(lens[:k].sum())
     if per_row and not (vals.reshape(n, per_row) == vals[:per_row]).all():
         return None
@@ -66,7 +66,8 @@ def _uniform(col: pa.Array) -> tuple[Output, ...] | None:
     return tuple(Output(o["name"] or "", o["datatype"] or "", tuple(o["shape"] or ())) for o in first)
 
 
-def _np(a) -> np.ndarray:
+def as_numpy(a) -> np.ndarray:
+    """An Arrow array (or chunked array) as numpy, copying only where Arrow must (nulls, chunks)."""
     return a.to_numpy(zero_copy_only=False)
 
 
@@ -86,13 +87,13 @@ def signatures(col: pa.Array) -> tuple[np.ndarray, list[tuple[Output, ...]]]:
     shapes = structs.field("shape")
     shape_str = pc.binary_join(pa.ListArray.from_arrays(shapes.offsets, pc.cast(shapes.flatten(), pa.string())), "x")
     per_out = pc.binary_join_element_wise(pc.fill_null(names, ""), pc.fill_null(dts, ""), pc.fill_null(shape_str, "?"), "\x1f")
-    offsets = col.offsets.to_numpy(zero_copy_only=False)
+    offsets = as_numpy(col.offsets)
     if col.offset or len(offsets) != n + 1:
         offsets = offsets[: n + 1]
     per_row = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), per_out), "\x1e")
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    valid = as_numpy(col.is_valid())
     enc = pc.dictionary_encode(per_row)
-    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    idx = as_numpy(enc.indices).astype(np.int64)
     sigs = []
     for s in enc.dictionary.to_pylist():
         outs = []
@@ -108,7 +109,7 @@ def arrays(col: pa.Array, rows: np.ndarray, sig: tuple[Output, ...]) -> list[np.
     """For the rows ``rows`` (all of signature ``sig``): per output, the rows' tensors
     concatenated along the first axis (None: BYTES, or a tensor logged without contents)."""
     col = _flat(col)
-    starts = col.offsets.to_numpy(zero_copy_only=False)[rows]
+    starts = as_numpy(col.offsets)[rows]
     structs = col.values
     every = len(rows) == len(col) and not col.offset and (len(rows) == 0 or (rows[0] == 0 and rows[-1] == len(rows) - 1))
     out: list[np.ndarray | None] = []
@@ -124,7 +125,7 @@ def arrays(col: pa.Array, rows: np.ndarray, sig: tuple[Output, ...]) -> list[np.
             if sel.null_count:
                 out.append(None)
                 continue
-            flat = sel.flatten().to_numpy(zero_copy_only=False)
+            flat = as_numpy(sel.flatten())
         count = 1
         for d in o.shape:
             count *= d
@@ -154,8 +155,8 @@ def _strided(field: pa.Array, sig: tuple[Output, ...], j: int) -> np.ndarray | N
     sizes = [int(np.prod(o.shape)) if o.shape else 1 for o in sig]
     mine = [i for i, o in enumerate(sig) if payload_field(o.datatype) == kind]
     per_row = sum(sizes[i] for i in mine)
-    off = _np(field.offsets)
-    values = _np(field.values)[off[0] : off[-1]]
+    off = as_numpy(field.offsets)
+    values = as_numpy(field.values)[off[0] : off[-1]]
     n = len(field) // len(sig)
     if per_row == 0 or len(values) != n * per_row:
         return None
