@@ -91,6 +91,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import grpc
 
     from .report import build_report
+    from .report_html import write_html_for
     from .report_text import format_report, report_json
     from .snapshot import SnapshotError, load, merge, snapshot
 
@@ -109,9 +110,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if single:
             if args.html:
                 try:
-                    _write_html(load(rep.snapshot), rep, args.html, f"shadowgrpc report: {t}")
-                except (SnapshotError, OSError, ImportError) as e:
+                    state = load(rep.snapshot)
+                except SnapshotError as e:
                     print(f"shadowgrpc report: --html: {e}", file=sys.stderr)
+                    return 1
+                if not write_html_for("shadowgrpc report", state, rep, args.html, f"shadowgrpc report: {t}"):
                     return 1
                 rep.ClearField("snapshot")
             print(report_json(rep) if args.json else format_report(rep))
@@ -143,21 +146,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         with open(args.save, "wb") as f:
             f.write(snapshot(view, view.costs))
     rep = build_report(view, args.model, view.costs)
-    if args.html:
-        try:
-            _write_html(view, rep, args.html, f"shadowgrpc report: {len(views)} fronts merged")
-        except (OSError, ImportError) as e:
-            print(f"shadowgrpc report: --html: {e}", file=sys.stderr)
-            return 1
+    if args.html and not write_html_for("shadowgrpc report", view, rep, args.html, f"shadowgrpc report: {len(views)} fronts merged"):
+        return 1
     print(report_json(rep) if args.json else format_report(rep))
     return 0
-
-
-def _write_html(state, rep, path: str, title: str) -> None:
-    from .report_html import write_html
-
-    write_html(state, rep, path, title=title)
-    print(f"shadowgrpc: wrote {path}", file=sys.stderr)
 
 
 def _default_loop() -> str:

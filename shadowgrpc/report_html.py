@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import os
+import sys
 import time
 from typing import Any
 
@@ -324,6 +325,18 @@ def render_html(state: Any, report: pb.Report, title: str = "shadowgrpc report")
     body.append("<h2>Ground-truth store</h2>" + "".join(f'<p class="note">{_e(line)}</p>' for line in summary))  # and the paired log
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+
+def write_html_for(command: str, state: Any, report: pb.Report, path: str, title: str) -> bool:
+    """A command's --html (report, analyze, replay): write the page and say so on stderr; False,
+    after saying why on stderr, when it cannot be written (a path, or matplotlib missing)."""
+    try:
+        write_html(state, report, path, title)
+    except (OSError, ImportError) as e:
+        print(f"{command}: --html: {e}", file=sys.stderr)
+        return False
+    print(f"{command}: wrote {path}", file=sys.stderr)
+    return True
 
 
 def write_html(state: Any, report: pb.Report, path: str, title: str = "shadowgrpc report") -> None:

@@ -54,14 +54,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if engine.skipped:
         rep.source += f" ({len(engine.skipped)} unreadable files skipped)"
     if args.html:
-        from ..report_html import write_html
+        from ..report_html import write_html_for
 
-        try:
-            write_html(state, rep, args.html, title=f"shadowgrpc offline report: {', '.join(args.paths)}")
-        except (OSError, ImportError) as e:
-            print(f"shadowgrpc analyze: --html: {e}", file=sys.stderr)
+        if not write_html_for("shadowgrpc analyze", state, rep, args.html, f"shadowgrpc offline report: {', '.join(args.paths)}"):
             return 1
-        print(f"shadowgrpc analyze: wrote {args.html}", file=sys.stderr)
     print(report_json(rep) if args.json else format_report(rep))
     n = sum(rs.stats.requests for rs in state.routes.values())
     print(f"shadowgrpc analyze: {n} logged requests in {time.perf_counter() - t0:.2f} s", file=sys.stderr)

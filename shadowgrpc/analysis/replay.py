@@ -315,13 +315,10 @@ def _report(args: argparse.Namespace, p: Plan, r: Replayer, said: str) -> int:
     rep = build_report(state, p.route)
     rep.source = f"replay of paired log {p.path} to {p.model}:{p.version or '*'} at {p.target} (answers in {p.out})"
     if args.html:
-        try:
-            from ..report_html import write_html
+        from ..report_html import write_html_for
 
-            write_html(state, rep, args.html, title=f"shadowgrpc replay: {p.path} -> {p.name} at {p.target}")
-        except (OSError, ImportError) as e:
-            return _fail(f"--html: {e}", 1)
-        print(f"shadowgrpc replay: wrote {args.html}", file=sys.stderr)
+        if not write_html_for("shadowgrpc replay", state, rep, args.html, f"shadowgrpc replay: {p.path} -> {p.name} at {p.target}"):
+            return 1
     print(report_json(rep) if args.json else format_report(rep))  # verdicts first, the source on its second line
     n = sum(rs.stats.requests for rs in state.routes.values())
     notes = [said, f"{n} of {p.total} selected requests in {p.out}"]
