@@ -191,7 +191,7 @@ class Router:
             st.live_errors[code] += 1
             if rl is not None:
                 rl.answered(code, None, None, None)
-            if code == "CANCELLED" and isinstance(e, asyncio.CancelledError):
+            if isinstance(e, asyncio.CancelledError):
                 raise
             await abort_like(context, e)
             raise  # unreachable: abort raises

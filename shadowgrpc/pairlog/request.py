@@ -81,7 +81,7 @@ class RequestLog:
             self.emit(
                 PairRow(
                     self.route, index, self.request_id, self.seq, self.arrival, self.live_answered,
-                    p[9] if sent else None, mirror, sampled, self.live_status, p[3], p[4], self.live_latency_s,
+                    p[9], mirror, sampled, self.live_status, p[3], p[4], self.live_latency_s,
                     p[5], self.front_added_s, self.trace_id, p[6], live, p[8],
                     self.request if index == 0 else None,
                 )
