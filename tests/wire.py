@@ -1,9 +1,11 @@
-"""The KServe wire format for the packing tests (tests/unit/test_packing_*.py): hypothesis
-strategies for requests, responses, unknown fields and mutated bytes; raw-field builders; protobuf
-as the oracle for valid bytes; and hand-made wire-format cases with the expected error or scan."""
+"""The KServe wire format for the tests: plain FP32 requests and responses (``fp32_request``,
+``fp32_response``); for the packing tests (tests/unit/test_packing_*.py), hypothesis strategies for
+requests, responses, unknown fields and mutated bytes, raw-field builders, protobuf as the oracle
+for valid bytes, and hand-made wire-format cases with the expected error or scan."""
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
@@ -18,6 +20,24 @@ SHM = "shared_memory_region"
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 NAMES = st.text(max_size=12)
 KEYS = st.one_of(NAMES, st.sampled_from([SHM, "shadow", "binary_data", "priority"]))
+
+
+def fp32_request(**inputs: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest for model "m" with these FP32 inputs (raw contents), in order."""
+    r = pb.ModelInferRequest(model_name="m")
+    for name, a in inputs.items():
+        r.inputs.add(name=name, datatype="FP32", shape=list(a.shape))
+        r.raw_input_contents.append(np.ascontiguousarray(a, np.float32).tobytes())
+    return r.SerializeToString()
+
+
+def fp32_response(**outputs: np.ndarray) -> bytes:
+    """A serialized ModelInferResponse of model "m" with these FP32 outputs (raw contents), in order."""
+    r = pb.ModelInferResponse(model_name="m")
+    for name, a in outputs.items():
+        r.outputs.add(name=name, datatype="FP32", shape=list(a.shape))
+        r.raw_output_contents.append(np.ascontiguousarray(a, np.float32).tobytes())
+    return r.SerializeToString()
 
 
 # --- strategies --------------------------------------------------------------------------------

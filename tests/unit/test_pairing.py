@@ -15,28 +15,21 @@ from shadowgrpc import pairing
 from shadowgrpc.compare import compare_responses
 from shadowgrpc.completeness import MAX_UNKNOWN_NAMES, UNDECLARED, Completeness
 from shadowgrpc.stats import ShadowStats
-
-
-def _response(**outputs: np.ndarray) -> bytes:
-    r = kserve.ModelInferResponse(model_name="m")
-    for name, a in outputs.items():
-        r.outputs.add(name=name, datatype="FP32", shape=list(a.shape))
-        r.raw_output_contents.append(np.ascontiguousarray(a, np.float32).tobytes())
-    return r.SerializeToString()
+from tests.wire import fp32_response
 
 
 def test_a_wide_float_output_is_compared_as_a_vector_not_a_32k_by_32k_confusion_matrix():
     s = ShadowStats()
     rng = np.random.default_rng(0)
     a = rng.normal(size=(2, 32768)).astype(np.float32)
-    primary = compare_responses(_response(logits=a), _response(logits=a + 0.01), s)
+    primary = compare_responses(fp32_response(logits=a), fp32_response(logits=a + 0.01), s)
     o = s.outputs["logits"]
     assert o.kind == "embedding" and not hasattr(o.paired, "confusion")
     assert o.paired.count == 2 and len(o.paired.to_bytes()) < 64 << 10
     assert primary is not None and primary[0].shape == (2, 32768)
     # Up to the limit it is still a classifier; the limit is configurable.
     s2 = ShadowStats()
-    compare_responses(_response(p=np.full((1, 1024), 1 / 1024)), _response(p=np.full((1, 1024), 1 / 1024)), s2)
+    compare_responses(fp32_response(p=np.full((1, 1024), 1 / 1024)), fp32_response(p=np.full((1, 1024), 1 / 1024)), s2)
     assert s2.outputs["p"].kind == "classifier"
 
 
@@ -44,7 +37,7 @@ def test_invalid_shadow_rows_are_counted_per_output():
     s = ShadowStats()
     live = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     shadow = np.array([[np.nan, np.nan], [1.3, -0.3], [0.5, 0.5]])
-    compare_responses(_response(p=live), _response(p=shadow), s)
+    compare_responses(fp32_response(p=live), fp32_response(p=shadow), s)
     o = s.outputs["p"]
     assert o.probabilities and (o.shadow_invalid, o.live_invalid, o.rows) == (2, 0, 3)
 

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2 as kserve
 
 from shadowgrpc.codec import decode_request
 from shadowgrpc.compare import compare_responses
@@ -23,24 +22,10 @@ from shadowgrpc.report import build_report
 from shadowgrpc.report_html import INSTALL_HINT, render_html, write_html
 from shadowgrpc.slices import assign
 from shadowgrpc.state import FrontState
+from tests.wire import fp32_request, fp32_response
 
 ROWS = 4  # per request
 NASTY = '<script>alert("x")</script>&'  # a user-chosen name
-
-
-def _req(x: np.ndarray) -> bytes:
-    r = kserve.ModelInferRequest(model_name="m")
-    r.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    r.raw_input_contents.append(x.astype(np.float32).tobytes())
-    return r.SerializeToString()
-
-
-def _resp(p: np.ndarray, v: np.ndarray) -> bytes:
-    r = kserve.ModelInferResponse(model_name="m")
-    for name, a in (("probability", p), ("value", v)):
-        r.outputs.add(name=name, datatype="FP32", shape=list(a.shape))
-        r.raw_output_contents.append(a.astype(np.float32).tobytes())
-    return r.SerializeToString()
 
 
 def _probs(rng, labels: np.ndarray, p_right: np.ndarray) -> np.ndarray:
@@ -81,8 +66,8 @@ def make_state(shadow: str = "better", n: int = 300, model: str = "fraud", targe
         ts.stats.sent += 1
         ts.stats.ok += 1
         ts.stats.latency.record(1e-3 * (1 + 0.3 * rng.random()))
-        buckets = assign(route.slices, decode_request(_req(x)))
-        primary = compare_responses(_resp(live_p, v), _resp(shadow_p, v + rng.normal(0, 0.01, v.shape)), ts.stats, route, buckets)
+        buckets = assign(route.slices, decode_request(fp32_request(x=x)))
+        primary = compare_responses(fp32_response(probability=live_p, value=v), fp32_response(probability=shadow_p, value=v + rng.normal(0, 0.01, v.shape)), ts.stats, route, buckets)
         assert primary is not None
         score(ts.outcomes, primary[0], primary[1], labels, None, route.slices, buckets, primary[2])
     rs.completeness.inputs["x"] = InputStats(requests=n, values=n * ROWS)

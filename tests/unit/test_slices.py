@@ -15,6 +15,7 @@ from shadowgrpc.outcomes import OutcomeStats, score
 from shadowgrpc.slices import assign
 from shadowgrpc.stats import RouteStats, ShadowStats
 from shadowgrpc.verdict import Gates, evaluate
+from tests.wire import fp32_response
 
 
 def _route(slices: list[dict], **extra):
@@ -28,14 +29,6 @@ def _request(x: np.ndarray, text: list[bytes] | None = None) -> bytes:
     if text is not None:
         r.inputs.add(name="t", datatype="BYTES", shape=[len(text), 1])
         r.raw_input_contents.append(b"".join(len(t).to_bytes(4, "little") + t for t in text))
-    return r.SerializeToString()
-
-
-def _response(**outputs: np.ndarray) -> bytes:
-    r = kserve.ModelInferResponse(model_name="m")
-    for name, a in outputs.items():
-        r.outputs.add(name=name, datatype="FP32", shape=list(a.shape))
-        r.raw_output_contents.append(np.ascontiguousarray(a, np.float32).tobytes())
     return r.SerializeToString()
 
 
@@ -87,7 +80,7 @@ def test_paired_and_ground_truth_statistics_per_slice_and_the_slice_gate():
         shadow = live.copy()
         shadow[big] = live[big][:, ::-1]  # shadow wrong exactly on big amounts
         buckets = assign(route.slices, decode_request(_request(x)))
-        primary = compare_responses(_response(p=live), _response(p=shadow), s, route, buckets)
+        primary = compare_responses(fp32_response(p=live), fp32_response(p=shadow), s, route, buckets)
         assert score(o, primary[0], primary[1], labels, None, route.slices, buckets, primary[2])
         n_big += int(big.sum())
         n_small += int((~big).sum())
@@ -115,7 +108,7 @@ def test_per_slice_sketches_stay_within_the_memory_bound(monkeypatch):
     s = ShadowStats()
     for v in range(21):
         x = np.full((1, 1), v + 0.5, np.float32)
-        compare_responses(_response(y=x), _response(y=x + 1), s, route, assign(route.slices, decode_request(_request(x))))
+        compare_responses(fp32_response(y=x), fp32_response(y=x + 1), s, route, assign(route.slices, decode_request(_request(x))))
     out = s.outputs["y"]
     kept = sum(p is not None for p in out.slices[0])
     assert s.slice_bytes <= 40_000 and kept == 2 and out.slice_rows_dropped == 21 - kept

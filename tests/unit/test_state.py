@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2 as kserve
 
 from shadowgrpc.codec import decode_request
 from shadowgrpc.completeness import InputsState
@@ -21,6 +20,7 @@ from shadowgrpc.slices import assign
 from shadowgrpc.snapshot import SnapshotError, load, merge, snapshot
 from shadowgrpc.state import FrontState, RouteState, TargetState
 from shadowgrpc.stats import RouteStats, ShadowStats
+from tests.wire import fp32_request, fp32_response
 
 CFG = {
     "routes": [
@@ -33,21 +33,6 @@ CFG = {
         }
     ]
 }
-
-
-def _req(x: np.ndarray) -> bytes:
-    r = kserve.ModelInferRequest(model_name="m")
-    r.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    r.raw_input_contents.append(x.astype(np.float32).tobytes())
-    return r.SerializeToString()
-
-
-def _resp(p: np.ndarray, v: np.ndarray) -> bytes:
-    r = kserve.ModelInferResponse(model_name="m")
-    for name, a in (("probability", p), ("value", v)):
-        r.outputs.add(name=name, datatype="FP32", shape=list(a.shape))
-        r.raw_output_contents.append(a.astype(np.float32).tobytes())
-    return r.SerializeToString()
 
 
 def _view(seed_range: range) -> FrontState:
@@ -63,8 +48,8 @@ def _view(seed_range: range) -> FrontState:
         s.sent += 1
         s.latency.record(2e-3 * (1 + seed % 5))
         s.errors["DEADLINE_EXCEEDED"] += seed % 11 == 0
-        buckets = assign(route.slices, decode_request(_req(x)))
-        primary = compare_responses(_resp(p_live, v), _resp(p_sh, v + rng.normal(0, 0.1, v.shape)), s, route, buckets)
+        buckets = assign(route.slices, decode_request(fp32_request(x=x)))
+        primary = compare_responses(fp32_response(probability=p_live, value=v), fp32_response(probability=p_sh, value=v + rng.normal(0, 0.1, v.shape)), s, route, buckets)
         score(o, primary[0], primary[1], rng.integers(0, 3, 3), None, route.slices, buckets, primary[2])
     sv = TargetState(route.shadows[0], s, o)
     rv = RouteState(route, st, InputsState(), [sv])
