@@ -19,22 +19,13 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.pairlog_run import as_dict, diff
+from tests.pairlog_run import ROUTES as LOGGED_ROUTES, as_dict, diff
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAX_LATENCY = {"p99_ratio_max": 1000.0, "p99_delta_ms_min": 10_000.0}  # the replay's latencies are its own
-ROUTES = [
-    {
-        "model": "fraud",
-        "live": {"version": "1"},
-        "shadows": [{"name": "v2", "version": "2"}, {"name": "nan", "model": "fraud_nan"}],
-        "slices": [
-            {"name": "amount", "input": "features", "column": 0, "edges": [3.3], "labels": ["under_2000", "2000_plus"]},
-            {"name": "foreign", "input": "features", "column": 6, "edges": [0.5], "labels": ["domestic", "abroad"]},
-        ],
-        "gates": {"min_pairs": 50, "min_outcomes": 50, **LAX_LATENCY},
-    },
-    {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
+ROUTES = [  # the offline test's fraud route, latency gate relaxed, and merchant_intent (no basket_value)
+    {**LOGGED_ROUTES[0], "gates": {**LOGGED_ROUTES[0]["gates"], **LAX_LATENCY}},
+    LOGGED_ROUTES[1],
 ]
 # What a replay cannot reproduce: its own latencies and target, and what the log does not hold.
 NOT_REPLAYED = {"latency", "target", "cost", "in_flight", "sketch_bytes"}
