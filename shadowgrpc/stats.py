@@ -99,6 +99,13 @@ class ShadowStats:
     live_failed: int = 0
     internal_errors: int = 0  # the front's own failures after an OK answer (not shadow errors)
     slice_bytes: int = 0  # per-slice sketches held (bounded by compare.SLICE_BUDGET_BYTES)
+    not_ready: int = 0  # sampled while the target was NOT_READY or INCOMPATIBLE: not sent
+    sequences_mirrored: int = 0  # sequence batcher: sequences whose start was mirrored
+    sequences_shed_midway: int = 0  # ... of which a later request could not be sent: excluded
+    sequence_requests_excluded: int = 0  # requests of excluded sequences kept out of the comparison
+    stream_requests: int = 0  # ModelStreamInfer requests mirrored on a shadow stream
+    stream_responses_paired: int = 0
+    stream_response_count_mismatch: int = 0  # decoupled: live and shadow gave different numbers of responses
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     latency: LatencySketch = field(default_factory=LatencySketch)
 
@@ -110,5 +117,7 @@ class RouteStats:
     live_errors: Counter[str] = field(default_factory=Counter)
     shm_not_mirrored: int = 0
     explicit_version_not_mirrored: int = 0  # caller named a version other than the pinned one
+    sequences: int = 0  # sequence batcher: sequences started (by sequence id)
+    stream_requests: int = 0  # ModelStreamInfer requests for this route
     live_latency: LatencySketch = field(default_factory=LatencySketch)
     front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

@@ -412,15 +412,49 @@ class Gate(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("decision", "gates")
+    __slots__ = ("decision", "gates", "checklist")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
+    CHECKLIST_FIELD_NUMBER: _ClassVar[int]
     decision: str
     gates: _containers.RepeatedCompositeFieldContainer[Gate]
-    def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ...) -> None: ...
+    checklist: _containers.RepeatedCompositeFieldContainer[ChecklistItem]
+    def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ..., checklist: _Optional[_Iterable[_Union[ChecklistItem, _Mapping]]] = ...) -> None: ...
+
+class ChecklistItem(_message.Message):
+    __slots__ = ("name", "status", "evidence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: str
+    evidence: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., evidence: _Optional[str] = ...) -> None: ...
+
+class ParityMismatch(_message.Message):
+    __slots__ = ("item", "live", "shadow")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    live: str
+    shadow: str
+    def __init__(self, item: _Optional[str] = ..., live: _Optional[str] = ..., shadow: _Optional[str] = ...) -> None: ...
+
+class Window(_message.Message):
+    __slots__ = ("opened", "closed", "closed_reason", "auto")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    AUTO_FIELD_NUMBER: _ClassVar[int]
+    opened: float
+    closed: float
+    closed_reason: str
+    auto: bool
+    def __init__(self, opened: _Optional[float] = ..., closed: _Optional[float] = ..., closed_reason: _Optional[str] = ..., auto: _Optional[bool] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors", "status", "status_reason", "not_ready", "window", "contract_problems", "parity", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests", "stream_responses_paired", "stream_response_count_mismatch")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +480,18 @@ class ShadowReport(_message.Message):
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DRIFT_EDGES_DIFFER_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    PARITY_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_SHED_MIDWAY_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_REQUESTS_EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_RESPONSES_PAIRED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_RESPONSE_COUNT_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -464,7 +510,64 @@ class ShadowReport(_message.Message):
     verdict: Verdict
     drift_edges_differ: int
     internal_errors: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ...) -> None: ...
+    status: str
+    status_reason: str
+    not_ready: int
+    window: Window
+    contract_problems: _containers.RepeatedScalarFieldContainer[str]
+    parity: _containers.RepeatedCompositeFieldContainer[ParityMismatch]
+    sequences_mirrored: int
+    sequences_shed_midway: int
+    sequence_requests_excluded: int
+    stream_requests: int
+    stream_responses_paired: int
+    stream_response_count_mismatch: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ...) -> None: ...
+
+class AutoShadow(_message.Message):
+    __slots__ = ("policy", "poll_s", "load", "last_poll", "last_error", "swaps", "candidates")
+    class Candidate(_message.Message):
+        __slots__ = ("version", "state", "decision", "reason", "seen", "decided")
+        VERSION_FIELD_NUMBER: _ClassVar[int]
+        STATE_FIELD_NUMBER: _ClassVar[int]
+        DECISION_FIELD_NUMBER: _ClassVar[int]
+        REASON_FIELD_NUMBER: _ClassVar[int]
+        SEEN_FIELD_NUMBER: _ClassVar[int]
+        DECIDED_FIELD_NUMBER: _ClassVar[int]
+        version: str
+        state: str
+        decision: str
+        reason: str
+        seen: float
+        decided: float
+        def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., seen: _Optional[float] = ..., decided: _Optional[float] = ...) -> None: ...
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLL_S_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LAST_POLL_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SWAPS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    poll_s: float
+    load: bool
+    last_poll: float
+    last_error: str
+    swaps: int
+    candidates: _containers.RepeatedCompositeFieldContainer[AutoShadow.Candidate]
+    def __init__(self, policy: _Optional[str] = ..., poll_s: _Optional[float] = ..., load: _Optional[bool] = ..., last_poll: _Optional[float] = ..., last_error: _Optional[str] = ..., swaps: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[AutoShadow.Candidate, _Mapping]]] = ...) -> None: ...
+
+class Coverage(_message.Message):
+    __slots__ = ("slice", "bucket", "requests", "mirrored")
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    slice: str
+    bucket: str
+    requests: int
+    mirrored: int
+    def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., requests: _Optional[int] = ..., mirrored: _Optional[int] = ...) -> None: ...
 
 class InputCompleteness(_message.Message):
     __slots__ = ("name", "requests", "values", "nan", "inf", "empty_strings", "dtype_mismatch", "shape_mismatch", "missing", "undeclared")
@@ -491,7 +594,7 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored", "auto", "coverage", "sequences", "stream_requests")
     class LiveErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -513,6 +616,10 @@ class RouteReport(_message.Message):
     FRONT_ADDED_FIELD_NUMBER: _ClassVar[int]
     SKETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXPLICIT_VERSION_NOT_MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    AUTO_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
     requests: int
@@ -527,7 +634,11 @@ class RouteReport(_message.Message):
     front_added: LatencySummary
     sketch_bytes: int
     explicit_version_not_mirrored: int
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ...) -> None: ...
+    auto: AutoShadow
+    coverage: _containers.RepeatedCompositeFieldContainer[Coverage]
+    sequences: int
+    stream_requests: int
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ..., auto: _Optional[_Union[AutoShadow, _Mapping]] = ..., coverage: _Optional[_Iterable[_Union[Coverage, _Mapping]]] = ..., sequences: _Optional[int] = ..., stream_requests: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log", "source")
@@ -584,3 +695,44 @@ class PairLog(_message.Message):
     stopped: bool
     sample_rate: float
     def __init__(self, path: _Optional[str] = ..., rows_written: _Optional[int] = ..., rows_shed: _Optional[int] = ..., rows_dropped: _Optional[int] = ..., outcomes_written: _Optional[int] = ..., files_written: _Optional[int] = ..., files_deleted: _Optional[int] = ..., bytes_deleted: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., write_errors: _Optional[int] = ..., last_error: _Optional[str] = ..., stopped: _Optional[bool] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+
+class ObservedPair(_message.Message):
+    __slots__ = ("route", "target", "request", "live_response", "live_status", "live_latency_s", "shadow_response", "shadow_status", "shadow_latency_s")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    LIVE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    target: str
+    request: bytes
+    live_response: bytes
+    live_status: str
+    live_latency_s: float
+    shadow_response: bytes
+    shadow_status: str
+    shadow_latency_s: float
+    def __init__(self, route: _Optional[str] = ..., target: _Optional[str] = ..., request: _Optional[bytes] = ..., live_response: _Optional[bytes] = ..., live_status: _Optional[str] = ..., live_latency_s: _Optional[float] = ..., shadow_response: _Optional[bytes] = ..., shadow_status: _Optional[str] = ..., shadow_latency_s: _Optional[float] = ...) -> None: ...
+
+class ReportPairsResponse(_message.Message):
+    __slots__ = ("received", "accepted", "rejected", "rejected_reasons")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    accepted: int
+    rejected: int
+    rejected_reasons: _containers.ScalarMap[str, int]
+    def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...

@@ -50,6 +50,11 @@ class ShadowControlStub:
                 request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.SerializeToString,
                 response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.FromString,
                 _registered_method=True)
+        self.ReportPairs = channel.stream_unary(
+                '/shadowgrpc.v1.ShadowControl/ReportPairs',
+                request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.SerializeToString,
+                response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
+                _registered_method=True)
 
 
 class ShadowControlServicer:
@@ -79,6 +84,15 @@ class ShadowControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportPairs(self, request_iterator, context):
+        """Pairs observed by a client-side mirror (shadowgrpc.client): each is compared, scored and
+        judged exactly like a pair the front mirrored itself, under the named route and shadow target.
+        A pair that cannot be used is counted by reason; the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShadowControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_ShadowControlServicer_to_server(servicer, server):
                     servicer.RecordOutcomes,
                     request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.FromString,
                     response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.SerializeToString,
+            ),
+            'ReportPairs': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReportPairs,
+                    request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.FromString,
+                    response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class ShadowControl:
             '/shadowgrpc.v1.ShadowControl/RecordOutcomes',
             shadowgrpc_dot_v1_dot_shadow__pb2.Outcome.SerializeToString,
             shadowgrpc_dot_v1_dot_shadow__pb2.RecordOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPairs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shadowgrpc.v1.ShadowControl/ReportPairs',
+            shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.SerializeToString,
+            shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
             options,
             channel_credentials,
             insecure,
