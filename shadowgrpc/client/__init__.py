@@ -1,4 +1,7 @@
-"""Client side of a running front's admin API (ShadowControl), shared by the CLI and the demo.
+"""Client side of shadowgrpc: a running front's admin API (ShadowControl), shared by the CLI and the
+demo, the client-side mirror (``mirror``: tritonclient helpers and a grpc channel interceptor that
+send each call to live and to a shadow endpoint, then report the pair to a front) and the typed
+clients (``typed``).
 
 grpc's default receive limit is 4 MiB per message, and a report grows with routes, slices and,
 with ``snapshot=True``, the serialized state: the channel here takes messages up to
@@ -26,11 +29,46 @@ def fetch_report(
     ``shadowgrpc.v1.Report``); raises ``grpc.RpcError`` as the call failed."""
     import grpc
 
-    from .v1 import shadow_pb2, shadow_pb2_grpc
+    from ..v1 import shadow_pb2, shadow_pb2_grpc
 
     with grpc.insecure_channel(target, options=channel_options(max_message_mb)) as ch:
         stub = shadow_pb2_grpc.ShadowControlStub(ch)
         return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout)
 
 
-__all__ = ["DEFAULT_MAX_MESSAGE_MB", "MAX_MESSAGE_MB_LIMIT", "channel_options", "fetch_report"]
+# Imported on first use (module __getattr__): grpc-heavy, and `import shadowgrpc.client` stays cheap.
+_LAZY = {
+    "TypedClient": "typed",
+    "AsyncTypedClient": "typed",
+    "ShadowMirror": "mirror",
+    "mirror_interceptor": "mirror",
+    "aio_mirror_interceptor": "mirror",
+    "mirror_tritonclient": "mirror",
+    "mirror_tritonclient_aio": "mirror",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_MB",
+    "MAX_MESSAGE_MB_LIMIT",
+    "AsyncTypedClient",
+    "ShadowMirror",
+    "TypedClient",
+    "aio_mirror_interceptor",
+    "channel_options",
+    "fetch_report",
+    "mirror_interceptor",
+    "mirror_tritonclient",
+    "mirror_tritonclient_aio",
+]
