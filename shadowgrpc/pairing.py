@@ -13,6 +13,12 @@ pairs belong to a request, never to an id string). In order:
 5. the pair store, for the ground-truth join (``outcomes.PairStore``);
 6. the paired log: what became of the pair goes back to the shadow task, which hands it with both
    answers to the request's ``pairlog.request.RequestLog`` (when the log samples the request).
+
+Sequences (sequences.py): a request of a mirrored sequence carries its target's
+``SequenceState`` (``MirroredRequest.sequences``); its pair is held, not compared, until the
+sequence is complete, then all its pairs are compared in order, or none when the sequence was
+broken (a failed shadow call or live answer breaks it). A held pair goes to the paired log with
+``pair`` null. Stream pairs (streams.py) go through ``Pairing.compare_pair``.
 Every await has a bound. A failure here is the front's own (``ShadowStats.internal_errors``,
 logged), never a shadow error: the shadow answered.
 """
@@ -28,6 +34,7 @@ from .codec import decode_request
 from .compare import compare_responses
 from .outcomes import PairStore, score
 from .pairlog.schema import COMPARED, CONTRACT_MISMATCH, INTERNAL_ERROR, LIVE_FAILED
+from .sequences import SequenceTables
 from .slices import assign
 
 log = logging.getLogger("shadowgrpc.pairing")
@@ -42,7 +49,7 @@ _SEQ = itertools.count()
 class MirroredRequest:
     """One request mirrored to one or more shadow targets."""
 
-    __slots__ = ("_prepared", "live_bounded", "live_done", "live_wait_s", "log", "raw", "request_id", "route", "seq")
+    __slots__ = ("_prepared", "live_bounded", "live_done", "live_wait_s", "log", "raw", "request_id", "route", "seq", "sequences")
 
     def __init__(self, raw: bytes, request_id: str, route: str, live_done: asyncio.Future[bytes], live_timeout: float | None) -> None:
         self.raw = raw
@@ -54,6 +61,7 @@ class MirroredRequest:
         self.live_wait_s = (live_timeout if live_timeout is not None else LIVE_WAIT_DEFAULT_S) + LIVE_WAIT_GRACE_S
         self._prepared: asyncio.Future[list] | None = None
         self.log = None  # pairlog.request.RequestLog when the paired log samples this request
+        self.sequences: dict | None = None  # target name -> sequences.SequenceState (sequence models)
 
     async def live_answer(self) -> bytes:
         """Live's answer, for a shadow task that found ``live_done`` not done yet (a done one is
@@ -98,6 +106,7 @@ class Pairing:
 
     def __init__(self, pairs: PairStore) -> None:
         self.pairs = pairs
+        self.sequences = SequenceTables()  # per target: open sequences and their held pairs
 
     async def answered(self, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any = None) -> tuple:
         """The shadow call of ``ss`` (a router ShadowState) for ``mr`` ended with ``response``
@@ -105,6 +114,7 @@ class Pairing:
         (what became of the pair: pairlog.schema.PAIR_VALUES or None when the shadow failed,
         live's answer, the request's slice buckets)."""
         s = ss.stats
+        seq = mr.sequences.get(ss.target.name) if mr.sequences else None
         try:
             buckets = await mr.prepare(rs.completeness, ss.slices)
         except Exception:
@@ -112,6 +122,8 @@ class Pairing:
             log.exception("shadow %s: preparing the request failed", ss.target.name)
             buckets = []
         if response is None:
+            if seq is not None:
+                seq.table.failed(seq)
             return None, None, buckets
         try:
             live = mr.live_done
@@ -120,10 +132,21 @@ class Pairing:
             if not mr.live_done.cancelled():
                 raise  # this task itself was cancelled (shutdown)
             s.live_failed += 1  # live failed: nothing to compare
+            if seq is not None:
+                seq.table.failed(seq)
             return LIVE_FAILED, None, buckets
         except asyncio.TimeoutError:
             s.live_failed += 1
+            if seq is not None:
+                seq.table.failed(seq)
             return LIVE_FAILED, None, buckets
+        if seq is not None:
+            pair = None
+            for held in seq.table.hold(seq, (mr.request_id, mr.seq, live_response, response, buckets), len(live_response) + len(response)):
+                p = self.compare_pair(ss, mr.route, *held)
+                if held[1] == mr.seq:
+                    pair = p
+            return pair, live_response, buckets
         try:
             mark = sc.mark(s) if sc is not None else None
             compared = s.compared
@@ -139,6 +162,23 @@ class Pairing:
             s.internal_errors += 1
             log.exception("shadow %s: comparing the answers failed", ss.target.name)
             return INTERNAL_ERROR, live_response, buckets
+
+    def compare_pair(self, ss: Any, route: str, request_id: str, seq: int, live_response: bytes, response: bytes, buckets: list) -> str:
+        """Compare one pair outside a shadow task's own answer (a completed sequence's held pairs,
+        a stream's pairs): the target's statistics and the pair store. Returns the pair's
+        pairlog.schema value; never raises (a failure is counted in ``internal_errors``)."""
+        s = ss.stats
+        try:
+            compared = s.compared
+            primary = compare_responses(live_response, response, s, ss.route, buckets)
+            if primary is not None and request_id and self.pairs.max_pairs:
+                live, shadow, probabilities = primary
+                self.pairs.add(request_id, seq, route, ss.target.name, live, shadow, buckets, probabilities)
+            return COMPARED if s.compared != compared else CONTRACT_MISMATCH
+        except Exception:
+            s.internal_errors += 1
+            log.exception("shadow %s: comparing the answers failed", ss.target.name)
+            return INTERNAL_ERROR
 
     # -- ground truth ---------------------------------------------------------------------------
     def record_outcome(self, routes: dict, request_id: str, labels, values) -> str:
