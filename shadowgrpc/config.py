@@ -14,6 +14,7 @@ so a bad config is refused at start, never discovered under traffic.
     outcome_max_pairs = 50000        # prediction pairs waiting for ground truth (0: no join)
     outcome_max_mb = 256             # and at most this many MiB of their predictions
     outcome_ttl_s = 600              # how long a pair waits for its outcome
+    poll_s = 5.0                     # Triton readiness/metadata/repository poll (targets, auto-shadow)
 
     [[routes]]
     model = "fraud"                  # the name callers use
@@ -25,6 +26,7 @@ so a bad config is refused at start, never discovered under traffic.
     version = "2"
     sample_rate = 1.0                # by hash of the request id when the caller set one
     max_in_flight = 64               # deadline_ms: default = the live deadline
+    # shadow = "newest"              # or: targets from Triton's repository, see _config_auto.py
 
     [routes.outputs.probability]     # optional, per output: how live and shadow are compared
     kind = "classifier"              # classifier | binary | regression | embedding (default: float
@@ -60,34 +62,9 @@ from typing import Any
 
 from . import _checks as check
 from ._checks import ConfigError
+from ._config_auto import AutoShadow, parse_auto
 from ._config_log import LogSettings, parse_log
-
-MISSING = "missing"
-OTHER = "other"
-MAX_BUCKETS = 64  # per route, all slices together (config refuses more)
-
-
-@dataclass(frozen=True, slots=True)
-class Slice:
-    name: str
-    input: str
-    column: int = 0
-    edges: tuple[float, ...] = ()  # numeric slices
-    values: tuple[str, ...] = ()  # BYTES slices
-    labels: tuple[str, ...] = ()  # bucket names, "missing" excluded
-
-    @property
-    def buckets(self) -> tuple[str, ...]:
-        """Bucket names in index order; the last one is ``missing``."""
-        return (*self.labels, MISSING)
-
-    @staticmethod
-    def edge_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
-        names = [f"< {edges[0]:g}"]
-        names += [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:])]
-        names.append(f">= {edges[-1]:g}")
-        return tuple(names)
-
+from ._config_parts import MAX_BUCKETS, MISSING, OTHER, OUTPUT_KINDS, OutputSpec, Slice, parse_outputs, parse_slices  # noqa: F401 (re-exported)
 
 # Used for a shadow call when neither the caller, the live target nor the shadow set a deadline:
 # a shadow without any deadline could hold its in-flight slot forever.
@@ -116,25 +93,6 @@ class ShadowTarget:
     metrics_url: str = ""  # "" = none (live's when the shadow's address is live's)
 
 
-OUTPUT_KINDS = ("classifier", "binary", "regression", "embedding")
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSpec:
-    """How one output is compared; every field optional (inferred from the first answer)."""
-
-    kind: str = ""  # "" = inferred
-    edges: tuple[float, ...] = ()  # drift histogram edges; () = default rule
-    bins: int = 32  # with freeze_rows > 0: bins over the first freeze_rows live rows
-    freeze_rows: int = 0  # 0: numeric outputs without edges use the fixed default grid (same on every replica)
-    max_classes: int = 1024  # a wider float output is not inferred to be a classifier (compared as a vector)
-    classes: int = 0  # integer label outputs: a label outside [0, classes) is an invalid row (0: not checked)
-    probabilities: bool | None = None  # None: inferred from the first live answer (all values in [0, 1])
-    threshold: float = 0.5  # binary
-    atol: float = 1e-6  # regression: |live - shadow| <= atol + rtol * |shadow|
-    rtol: float = 1e-3
-
-
 @dataclass(frozen=True, slots=True)
 class Gates:
     min_pairs: int = 200  # compared pairs before latency/error gates decide
@@ -157,6 +115,7 @@ class Route:
     gates: Gates = Gates()
     outputs: tuple[tuple[str, OutputSpec], ...] = ()
     slices: tuple[Slice, ...] = ()
+    auto: AutoShadow | None = None  # routes[].shadow: targets chosen from Triton's repository (_config_auto.py)
 
     def output_spec(self, name: str) -> OutputSpec:
         for n, spec in self.outputs:
@@ -180,6 +139,7 @@ class Settings:
     outcome_max_pairs: int = 50_000
     outcome_max_bytes: int = 256 * 1024 * 1024
     outcome_ttl_s: float = 600.0
+    poll_s: float = 5.0  # Triton's repository, readiness and metadata: checked this often
     routes: tuple[Route, ...] = field(default_factory=tuple)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -207,7 +167,7 @@ class Settings:
         check.only(data, "", {"server", "routes", "log"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = check.table(data, "server", "server")
-        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s"})
+        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"})
         listen = check.address(server, "listen", "server.", d.listen, allow_wildcard=True)
         admin = check.address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
         if admin == listen and not listen.endswith(":0"):
@@ -222,6 +182,7 @@ class Settings:
         max_pairs = check.number(server, "outcome_max_pairs", "server.", d.outcome_max_pairs, lo=0, hi=10_000_000, integer=True)
         pairs_mb = check.number(server, "outcome_max_mb", "server.", 256, lo=1, hi=1 << 20, integer=True)
         ttl = check.number(server, "outcome_ttl_s", "server.", d.outcome_ttl_s, lo=1.0, hi=7 * 86400.0)
+        poll = check.number(server, "poll_s", "server.", d.poll_s, lo=0.2, hi=3600.0)
 
         raw_routes = data.get("routes", [])
         if not isinstance(raw_routes, list):
@@ -237,7 +198,7 @@ class Settings:
             listen=listen, admin_listen=admin, default_live=default_live,
             max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression,
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
-            outcome_max_pairs=int(max_pairs), outcome_max_bytes=int(pairs_mb) * 1024 * 1024, outcome_ttl_s=float(ttl),
+            outcome_max_pairs=int(max_pairs), outcome_max_bytes=int(pairs_mb) * 1024 * 1024, outcome_ttl_s=float(ttl), poll_s=float(poll),
             routes=tuple(routes), log=parse_log(data),
         )  # fmt: skip
 
@@ -245,7 +206,7 @@ class Settings:
 def _route(r: Any, where: str, default_live: str) -> Route:
     if not isinstance(r, Mapping):
         raise ConfigError(f"{where[:-1]}: must be a table")
-    check.only(r, where, {"model", "live", "shadows", "gates", "outputs", "slices"})
+    check.only(r, where, {"model", "live", "shadows", "shadow", "gates", "outputs", "slices"})
     model = check.string(r, "model", where, required=True)
     live_t = check.table(r, "live", where + "live")
     check.only(live_t, where + "live.", {"address", "model", "version", "deadline_ms", "metrics_url"})
@@ -292,84 +253,8 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         same = (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion
         if same and not noise_floor:
             raise ConfigError(f"{sw}version: this shadow is the live target itself; set noise_floor = true if an A/A noise-floor target is intended")
-    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where), outputs=_outputs(r, where), slices=_slices(r, where))
-
-
-def _outputs(r: Mapping[str, Any], where: str) -> tuple[tuple[str, OutputSpec], ...]:
-    t = check.table(r, "outputs", where + "outputs")
-    d = OutputSpec()
-    specs = []
-    for name, o in t.items():
-        ow = f"{where}outputs.{name}."
-        if not isinstance(o, Mapping):
-            raise ConfigError(f"{ow[:-1]}: must be a table")
-        check.only(o, ow, {"kind", "edges", "bins", "freeze_rows", "threshold", "atol", "rtol", "max_classes", "probabilities", "classes"})
-        probabilities = o.get("probabilities")
-        if probabilities is not None and not isinstance(probabilities, bool):
-            raise ConfigError(f"{ow}probabilities: must be true or false, got {probabilities!r}")
-        kind = o.get("kind", "")
-        if kind and kind not in OUTPUT_KINDS:
-            raise ConfigError(f"{ow}kind: must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
-        specs.append(
-            (
-                name,
-                OutputSpec(
-                    kind=kind,
-                    edges=check.floats(o, "edges", ow, 2) if "edges" in o else (),
-                    bins=int(check.number(o, "bins", ow, d.bins, lo=1, hi=4096, integer=True)),
-                    freeze_rows=int(check.number(o, "freeze_rows", ow, d.freeze_rows, lo=0, hi=1_000_000, integer=True)),
-                    max_classes=int(check.number(o, "max_classes", ow, d.max_classes, lo=2, hi=1 << 20, integer=True)),
-                    classes=int(check.number(o, "classes", ow, 0, lo=0, hi=1 << 30, integer=True)),
-                    probabilities=probabilities,
-                    threshold=float(check.number(o, "threshold", ow, d.threshold, lo=-1e30, hi=1e30)),
-                    atol=float(check.number(o, "atol", ow, d.atol, lo=0, hi=1e30)),
-                    rtol=float(check.number(o, "rtol", ow, d.rtol, lo=0, hi=1e30)),
-                ),
-            )
-        )
-    return tuple(specs)
-
-
-def _slices(r: Mapping[str, Any], where: str) -> tuple[Slice, ...]:
-    raw = r.get("slices", [])
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}slices: must be an array of tables ([[routes.slices]])")
-    out: list[Slice] = []
-    total = 0
-    for k, t in enumerate(raw):
-        sw = f"{where}slices[{k}]."
-        if not isinstance(t, Mapping):
-            raise ConfigError(f"{sw[:-1]}: must be a table")
-        check.only(t, sw, {"name", "input", "column", "edges", "values", "labels"})
-        name = check.string(t, "name", sw, required=True)
-        if any(s.name == name for s in out):
-            raise ConfigError(f"{sw}name: duplicate slice {name!r}")
-        if ("edges" in t) == ("values" in t):
-            raise ConfigError(f"{sw[:-1]}: set edges (numeric input) or values (BYTES input), exactly one")
-        edges = check.floats(t, "edges", sw, 1) if "edges" in t else ()
-        values = check.strings(t, "values", sw) if "values" in t else ()
-        if "values" in t and not values:
-            raise ConfigError(f"{sw}values: needs at least one value")
-        default_labels = Slice.edge_labels(edges) if edges else (*values, OTHER)
-        labels = check.strings(t, "labels", sw) if "labels" in t else default_labels
-        if len(labels) != len(default_labels):
-            raise ConfigError(f"{sw}labels: needs {len(default_labels)} names (one per bucket), got {len(labels)}")
-        if "missing" in labels:
-            raise ConfigError(f"{sw}labels: 'missing' is reserved for rows the slice cannot read")
-        total += len(labels) + 1
-        if total > MAX_BUCKETS:
-            raise ConfigError(f"{sw[:-1]}: more than {MAX_BUCKETS} slice buckets in this route (memory bound)")
-        out.append(
-            Slice(
-                name=name,
-                input=check.string(t, "input", sw, required=True),
-                column=int(check.number(t, "column", sw, 0, lo=0, hi=1 << 30, integer=True)),
-                edges=edges,
-                values=values,
-                labels=labels,
-            )
-        )
-    return tuple(out)
+    auto = parse_auto(r, where, live.model, live.address, live.version)
+    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where), outputs=parse_outputs(r, where), slices=parse_slices(r, where), auto=auto)
 
 
 # Gate key -> (lo, hi, integer): the ranges config accepts.

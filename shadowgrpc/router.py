@@ -34,15 +34,15 @@ import grpc
 
 from .backends import Upstream, Upstreams
 from .codec import MODEL_SCOPED, SHADOW_METADATA
-from .completeness import Completeness
-from .config import FALLBACK_SHADOW_DEADLINE_S, Route, Settings
+from .config import FALLBACK_SHADOW_DEADLINE_S, Settings
 from .outcomes import PairStore
 from .packing import build_request, sample_key, scan_request
 from .pairing import MirroredRequest, Pairing
 from .pairlog.request import RequestLog
-from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_SAMPLED, SHED, SHM, OutcomeRow
+from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_READY, NOT_SAMPLED, SHED, SHM, OutcomeRow
 from .passthrough import abort_like, forward_metadata, stream_infer
-from .state import FrontState, RouteState, TargetState
+from .routes import RouteEntry, ShadowLeg
+from .state import CLOSED, FrontState
 
 log = logging.getLogger("shadowgrpc.router")
 
@@ -50,61 +50,6 @@ log = logging.getLogger("shadowgrpc.router")
 _perf = time.perf_counter
 _wall = time.time
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
-
-
-class ShadowLeg:
-    """One shadow target of a route, as the router sends to it: its upstream, the rewrite, the
-    in-flight bound. Its statistics live in the comparison state (``state``: a state.TargetState)."""
-
-    __slots__ = ("index", "name", "outcomes", "route", "slices", "state", "stats", "target", "upstream", "version")
-
-    def __init__(self, state: TargetState, upstream: Upstream, route: Route, index: int = 0) -> None:
-        self.index = index  # position in the route's shadows (the paired log's target_index)
-        self.state = state
-        self.target = state.target
-        self.route = route
-        self.slices = route.slices
-        self.upstream = upstream
-        self.stats = state.stats  # the same objects as the state tree's, for the hot path
-        self.outcomes = state.outcomes
-        self.name = state.target.model
-        self.version = state.target.version  # "" clears the caller's version: Triton's policy picks
-
-    @property
-    def in_flight(self) -> int:
-        return self.state.in_flight
-
-
-class RouteEntry:
-    """One route as the router serves it: the live upstream, the live rewrite, its shadow legs,
-    the input checker. Statistics live in the comparison state (``state``: a state.RouteState)."""
-
-    __slots__ = ("completeness", "live", "live_name", "live_version", "route", "shadows", "state", "stats")
-
-    def __init__(self, state: RouteState, live: Upstream, shadows: list[ShadowLeg]) -> None:
-        self.state = state
-        self.route = state.route
-        self.live = live
-        self.stats = state.stats
-        self.shadows = shadows
-        # Rewrite the live request only when the route renames or pins the live model.
-        route = state.route
-        self.live_name = route.live.model if route.live.model != route.model else None
-        self.live_version = route.live.version or None
-        self.completeness = Completeness(live, route.live.model, route.live.version, state.completeness)
-
-    def explicit_other_version(self, version: str | None) -> bool:
-        """The caller named a version other than the route's pinned one."""
-        return bool(version) and self.live_version is not None and version != self.live_version
-
-    def live_request(self, raw: bytes, version: str | None) -> bytes:
-        """``raw`` for the live target: renamed when the route renames the model; the pinned
-        version applied when the caller named none (``version`` "" or None); a version the caller
-        named is kept (see the module doc)."""
-        pin = self.live_version if not version else None
-        if self.live_name is None and pin is None:
-            return raw
-        return build_request(raw, self.live_name, pin, False)
 
 
 class Router:
@@ -115,11 +60,8 @@ class Router:
         self.settings = settings
         self.state = FrontState.for_routes(settings.routes, settings.outcome_max_pairs, settings.outcome_ttl_s, settings.outcome_max_bytes)
         self.default = upstreams.get(settings.default_live, "live")
+        self.upstreams = upstreams
         self.routes: dict[str, RouteEntry] = {}
-        for r in settings.routes:
-            rstate = self.state.routes[r.model]
-            shadows = [ShadowLeg(ts, upstreams.get(ts.target.address, "shadow"), r, i) for i, ts in enumerate(rstate.shadows)]
-            self.routes[r.model] = RouteEntry(rstate, upstreams.get(r.live.address, "live"), shadows)
         self.shadow_buffer_bytes = settings.shadow_buffer_bytes
         self.pairs = PairStore(settings.outcome_max_pairs, settings.outcome_ttl_s, settings.outcome_max_bytes, self.state.pairs)
         self.pairing = Pairing(self.pairs)
@@ -130,6 +72,31 @@ class Router:
         self.log_rate = settings.log.sample_rate
         self.log_inputs = settings.log.keep_inputs
         self._log_seq = itertools.count()
+        for r in settings.routes:
+            self.publish(r.model)  # every target NOT_READY until its check (repository.py)
+
+    def publish(self, model: str, sequence_batching: bool | None = None, decoupled: bool | None = None) -> RouteEntry:
+        """Build ``model``'s entry from its state (every window not CLOSED gets a leg, mirroring
+        or counting ``not_ready`` by its status) and publish it with one assignment: requests
+        already routed keep the entry they read (routes.py)."""
+        rstate = self.state.routes[model]
+        r = rstate.route
+        old = self.routes.get(model)
+        legs = [
+            ShadowLeg(ts, self.upstreams.get(ts.target.address, "shadow"), r, i)
+            for i, ts in enumerate(rstate.shadows)
+            if ts.status != CLOSED
+        ]  # fmt: skip
+        live = old.live if old is not None else self.upstreams.get(r.live.address, "live")
+        entry = RouteEntry(
+            rstate, live, legs, old.completeness if old is not None else None, old.generation + 1 if old is not None else 0,
+            (old.sequence_batching if old is not None else False) if sequence_batching is None else sequence_batching,
+            (old.decoupled if old is not None else False) if decoupled is None else decoupled,
+        )  # fmt: skip
+        self.routes = {**self.routes, model: entry}
+        if self.log is not None and len(rstate.shadows) != len(r.shadows):
+            self.log.set_targets(model, [ts.target for ts in rstate.shadows])
+        return entry
 
     # -- ModelInfer -------------------------------------------------------------------------
     async def infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -164,11 +131,11 @@ class Router:
             if uses_shm:
                 st.shm_not_mirrored += 1
                 if rl is not None:
-                    rl.not_mirrored(len(rs.shadows), SHM)
+                    rl.not_mirrored([ss.index for ss in rs.shadows], SHM)
             elif rs.explicit_other_version(version):
                 st.explicit_version_not_mirrored += 1
                 if rl is not None:
-                    rl.not_mirrored(len(rs.shadows), EXPLICIT_VERSION)
+                    rl.not_mirrored([ss.index for ss in rs.shadows], EXPLICIT_VERSION)
             else:
                 tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl)
@@ -225,6 +192,11 @@ class Router:
                 continue
             s = ss.stats
             s.sampled += 1
+            if not ss.mirroring:  # not checked yet, refused by its contract check, or gone
+                s.not_ready += 1
+                if rl is not None:
+                    rl.not_sent(ss.index, NOT_READY, True)
+                continue
             if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
                 s.shed += 1
                 if rl is not None:

@@ -1,7 +1,9 @@
 """The aio servers: the data port (KServe v2 + health + reflection) and the admin port
 (ShadowControl + health), and their lifecycle.
 
-Shutdown order (STYLE.md 5): health NOT_SERVING, ``server.stop(grace)`` so in-flight live requests
+Start: bind, then one repository poll (repository.py: every shadow target's contract checked
+before it gets traffic), then serve. Shutdown order (STYLE.md 5): health NOT_SERVING, stop the
+repository poll, ``server.stop(grace)`` so in-flight live requests
 finish, drain shadow tasks with a timeout, flush and close the paired log, close upstream channels, then telemetry (metrics, and
 the tracer provider last, so the shadow spans ended by the drain are flushed).
 """
@@ -20,6 +22,7 @@ from .backends import Upstreams
 from .codec import SERVICE
 from .config import Settings
 from .cost import CostTracker
+from .repository import RepositoryWatcher
 from .router import Router
 from .servicer import ShadowControl, inference_handlers
 from .telemetry import Telemetry, TelemetryOptions
@@ -42,6 +45,7 @@ class Front:
         self.telemetry = Telemetry(telemetry if telemetry is not None else TelemetryOptions.from_env(), self.router)
         self.router.telemetry = self.telemetry.hooks
         self.cost = CostTracker(self.router)
+        self.watcher = RepositoryWatcher(self.router, settings.poll_s)
         self.pairlog = None
         if settings.log.enabled:
             from .pairlog.writer import PairLog  # pyarrow: imported only when the log is on
@@ -72,6 +76,7 @@ class Front:
         self.port = self._bind(self.server, s.listen, "server.listen")
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
         self.telemetry.start()  # the Prometheus endpoint, when asked for
+        await self.watcher.start()  # the checks before traffic: no target is sent to before its own
         if self.pairlog is not None:
             self.pairlog.start()  # creates the folders; one that cannot be made stops the log (reported), not the front
             if self.pairlog.stats.stopped:
@@ -105,6 +110,7 @@ class Front:
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.admin_health.enter_graceful_shutdown()
+        await self.watcher.stop()  # no route swaps during shutdown
         await self.server.stop(grace)  # in-flight live requests finish within grace
         cancelled = await self.router.drain(timeout=max(grace, 0.1))
         if cancelled:

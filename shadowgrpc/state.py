@@ -11,8 +11,11 @@ so every reader has one shape to read:
         route: Route                 its config
         stats: RouteStats            live counts and latency, the front's own added time
         completeness: InputsState    input quality of shadowed requests
-        shadows: [TargetState]
-          target: ShadowTarget       its config
+        auto: AutoState | None       its auto-shadow policy's candidates (routes[].shadow)
+        shadows: [TargetState]       every comparison window, open and closed
+          target: ShadowTarget       its config (an auto target's is made by repository.py)
+          status, window             MIRRORING / NOT_READY / INCOMPATIBLE / CLOSED, and why
+          contract, parity           the checks before traffic (parity.py)
           stats: ShadowStats         counts, latency, per-output comparison sketches
           outcomes: OutcomeStats     scores against ground truth
 """
@@ -29,6 +32,12 @@ from .outcomes import OutcomeStats, PairCounts
 from .stats import RouteStats, ShadowStats
 
 
+MIRRORING = "MIRRORING"
+NOT_READY = "NOT_READY"  # not READY on its Triton, or its metadata unreadable: not sent
+INCOMPATIBLE = "INCOMPATIBLE"  # the contract check before traffic refused it: not sent
+CLOSED = "CLOSED"  # its comparison window ended (auto-shadow: another version, or this one went away)
+
+
 @dataclass(slots=True)
 class TargetState:
     target: ShadowTarget
@@ -36,6 +45,40 @@ class TargetState:
     outcomes: OutcomeStats = field(default_factory=OutcomeStats)
     in_flight: int = 0
     drift_edges_differ: int = 0  # merged snapshots only: replicas whose frozen drift edges differed
+    # Not checked yet: a front sends nothing to a target before its contract check (repository.py).
+    status: str = NOT_READY
+    reason: str = "not checked yet"
+    opened: float = field(default_factory=time.time)  # the comparison window
+    closed: float = 0.0
+    closed_reason: str = ""
+    auto: bool = False  # opened by the route's auto-shadow policy
+    contract: list[str] = field(default_factory=list)  # why INCOMPATIBLE
+    parity: list | None = None  # parity.Mismatch list; None: the configs could not be read
+    parity_error: str = ""
+    honours_shadow: bool | None = None  # the model's config declares it skips side effects for shadows
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A version the auto-shadow policy has seen on the shadow's Triton, and what became of it."""
+
+    version: str
+    state: str = ""  # Triton's (READY, UNAVAILABLE, UNLOADING, ...)
+    decision: str = ""  # shadowed, refused, failed_to_load, removed, not_selected, live
+    reason: str = ""
+    seen: float = field(default_factory=time.time)
+    decided: float = 0.0
+
+
+@dataclass(slots=True)
+class AutoState:
+    policy: str
+    poll_s: float
+    load: bool
+    last_poll: float = 0.0
+    last_error: str = ""
+    swaps: int = 0  # route tables published for this route
+    candidates: dict[str, Candidate] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -44,6 +87,7 @@ class RouteState:
     stats: RouteStats = field(default_factory=RouteStats)
     completeness: InputsState = field(default_factory=InputsState)
     shadows: list[TargetState] = field(default_factory=list)
+    auto: AutoState | None = None
 
 
 @dataclass(slots=True)
@@ -73,5 +117,9 @@ class FrontState:
         """An empty state for a front configured with ``routes``."""
         return cls(
             pairs=PairCounts(max_pairs=max_pairs, ttl_s=ttl_s, max_bytes=max_bytes),
-            routes={r.model: RouteState(r, shadows=[TargetState(t) for t in r.shadows]) for r in routes},
+            routes={r.model: RouteState(r, shadows=[TargetState(t) for t in r.shadows], auto=_auto(r)) for r in routes},
         )
+
+
+def _auto(r: Route) -> AutoState | None:
+    return None if r.auto is None else AutoState(r.auto.policy, 0.0, r.auto.load)

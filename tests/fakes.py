@@ -40,6 +40,9 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=request.name != "missing")
+
     async def ModelMetadata(self, request, context):
         if request.name == "missing":
             await context.abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.name}' is not found")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import Route
-from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, SENT, SHED, SHM
+from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, NOT_READY, SENT, SHED, SHM
 from ..state import FrontState, RouteState, TargetState
 from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts
 from .groups import Outcomes, compare_target
@@ -104,6 +104,8 @@ def _target_counts(state: FrontState, rows: list[tuple]) -> None:
             s.shed += n
         elif mirror == DOWN:
             s.down += n
+        elif mirror == NOT_READY:
+            s.not_ready += n
         elif mirror == SENT:
             s.sent += n
             if status == "OK":

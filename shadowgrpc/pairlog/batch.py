@@ -21,11 +21,13 @@ _SLICES = PAIRS.field("slice_buckets").type
 class RouteInfo:
     """Per (route, target_index): the columns a PairRow does not carry (looked up once per batch)."""
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], targets: dict[str, Sequence] | None = None) -> None:
+        """``targets``: route -> its targets by index (every comparison window, auto-shadow's
+        included), when they differ from the route's configured shadows."""
         keys: dict[tuple[str, int], int] = {}
         cols: dict[str, list] = {"target": [], "live_model": [], "live_version": [], "shadow_model": [], "shadow_version": [], "sample_rate": []}
         for r in routes:
-            for i, s in enumerate(r.shadows):
+            for i, s in enumerate((targets or {}).get(r.model, r.shadows)):
                 keys.setdefault((r.model, i), len(keys))
                 for name, value in (("target", s.name), ("live_model", r.live.model), ("live_version", r.live.version),
                                     ("shadow_model", s.model), ("shadow_version", s.version), ("sample_rate", s.sample_rate)):  # fmt: skip

@@ -45,9 +45,10 @@ class RequestLog:
         """Target ``index`` was not sent (``mirror`` says why)."""
         self.parts.append((index, mirror, sampled, None, None, None, None, None, None, None))
 
-    def not_mirrored(self, targets: int, mirror: str) -> None:
-        """No target of the request was considered (shared memory, an explicit other version)."""
-        for i in range(targets):
+    def not_mirrored(self, indexes, mirror: str) -> None:
+        """No target of the request was considered (shared memory, an explicit other version);
+        ``indexes``: the targets' positions in the route (its legs' ``index``)."""
+        for i in indexes:
             self.not_sent(i, mirror, False)
 
     def sent(self) -> None:
@@ -74,7 +75,7 @@ class RequestLog:
         if self.waiting:
             return
         keep_live = self.request is not None  # replay needs every request's live answer
-        for p in sorted(self.parts, key=_index):
+        for n, p in enumerate(sorted(self.parts, key=_index)):
             index, mirror, sampled = p[0], p[1], p[2]
             sent = mirror == SENT
             live = p[7] if sent else (self.live if keep_live else None)
@@ -83,7 +84,7 @@ class RequestLog:
                     self.route, index, self.request_id, self.seq, self.arrival, self.live_answered,
                     p[9], mirror, sampled, self.live_status, p[3], p[4], self.live_latency_s,
                     p[5], self.front_added_s, self.trace_id, p[6], live, p[8],
-                    self.request if index == 0 else None,
+                    self.request if n == 0 else None,  # the request's first row carries its bytes
                 )
             )  # fmt: skip
         self.parts.clear()

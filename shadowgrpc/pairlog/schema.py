@@ -38,7 +38,8 @@ SHED = "shed"
 DOWN = "down"
 SHM = "shared_memory"  # inputs in shared memory: never mirrored
 EXPLICIT_VERSION = "explicit_version"  # the caller named another version than the pinned one
-MIRROR_VALUES = (SENT, NOT_SAMPLED, SHED, DOWN, SHM, EXPLICIT_VERSION)
+NOT_READY = "not_ready"  # the target was NOT_READY or INCOMPATIBLE (not checked, refused, gone)
+MIRROR_VALUES = (SENT, NOT_SAMPLED, SHED, DOWN, SHM, EXPLICIT_VERSION, NOT_READY)
 
 # What the pairing stage made of a sent row (the ``pair`` column; null when the shadow call failed).
 COMPARED = "compared"

@@ -72,6 +72,8 @@ class PairLog:
         self.host = files.writer_name(socket.gethostname())
         self._own_id = writer_id is None  # host-pid, taken again at start() (a worker forked after __init__)
         self.writer_id = files.writer_name(writer_id if writer_id is not None else f"{socket.gethostname()}-{os.getpid()}")
+        self._routes = routes
+        self._targets: dict[str, tuple] = {}
         self._info = batch.RouteInfo(routes)
         routes_json = json.dumps([_route_config(r) for r in routes]).encode()
         version = str(SCHEMA_VERSION).encode()
@@ -107,6 +109,12 @@ class PairLog:
         self._thread: threading.Thread | None = None
 
     # --- the event loop's side: O(1), never blocks, never raises ---------------------------------
+
+    def set_targets(self, route: str, targets) -> None:
+        """The route's targets by index changed (auto-shadow windows): rows name them from now on.
+        A new lookup table replaces the old one whole (the writer thread reads either)."""
+        self._targets = {**self._targets, route: tuple(targets)}
+        self._info = batch.RouteInfo(self._routes, self._targets)
 
     def pair(self, row: PairRow) -> None:
         if self._stopped:

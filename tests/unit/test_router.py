@@ -142,22 +142,44 @@ def test_live_errors_keep_tritons_status_and_unrouted_models_pass_through():
 
 
 def test_unreachable_shadow_never_fails_live():
-    routes = [{"model": "echo", "shadows": [{"name": "down", "address": "127.0.0.1:1", "model": "echo", "version": "9", "deadline_ms": 200}]}]
+    """A shadow Triton unreachable when the front starts fails its check before traffic: nothing
+    is sent (``not_ready``). One that passed its check and then went down is sent to until the
+    channel knows, then counted ``down``, never sent at full per-call cost."""
 
     async def body(fake, front, stub):
-        resps = await asyncio.gather(*(stub.ModelInfer(_request("echo", f"d{i}"), timeout=5) for i in range(20)))
-        assert len(resps) == 20
-        await front.router.drain(timeout=3)
-        s = front.router.routes["echo"].shadows[0].stats
-        assert s.ok == 0 and s.sent == sum(s.errors.values()) and s.sampled == s.sent + s.down == 20
-        assert set(s.errors) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
-        # Once the channel knows the target is down, requests are counted as `down`, not sent.
-        await asyncio.sleep(0.3)
-        sent = s.sent
-        await asyncio.gather(*(stub.ModelInfer(_request("echo", f"e{i}"), timeout=5) for i in range(20)))
-        assert s.sent == sent and s.down >= 20
+        shadow = FakeTriton()
+        s_addr = await shadow.start()
+        routes = [{"model": "echo", "shadows": [{"name": "gone", "address": "127.0.0.1:1", "model": "echo", "version": "9"},
+                                                 {"name": "dies", "address": s_addr, "model": "echo", "version": "9", "deadline_ms": 200}]}]  # fmt: skip
+        cfg = {"server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "default_live": fake.address, "grace_s": 1.0, "poll_s": 60}, "routes": routes}
+        f2 = Front(Settings.from_dict(cfg))
+        await f2.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{f2.port}") as ch:
+                st = pb_grpc.GRPCInferenceServiceStub(ch)
+                gone, dies = (ss.stats for ss in f2.router.routes["echo"].shadows)
+                assert [ss.state.status for ss in f2.router.routes["echo"].shadows] == ["NOT_READY", "MIRRORING"]
+                assert "127.0.0.1:1" in f2.router.routes["echo"].shadows[0].state.reason
+                await asyncio.gather(*(st.ModelInfer(_request("echo", f"a{i}"), timeout=5) for i in range(10)))
+                await f2.router.drain(timeout=3)
+                assert (gone.sampled, gone.not_ready, gone.sent) == (10, 10, 0)
+                assert (dies.sent, dies.ok) == (10, 10)
+                await shadow.stop()
+                resps = await asyncio.gather(*(st.ModelInfer(_request("echo", f"d{i}"), timeout=5) for i in range(20)))
+                assert len(resps) == 20
+                await f2.router.drain(timeout=3)
+                assert dies.sent == 10 + sum(dies.errors.values()) and dies.sampled == dies.sent + dies.down == 30
+                assert set(dies.errors) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+                # Once the channel knows the target is down, requests are counted as `down`, not sent.
+                await asyncio.sleep(0.3)
+                sent = dies.sent
+                await asyncio.gather(*(st.ModelInfer(_request("echo", f"e{i}"), timeout=5) for i in range(20)))
+                assert dies.sent == sent and dies.down >= 20
+        finally:
+            await f2.stop(grace=0.5)
+            await shadow.stop()
 
-    asyncio.run(_with_front(routes, body))
+    asyncio.run(_with_front([], body))
 
 
 def test_list_routes_on_the_admin_port():
