@@ -1,7 +1,7 @@
 """Client side of shadowgrpc: a running front's admin API (ShadowControl), shared by the CLI and the
-demo, the client-side mirror (``mirror``: tritonclient helpers and a grpc channel interceptor that
-send each call to live and to a shadow endpoint, then report the pair to a front) and the typed
-clients (``typed``).
+demo; the client-side mirror (``mirror``, ``intercept``: grpc channel interceptors and tritonclient
+helpers that send each call to live and to a shadow endpoint, then report the pair to a front); the
+typed clients (``typed``).
 
 grpc's default receive limit is 4 MiB per message, and a report grows with routes, slices and,
 with ``snapshot=True``, the serialized state: the channel here takes messages up to
@@ -41,10 +41,11 @@ _LAZY = {
     "TypedClient": "typed",
     "AsyncTypedClient": "typed",
     "ShadowMirror": "mirror",
-    "mirror_interceptor": "mirror",
-    "aio_mirror_interceptor": "mirror",
-    "mirror_tritonclient": "mirror",
-    "mirror_tritonclient_aio": "mirror",
+    "AsyncShadowMirror": "mirror",
+    "mirror_interceptor": "intercept",
+    "aio_mirror_interceptor": "intercept",
+    "mirror_tritonclient": "intercept",
+    "mirror_tritonclient_aio": "intercept",
 }
 
 
@@ -62,6 +63,7 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_MAX_MESSAGE_MB",
     "MAX_MESSAGE_MB_LIMIT",
+    "AsyncShadowMirror",
     "AsyncTypedClient",
     "ShadowMirror",
     "TypedClient",
