@@ -14,6 +14,7 @@ import numpy as np
 
 from .codec import SERVICE, UNARY_METHODS
 from .cost import CostTracker
+from .ingest import ingest_pair
 from .report import build_report, pairlog_pb, target_pb
 from .router import Router
 from .snapshot import snapshot
@@ -80,6 +81,24 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
             self._router.reject_outcome(reason, o.request_id)
             resp.rejected += 1
             resp.rejected_reasons[reason] += 1
+        return resp
+
+    async def ReportPairs(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.ReportPairsResponse:
+        """Pairs observed by a client-side mirror, each accounted like one this front mirrored
+        (``ingest.ingest_pair``) or rejected by reason; one bad pair never ends the stream."""
+        resp = pb.ReportPairsResponse()
+        async for p in request_iterator:
+            resp.received += 1
+            try:
+                reason = await ingest_pair(self._router, p)
+            except Exception:  # the front's own failure: counted, logged, the stream goes on
+                log.exception("reported pair for %s/%s could not be used", p.route, p.target)
+                reason = "internal"
+            if reason:
+                resp.rejected += 1
+                resp.rejected_reasons[reason] += 1
+            else:
+                resp.accepted += 1
         return resp
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
