@@ -183,7 +183,11 @@ class CostTracker:
         self.metrics_baseline_time: dict[str, float] = {}
         self._keys: dict[tuple[str, str], Upstream] = {}
         self._urls: set[str] = set()
-        for rs in router.routes.values():
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """What to read, from the routes as served now (auto-shadow adds targets as it goes)."""
+        for rs in self.router.routes.values():
             if not rs.shadows:
                 continue
             self._keys[(rs.route.live.address, rs.route.live.model)] = rs.live
@@ -192,6 +196,7 @@ class CostTracker:
             self._urls |= {rs.route.live.metrics_url, *(ss.target.metrics_url for ss in rs.shadows)} - {""}
 
     async def _snapshot(self) -> dict[tuple[str, str], Snapshot | str]:
+        self._refresh_keys()
         keys = list(self._keys)
         results = await asyncio.gather(*(fetch_usage(self._keys[k], k[1]) for k in keys), return_exceptions=True)
         out: dict[tuple[str, str], Snapshot | str] = {}
@@ -205,6 +210,7 @@ class CostTracker:
         return out
 
     async def _scrape(self) -> dict[str, TritonMetrics | str]:
+        self._refresh_keys()
         urls = sorted(self._urls)
         results = await asyncio.gather(*(fetch_metrics(u, self.metrics_timeout) for u in urls), return_exceptions=True)
         out: dict[str, TritonMetrics | str] = {}

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .checklist import checklist
 from .config import LiveTarget, ShadowTarget
 from .outcomes import ECE_BINS, OutcomeStats, Scores, wilson
 from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
-from .state import FrontState
+from .state import INCOMPATIBLE, FrontState, RouteState, TargetState
 from .verdict import evaluate
 from .v1 import shadow_pb2 as pb
 
@@ -193,8 +194,11 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
             explicit_version_not_mirrored=st.explicit_version_not_mirrored,
             live_latency=latency_summary(st.live_latency),
             front_added=latency_summary(st.front_added),
+            sequences=st.sequences,
+            stream_requests=st.stream_requests,
         )
         rr.live_errors.update(st.live_errors)
+        _route_extras(rr, rs)
         comp = rs.completeness
         rr.inputs_not_checked = comp.not_checked
         rr.inputs_metadata_error = comp.metadata_error
@@ -222,10 +226,12 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
             slices = rs.route.slices
             sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes, slices))
             floor = next((f.stats for f in rs.shadows if f.target.noise_floor and f is not ss), None)
-            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes, slices, floor=floor, live_deadline_s=rs.route.live.deadline_s)
+            refused = ss.reason if ss.status == INCOMPATIBLE else ""
+            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes, slices, floor=floor, live_deadline_s=rs.route.live.deadline_s, refused=refused)
             sr.verdict.decision = decision
             for gr in gates:
                 sr.verdict.gates.add(name=gr.name, status=gr.status, reason=gr.reason, value=gr.value, threshold=gr.threshold)
+            _target_extras(sr, ss, rs, gates)
             c = (costs or {}).get((name, ss.target.name))
             if c is not None:
                 sr.cost.CopyFrom(pb.ComputeCost(**c))
@@ -234,6 +240,48 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
             for oname, o in s.outputs.items():
                 sr.outputs.append(output_pb(oname, o, slices))
     return rep
+
+
+_SHADOW_EXTRA_COUNTS = (
+    "not_ready", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded",
+    "stream_requests", "stream_responses_paired", "stream_response_count_mismatch",
+)  # fmt: skip
+
+
+def _target_extras(sr: pb.ShadowReport, ss: TargetState, rs: RouteState, gates: list) -> None:
+    """Status, comparison window, the checks before traffic and the validation checklist."""
+    s = ss.stats
+    for k in _SHADOW_EXTRA_COUNTS:
+        setattr(sr, k, getattr(s, k))
+    sr.status, sr.status_reason = ss.status, ss.reason
+    sr.window.CopyFrom(pb.Window(opened=ss.opened, closed=ss.closed, closed_reason=ss.closed_reason, auto=ss.auto))
+    sr.contract_problems.extend(ss.contract)
+    for m in ss.parity or ():
+        sr.parity.add(item=m.item, live=m.live, shadow=m.shadow)
+    st, g = rs.stats, rs.route.gates
+    items = checklist(
+        parity=ss.parity, parity_error=ss.parity_error or "live's and the shadow's ModelConfig not read yet",
+        outcome_rows=ss.outcomes.live.rows, min_outcomes=g.min_outcomes,
+        quality_gates=[(r.name, r.status, r.reason) for r in gates if r.name.startswith(("accuracy", "calibration"))],
+        shadow_marked=True,  # every shadow call carries the request parameter shadow=true and x-shadow-request: 1
+        honours_shadow=ss.honours_shadow, sample_rate=ss.target.sample_rate, requests=st.requests, mirrored=s.sent,
+        coverage=[(sl, b, n, m) for (sl, b), (n, m) in rs.coverage.rows.items()],
+    )  # fmt: skip
+    for it in items:
+        sr.verdict.checklist.add(name=it.name, status=it.status, evidence=it.evidence)
+
+
+def _route_extras(rr: pb.RouteReport, rs: RouteState) -> None:
+    """Auto-shadow candidates and traffic coverage (overall exact, per slice bucket estimated)."""
+    a = rs.auto
+    if a is not None:
+        rr.auto.CopyFrom(pb.AutoShadow(policy=a.policy, poll_s=a.poll_s, load=a.load, last_poll=a.last_poll, last_error=a.last_error, swaps=a.swaps))
+        for v in sorted(a.candidates, key=int):
+            c = a.candidates[v]
+            rr.auto.candidates.add(version=c.version, state=c.state, decision=c.decision, reason=c.reason, seen=c.seen, decided=c.decided)
+    rr.coverage.add(requests=rs.stats.requests, mirrored=rs.stats.mirrored)
+    for (sl, b), (n, m) in rs.coverage.rows.items():
+        rr.coverage.add(slice=sl, bucket=b, requests=n, mirrored=m)
 
 
 def pairlog_pb(pl: Any) -> pb.PairLog:

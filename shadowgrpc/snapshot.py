@@ -30,6 +30,7 @@ from . import __version__
 from .completeness import InputsState, InputStats
 from .config import Gates, LiveTarget, OutputSpec, Route, ShadowTarget, Slice
 from .outcomes import OutcomeStats, PairCounts, Scores
+from .parity import Mismatch
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement
 from .state import FrontState, RouteState, TargetState
 from .stats import OutputStats, RouteStats, ShadowStats
@@ -91,7 +92,14 @@ def _unoutcomes(d: dict) -> OutcomeStats:
     return o
 
 
-_SHADOW_COUNTS = ("sampled", "sent", "ok", "shed", "down", "compared", "contract_mismatch", "live_failed", "slice_bytes", "internal_errors")
+_SHADOW_COUNTS = (
+    "sampled", "sent", "ok", "shed", "down", "compared", "contract_mismatch", "live_failed", "slice_bytes", "internal_errors",
+    "not_ready", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests",
+    "stream_responses_paired", "stream_response_count_mismatch",
+)  # fmt: skip
+_ROUTE_COUNTS = ("requests", "live_ok", "shm_not_mirrored", "explicit_version_not_mirrored", "sequences", "stream_requests", "mirrored")
+# A target's window and checks (state.TargetState), kept as they were when the snapshot was taken.
+_TARGET_FIELDS = ("status", "reason", "opened", "closed", "closed_reason", "auto", "contract", "parity_error", "honours_shadow")
 
 
 def _shadow_stats(s: ShadowStats) -> dict:
@@ -146,8 +154,7 @@ def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None
         routes.append(
             {
                 "config": _route_config(rs.route),
-                "requests": st.requests, "live_ok": st.live_ok, "shm_not_mirrored": st.shm_not_mirrored,
-                "explicit_version_not_mirrored": st.explicit_version_not_mirrored,
+                **{k: getattr(st, k) for k in _ROUTE_COUNTS},
                 "live_errors": dict(st.live_errors), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
                 "inputs": {k: dataclasses.asdict(v) for k, v in comp.inputs.items()},
                 "inputs_not_checked": comp.not_checked, "inputs_metadata_error": comp.metadata_error,
@@ -155,7 +162,9 @@ def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None
                     {
                         "name": ss.target.name, "in_flight": ss.in_flight, "stats": _shadow_stats(ss.stats),
                         "outcomes": _outcomes(ss.outcomes), "cost": (costs or {}).get((name, ss.target.name)),
-                        "drift_edges_differ": ss.drift_edges_differ,
+                        "drift_edges_differ": ss.drift_edges_differ, "target": dataclasses.asdict(ss.target),
+                        "window": {k: getattr(ss, k) for k in _TARGET_FIELDS},
+                        "parity": None if ss.parity is None else [dataclasses.asdict(m) for m in ss.parity],
                     }
                     for ss in rs.shadows
                 ],
@@ -196,15 +205,19 @@ def _view(doc: dict) -> FrontState:
     costs: dict[tuple[str, str], dict] = {}
     for r in doc["routes"]:
         route = _unroute_config(r["config"])
-        st = RouteStats(requests=r["requests"], live_ok=r["live_ok"], shm_not_mirrored=r["shm_not_mirrored"],
-                        explicit_version_not_mirrored=r.get("explicit_version_not_mirrored", 0),
-                        live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]),
-                        front_added=_unsk(r["front_added"]))  # fmt: skip
+        st = RouteStats(live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]),
+                        front_added=_unsk(r["front_added"]), **{k: r.get(k, 0) for k in _ROUTE_COUNTS})  # fmt: skip
         comp = InputsState({k: InputStats(**v) for k, v in r["inputs"].items()}, r["inputs_not_checked"], r["inputs_metadata_error"])
         targets = {t.name: t for t in route.shadows}
         shadows = []
         for s in r["shadows"]:
-            shadows.append(TargetState(targets[s["name"]], _unshadow_stats(s["stats"]), _unoutcomes(s["outcomes"]), s["in_flight"], s["drift_edges_differ"]))
+            target = ShadowTarget(**s["target"]) if "target" in s else targets[s["name"]]  # auto targets are not in the config
+            ts = TargetState(target, _unshadow_stats(s["stats"]), _unoutcomes(s["outcomes"]), s["in_flight"], s["drift_edges_differ"])
+            for k, v in s.get("window", {"status": "MIRRORING", "reason": ""}).items():
+                setattr(ts, k, v)
+            if s.get("parity") is not None:
+                ts.parity = [Mismatch(**m) for m in s["parity"]]
+            shadows.append(ts)
             if s["cost"] is not None:
                 costs[(route.model, s["name"])] = s["cost"]
         routes[route.model] = RouteState(route, st, comp, shadows)
@@ -313,7 +326,7 @@ def merge(views: list[FrontState]) -> FrontState:
             rm = m.routes[name]
             if dataclasses.asdict(rm.route) != dataclasses.asdict(rv.route):
                 raise SnapshotError(f"route {name!r} is configured differently on two replicas: merge only replicas of one config")
-            _add(rm.stats, rv.stats, ("requests", "live_ok", "shm_not_mirrored", "explicit_version_not_mirrored"))
+            _add(rm.stats, rv.stats, _ROUTE_COUNTS)
             rm.stats.live_errors.update(rv.stats.live_errors)
             rm.stats.live_latency.merge(rv.stats.live_latency)
             rm.stats.front_added.merge(rv.stats.front_added)
@@ -322,6 +335,12 @@ def merge(views: list[FrontState]) -> FrontState:
             for iname, ist in rv.completeness.inputs.items():
                 cur = rm.completeness.inputs.setdefault(iname, InputStats())
                 _add(cur, ist, InputStats.__slots__)
-            for sa, sb in zip(rm.shadows, rv.shadows):
-                _merge_shadow(sa, sb, f"route {name!r} shadow {sa.target.name!r}")
+            # Targets by name: replicas may have opened auto-shadow windows the others did not.
+            by_name = {t.target.name: t for t in rm.shadows}
+            for sb in rv.shadows:
+                sa = by_name.get(sb.target.name)
+                if sa is None:
+                    rm.shadows.append(sb)
+                else:
+                    _merge_shadow(sa, sb, f"route {name!r} shadow {sa.target.name!r}")
     return m

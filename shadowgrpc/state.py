@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .completeness import InputsState
+from .coverage import CoverageState
 from .config import Route, ShadowTarget
 from .outcomes import OutcomeStats, PairCounts
 from .stats import RouteStats, ShadowStats
@@ -88,6 +89,7 @@ class RouteState:
     completeness: InputsState = field(default_factory=InputsState)
     shadows: list[TargetState] = field(default_factory=list)
     auto: AutoState | None = None
+    coverage: CoverageState = field(default_factory=CoverageState)  # per slice bucket, estimated (coverage.py)
 
 
 @dataclass(slots=True)

@@ -118,6 +118,7 @@ class RouteStats:
     shm_not_mirrored: int = 0
     explicit_version_not_mirrored: int = 0  # caller named a version other than the pinned one
     sequences: int = 0  # sequence batcher: sequences started (by sequence id)
+    mirrored: int = 0  # requests sent to at least one shadow target
     stream_requests: int = 0  # ModelStreamInfer requests for this route
     live_latency: LatencySketch = field(default_factory=LatencySketch)
     front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

@@ -233,14 +233,18 @@ def evaluate(
     *,
     floor: ShadowStats | None = None,
     live_deadline_s: float | None = None,
+    refused: str = "",
 ) -> tuple[str, list[GateResult]]:
     """The decision and every gate's result (rules in the module doc).
 
     ``slices``: the route's Slice configs (bucket names); ``floor``: the stats of the route's A/A
     noise-floor target, if any and if it is not ``s`` itself (it widens the latency reference, see
     :func:`latency_gate`); ``live_deadline_s``: the live target's deadline, the default SLA of the
-    latency gate."""
+    latency gate; ``refused``: why the contract check before traffic refused the target (then
+    nothing was sent)."""
     gates: list[GateResult] = []
+    if refused and not s.compared:
+        return "NOT_COMPARABLE", [GateResult("contract", "FAIL", f"refused before traffic, incompatible with live: {refused}")]
     if s.contract_mismatch and not s.compared:
         return "NOT_COMPARABLE", [
             GateResult("contract", "FAIL", f"{s.contract_mismatch} answers differ from live in output names, dtypes or shapes; nothing comparable")

@@ -11,7 +11,8 @@ from tests.frontctl import front_for
 @pytest.fixture(scope="module")
 def front(triton):
     """A front on the session Triton: fraud v1 live with every kind of shadow (v2, the recorder, a
-    failing, a slow, a missing and a wrong-contract one), merchant_intent and basket_value with v2,
+    failing, a slow, a missing one and a declared-incompatible one (both refused before traffic), and a
+    loose one whose declared contract passes but whose answers do not), merchant_intent and basket_value with v2,
     fraud_sleepy unshadowed. Module-scoped: each test module gets its own front."""
     routes = [
         {
@@ -24,6 +25,7 @@ def front(triton):
                 {"name": "sleepy", "model": "fraud_sleepy", "max_in_flight": 4},
                 {"name": "missing", "model": "no_such_model"},
                 {"name": "garbage", "model": "fraud_garbage"},
+                {"name": "loose", "model": "fraud_loose"},
             ],
         },
         {"model": "merchant_intent", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}]},
