@@ -28,7 +28,7 @@ else:
     # numpy's C API (sketches._core_c reads arrays with it): built against numpy 2 (build-system
     # requires), an extension also runs on numpy 1.x (numpy's default NPY_TARGET_VERSION).
     numpy_api = {"include_dirs": [numpy.get_include()], "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]}
-    extensions = [Extension("shadowgrpc._packing_c", ["ext/shadowgrpc/_packing_c.pyx"])]
+    extensions = [Extension(f"shadowgrpc.{m}", [f"ext/shadowgrpc/{m}.pyx"]) for m in ("_packing_c", "_packing_build_c")]
     extensions += [Extension(f"shadowgrpc.sketches.{m}", [f"ext/shadowgrpc/sketches/{m}.pyx"], extra_compile_args=EXACT_FP,
                              **numpy_api)
                    for m in SKETCHES]

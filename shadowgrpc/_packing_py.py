@@ -26,10 +26,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from ._packing_build_py import pack_request  # its own module (the request builder), re-exported
+
 __all__ = (
     "build_request",
     "decode_bytes_tensor",
     "encode_bytes_tensor",
+    "pack_request",
     "sample_key",
     "scan_request",
     "scan_response",

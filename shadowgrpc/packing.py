@@ -3,7 +3,8 @@
 The compiled ``shadowgrpc._packing_c`` is used unless ``SHADOWGRPC_NO_EXTENSIONS`` is set
 (non-empty), the interpreter is not CPython, or the extension is not built. ``IMPLEMENTATION``
 says which one ("c" or "py"). Both give identical results; ``shadowgrpc._packing_py`` documents
-the wire-format rules and is the source of types.
+the wire-format rules and is the source of types. ``pack_request`` (a ModelInferRequest built from
+tensors) lives in its own pair, ``_packing_build_py`` / ``_packing_build_c``, re-exported by each twin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = (
     "build_request",
     "decode_bytes_tensor",
     "encode_bytes_tensor",
+    "pack_request",
     "sample_key",
     "scan_request",
     "scan_response",
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         build_request,
         decode_bytes_tensor,
         encode_bytes_tensor,
+        pack_request,
         sample_key,
         scan_request,
         scan_response,
@@ -40,6 +43,7 @@ elif NO_EXTENSIONS:
         build_request,
         decode_bytes_tensor,
         encode_bytes_tensor,
+        pack_request,
         sample_key,
         scan_request,
         scan_response,
@@ -52,6 +56,7 @@ else:
             build_request,
             decode_bytes_tensor,
             encode_bytes_tensor,
+            pack_request,
             sample_key,
             scan_request,
             scan_response,
@@ -63,6 +68,7 @@ else:
             build_request,
             decode_bytes_tensor,
             encode_bytes_tensor,
+            pack_request,
             sample_key,
             scan_request,
             scan_response,

@@ -31,10 +31,13 @@ from shadowgrpc._packing_wire cimport (
 )
 from shadowgrpc._types cimport E_INVALID_UTF8, E_WRONG_WIRE_TYPE, WT_LEN, WT_VARINT, WireError, byte_t, pos_t
 
+from shadowgrpc._packing_build_c import pack_request  # its own module (_packing_build_c.pyx), re-exported
+
 __all__ = (
     "build_request",
     "decode_bytes_tensor",
     "encode_bytes_tensor",
+    "pack_request",
     "sample_key",
     "scan_request",
     "scan_response",
