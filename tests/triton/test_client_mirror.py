@@ -226,3 +226,55 @@ def test_broken_shadow_endpoint_never_reaches_the_caller(triton, case):
             assert s.ok == n and s.contract_mismatch == n and s.compared == 0 and s.verdict.decision == "NOT_COMPARABLE"
     finally:
         collector.stop()
+
+
+class _RecordingShadow:
+    """A shadow endpoint on loopback that records each ModelInfer's metadata and request (Triton's
+    Python-backend models do not see gRPC metadata), answering with Triton's own answer."""
+
+    def __init__(self, triton_address: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.seen: list[tuple[dict, kserve.ModelInferRequest]] = []
+        self._live = grpc.insecure_channel(triton_address)
+        forward = self._live.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+
+        def infer(raw: bytes, context) -> bytes:
+            self.seen.append((dict(context.invocation_metadata()), kserve.ModelInferRequest.FromString(raw)))
+            return forward(raw, timeout=5)
+
+        handler = grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
+        )
+        self.server = grpc.server(ThreadPoolExecutor(4), handlers=[handler])
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0)
+        self._live.close()
+
+
+def test_caller_credentials_stay_with_live(triton):
+    collector = front_for(triton.grpc_address, ROUTES)
+    shadow = _RecordingShadow(triton.grpc_address)
+    feats, _ = make_transactions(8, seed=2)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {"authorization": "Bearer s3cret", "x-team": "payments", "traceparent": traceparent}
+    try:
+        mirror = ShadowMirror(shadow.address, collector.admin_address, "fraud", "v2", model="fraud", version="2")
+        with grpcclient.InferenceServerClient(triton.grpc_address) as client:
+            mirror_tritonclient(client, mirror)
+            for i in range(4):
+                client.infer("fraud", [_infer_input(feats[2 * i : 2 * i + 2])], model_version="1", request_id=f"auth-{i}", headers=headers)
+        mirror.close(10)
+        assert len(shadow.seen) == 4 and mirror.stats()["ok"] == 4
+        for md, req in shadow.seen:
+            assert "authorization" not in md and "x-team" not in md
+            assert md["traceparent"] == traceparent and md["x-shadow-request"] == "1"
+            assert req.parameters["shadow"].bool_param is True
+            assert (req.model_name, req.model_version) == ("fraud", "2")
+        assert fetch_report(collector.admin_address, "fraud").routes[0].shadows[0].compared == 4
+    finally:
+        shadow.stop()
+        collector.stop()
