@@ -9,6 +9,9 @@ For a typical 8-feature fraud request (one FP32 [1, 8] input, one requested outp
 - scan_response of the matching response, against ``ModelInferResponse.FromString`` + reading
   name, datatype, shape and raw contents of each output.
 
+and pack_request (a request written from a numpy array) against tritonclient's InferInput +
+set_data_from_numpy + request building + SerializeToString, for a 64x8 and a 1x(1 MiB) FP32 input.
+
 Usage: python benchmarks/packing_micro.py [--json PATH] [--min-time SECONDS]
 """
 
@@ -26,7 +29,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+from tritonclient.grpc import InferInput, InferRequestedOutput  # noqa: E402
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+from tritonclient.grpc._utils import _get_inference_request  # noqa: E402  (what InferenceServerClient.infer calls)
 
 import shadowgrpc._packing_py as packing_py  # noqa: E402
 
@@ -69,6 +75,27 @@ def pb_scan_response(raw: bytes) -> list:
         (o.name, o.datatype, tuple(o.shape), contents[i] if i < len(contents) else None)
         for i, o in enumerate(m.outputs)
     ]
+
+
+def tritonclient_pack(x) -> bytes:
+    infer_input = InferInput("features", list(x.shape), "FP32").set_data_from_numpy(x)
+    return _get_inference_request("fraud", [infer_input], "1", "r-1", [InferRequestedOutput("probability")], 0, False,
+                                  False, 0, None, None).SerializeToString()
+
+
+def pack_rows(packing_c, min_time: float) -> list[dict]:
+    """pack_request (twins) vs tritonclient's request building, on the same input."""
+    rows = []
+    for case, shape in {"64x8 FP32": (64, 8), "1x(1 MiB) FP32": (1, 1 << 18)}.items():
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        args = ("fraud", "1", "r-1", [("features", "FP32", x.shape, x)], ["probability"])
+        impls = {"py": lambda: packing_py.pack_request(*args), "tritonclient": lambda: tritonclient_pack(x)}
+        if packing_c is not None:
+            impls["c"] = lambda: packing_c.pack_request(*args)
+            assert packing_c.pack_request(*args) == tritonclient_pack(x)  # the same bytes
+        timing = {impl: ns_per_call(fn, min_time) for impl, fn in impls.items()}
+        rows.append({"case": case, "message_bytes": len(tritonclient_pack(x)), "op": "pack_request", "ns_per_call": timing})
+    return rows
 
 
 def ns_per_call(fn: Callable[[], object], min_time: float) -> float:
@@ -123,6 +150,7 @@ def main() -> None:
             rows.append({"case": case, "message_bytes": len(resp if op == "scan_response" else raw), "op": op,
                          "ns_per_call": timing})
 
+    pack = pack_rows(packing_c, args.min_time)
     header = f"{'case':<16} {'op':<14} {'bytes':>9} {'c ns':>10} {'py ns':>10} {'protobuf ns':>12} {'pb / c':>8}"
     print(header)
     print("-" * len(header))
@@ -133,6 +161,13 @@ def main() -> None:
         c_text = f"{c:10.0f}" if c else f"{'n/a':>10}"
         print(f"{r['case']:<16} {r['op']:<14} {r['message_bytes']:>9} {c_text} {t['py']:10.0f} "
               f"{t['protobuf']:12.0f} {ratio}")
+    print(f"\n{'case':<16} {'op':<14} {'bytes':>9} {'c ns':>10} {'py ns':>10} {'tritonclient ns':>16} {'tc / c':>8}")
+    for r in pack:
+        t = r["ns_per_call"]
+        c = t.get("c")
+        print(f"{r['case']:<16} {r['op']:<14} {r['message_bytes']:>9} {c or float('nan'):10.0f} {t['py']:10.0f} "
+              f"{t['tritonclient']:16.0f} {t['tritonclient'] / c if c else float('nan'):7.1f}x")
+    rows += pack
     meta = {
         "python": platform.python_version(),
         "machine": platform.machine(),
