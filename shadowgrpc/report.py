@@ -275,7 +275,7 @@ def _route_extras(rr: pb.RouteReport, rs: RouteState) -> None:
     """Auto-shadow candidates and traffic coverage (overall exact, per slice bucket estimated)."""
     a = rs.auto
     if a is not None:
-        rr.auto.CopyFrom(pb.AutoShadow(policy=a.policy, poll_s=a.poll_s, load=a.load, last_poll=a.last_poll, last_error=a.last_error, swaps=a.swaps))
+        rr.auto.CopyFrom(pb.AutoShadow(policy=a.policy, poll_s=a.poll_s, load=a.load, last_poll=a.last_poll, last_error=a.last_error, swaps=a.swaps, last_load_s=a.last_load_s))
         for v in sorted(a.candidates, key=int):
             c = a.candidates[v]
             rr.auto.candidates.add(version=c.version, state=c.state, decision=c.decision, reason=c.reason, seen=c.seen, decided=c.decided)

@@ -6,6 +6,8 @@ the same rendering serves a live front, merged replicas and saved snapshots.
 
 from __future__ import annotations
 
+import time
+
 from google.protobuf import json_format
 
 from .cost import format_cost
@@ -92,6 +94,9 @@ def format_report(rep: pb.Report) -> str:
             lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}")
             for gt in s.verdict.gates:
                 lines.append(f"  {gt.status:<15} {gt.name:<16} {gt.reason}")
+            if s.verdict.checklist:
+                lines.append("  checklist before trusting this run:")
+                lines += [f"    {c.status:<8} {c.name:<26} {c.evidence}" for c in s.verdict.checklist]
         lines.append(f"route {r.model!r}: live {live.address} {live.model}:{live.version or '*'}  (sketches {r.sketch_bytes / 1024:.0f} KiB)")
         lines.append(
             f"  live   requests {r.requests}  ok {r.live_ok}  errors {_errs(r.live_errors)}  "
@@ -100,6 +105,7 @@ def format_report(rep: pb.Report) -> str:
         if r.explicit_version_not_mirrored:
             lines.append(f"  {r.explicit_version_not_mirrored} requests named a version other than the pinned one: served as named, not mirrored")
         lines.append(f"  front's own added time per live request, p50/p90/p99/p99.9 ms {_lat(r.front_added)}")
+        lines += route_extra_lines(r)
         for i in r.inputs:
             lines.append(
                 f"  input {i.name}: {i.requests} shadowed requests, {i.values} values; NaN {i.nan}, inf {i.inf}, "
@@ -119,6 +125,7 @@ def format_report(rep: pb.Report) -> str:
             )
             if s.internal_errors:
                 lines.append(f"    {s.internal_errors} answers not compared: the front's own failure after the shadow answered (see its log)")
+            lines += target_extra_lines(s)
             g = s.ground_truth
             if g.kind == "classifier":
                 lines.append(
@@ -169,3 +176,50 @@ def format_report(rep: pb.Report) -> str:
                     line += f"mean |diff| {f.mean_abs_diff:.4g}" + (f", PSI {f.drift.psi:.4f}" if f.drift.binned else "") + "]"
                 lines.append(line)
     return "\n".join(lines)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z" if t else "-"
+
+
+def route_extra_lines(r: pb.RouteReport) -> list[str]:
+    """Auto-shadow candidates, traffic coverage, sequences and streams of one route."""
+    out = []
+    if r.HasField("auto"):
+        a = r.auto
+        err = f"; last poll failed: {a.last_error}" if a.last_error else ""
+        out.append(f"  auto-shadow {a.policy}: poll every {a.poll_s:g} s (last {_when(a.last_poll)}), load {'on' if a.load else 'off'}, route tables published {a.swaps}{err}")
+        for c in a.candidates:
+            why = f": {c.reason}" if c.reason else ""
+            out.append(f"    version {c.version:<4} {c.state or '?':<12} {c.decision or '-'}{why}")
+    cov = [c for c in r.coverage if c.slice]
+    if r.coverage and r.coverage[0].requests:
+        overall = r.coverage[0]
+        line = f"  coverage: {overall.mirrored} of {overall.requests} live requests mirrored ({overall.mirrored / overall.requests:.1%})"
+        if cov:
+            line += "; per slice bucket (rows of 1 in 16 requests): " + "; ".join(
+                f"{c.slice} {c.bucket} {c.mirrored}/{c.requests}" for c in cov
+            )
+        out.append(line)
+    if r.sequences or r.stream_requests:
+        out.append(f"  sequences started {r.sequences}; ModelStreamInfer requests {r.stream_requests}")
+    return out
+
+
+def target_extra_lines(s: pb.ShadowReport) -> list[str]:
+    """A target's status, window, checks before traffic, sequences and streams (empty when plain)."""
+    out = []
+    if s.status and s.status != "MIRRORING":
+        out.append(f"    {s.status}: {s.status_reason}  (sampled while not sent: {s.not_ready})")
+    w = s.window
+    if w.auto or w.closed:
+        out.append(f"    window {_when(w.opened)} .. {_when(w.closed) if w.closed else 'open'}" + (f" ({w.closed_reason})" if w.closed_reason else "") + ("  [auto-shadow]" if w.auto else ""))
+    for p in s.contract_problems:
+        out.append(f"    contract: {p}")
+    if s.parity:
+        out.append("    parity (environment differs from live): " + "; ".join(f"{m.item} live {m.live} / shadow {m.shadow}" for m in s.parity))
+    if s.sequences_mirrored or s.sequences_shed_midway:
+        out.append(f"    sequences mirrored {s.sequences_mirrored}, shed midway (excluded) {s.sequences_shed_midway}, their requests excluded {s.sequence_requests_excluded}")
+    if s.stream_requests:
+        out.append(f"    stream requests {s.stream_requests}, responses paired {s.stream_responses_paired}, response-count mismatches {s.stream_response_count_mismatch}")
+    return out

@@ -261,11 +261,13 @@ class RepositoryWatcher:
             st.last_error = f"not loading '{a.model}': its version_policy would unload live's version {r.live.version} (use version_policy: {{ all {{ }} }})"
             log.error("route '%s': %s", r.model, st.last_error)
             return False
+        t0 = time.monotonic()
         try:
             await up.unary["RepositoryModelLoad"](kserve.RepositoryModelLoadRequest(model_name=a.model).SerializeToString(), timeout=LOAD_TIMEOUT_S)
             log.info("route '%s': loaded '%s' (its version folders changed)", r.model, a.model)
         except grpc.aio.AioRpcError as e:  # e.g. a version that fails to load: the index says which
             log.warning("route '%s': RepositoryModelLoad '%s': %s: %s", r.model, a.model, e.code().name, e.details())
+        st.last_load_s = time.monotonic() - t0
         return True
 
 

@@ -18,6 +18,7 @@ from .ingest import ingest_pair
 from .report import build_report, pairlog_pb, target_pb
 from .router import Router
 from .snapshot import snapshot
+from .state import CLOSED
 from .telemetry import Hooks
 from .v1 import shadow_pb2 as pb
 from .v1 import shadow_pb2_grpc as pb_grpc
@@ -103,8 +104,8 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
         resp = pb.ListRoutesResponse(default_live=self._router.settings.default_live)
-        for r in self._router.settings.routes:
-            resp.routes.add(model=r.model, live=target_pb(r.live), shadows=[target_pb(s) for s in r.shadows])
+        for name, rs in self._router.state.routes.items():  # as served now: auto-shadow targets included, closed windows not
+            resp.routes.add(model=name, live=target_pb(rs.route.live), shadows=[target_pb(ts.target) for ts in rs.shadows if ts.status != CLOSED])
         return resp
 
 

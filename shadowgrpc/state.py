@@ -79,6 +79,7 @@ class AutoState:
     last_poll: float = 0.0
     last_error: str = ""
     swaps: int = 0  # route tables published for this route
+    last_load_s: float = 0.0  # how long Triton's last RepositoryModelLoad took
     candidates: dict[str, Candidate] = field(default_factory=dict)
 
 

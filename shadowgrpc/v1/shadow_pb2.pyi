@@ -525,7 +525,7 @@ class ShadowReport(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ...) -> None: ...
 
 class AutoShadow(_message.Message):
-    __slots__ = ("policy", "poll_s", "load", "last_poll", "last_error", "swaps", "candidates")
+    __slots__ = ("policy", "poll_s", "load", "last_poll", "last_error", "swaps", "candidates", "last_load_s")
     class Candidate(_message.Message):
         __slots__ = ("version", "state", "decision", "reason", "seen", "decided")
         VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -548,6 +548,7 @@ class AutoShadow(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     SWAPS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOAD_S_FIELD_NUMBER: _ClassVar[int]
     policy: str
     poll_s: float
     load: bool
@@ -555,7 +556,8 @@ class AutoShadow(_message.Message):
     last_error: str
     swaps: int
     candidates: _containers.RepeatedCompositeFieldContainer[AutoShadow.Candidate]
-    def __init__(self, policy: _Optional[str] = ..., poll_s: _Optional[float] = ..., load: _Optional[bool] = ..., last_poll: _Optional[float] = ..., last_error: _Optional[str] = ..., swaps: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[AutoShadow.Candidate, _Mapping]]] = ...) -> None: ...
+    last_load_s: float
+    def __init__(self, policy: _Optional[str] = ..., poll_s: _Optional[float] = ..., load: _Optional[bool] = ..., last_poll: _Optional[float] = ..., last_error: _Optional[str] = ..., swaps: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[AutoShadow.Candidate, _Mapping]]] = ..., last_load_s: _Optional[float] = ...) -> None: ...
 
 class Coverage(_message.Message):
     __slots__ = ("slice", "bucket", "requests", "mirrored")

@@ -69,7 +69,8 @@ class ShadowControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRoutes(self, request, context):
-        """The routing table as configured.
+        """The routing table as served now: configured targets and the auto-shadow targets of open
+        comparison windows (closed windows are in the report).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
