@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import Counter
 from typing import Any
 
 from .codec import decode_request
@@ -107,6 +108,7 @@ class Pairing:
     def __init__(self, pairs: PairStore) -> None:
         self.pairs = pairs
         self.sequences = SequenceTables()  # per target: open sequences and their held pairs
+        self.stream_unpairable: Counter[str] = Counter()  # per route: decoupled stream messages without an id, not mirrored (streams.py)
 
     async def answered(self, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any = None) -> tuple:
         """The shadow call of ``ss`` (a router ShadowState) for ``mr`` ended with ``response``

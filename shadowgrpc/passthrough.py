@@ -39,15 +39,25 @@ def _trailing(md) -> tuple[tuple[str, Any], ...]:
     return tuple((k, v) for k, v in md) if md else ()
 
 
-async def stream_infer(routes: Mapping[str, Any], default: Upstream, counted: Callable[[], None], requests, context: grpc.aio.ServicerContext):
+async def stream_infer(
+    routes: Mapping[str, Any] | Callable[[], Mapping[str, Any]], default: Upstream, counted: Callable[[], None], requests,
+    context: grpc.aio.ServicerContext, mirror: Callable[[tuple | None, float | None], Any] | None = None,
+):  # fmt: skip
     """ModelStreamInfer: a bidirectional pass-through. Each message is routed by its own model
     name (a stream may mix models, as Triton allows) and renamed/pinned like a ModelInfer to
     that route's live Triton, over one upstream stream per live Triton (opened on first use);
     the responses of all of them go back as they come (several per request and sequences work
     as on Triton). The first upstream stream to end with an error status ends the caller's
-    with that status. Stream messages are not mirrored (counted in ``stream_messages``)."""
+    with that status. Every message is counted (``counted``). ``routes``: the route table, or a
+    callable returning the current one (read per message, so a published change applies).
+    ``mirror(metadata, timeout)``: makes this stream's streams.StreamMirror, which is told of
+    each routed message as it goes to live, of each live answer before the caller gets it, and
+    of the end; it never blocks or fails the caller's stream (streams.py)."""
     md = forward_metadata(context)
     timeout = context.time_remaining()
+    table = routes if callable(routes) else (lambda: routes)
+    sm = mirror(md, timeout) if mirror is not None else None
+    ended_ok = False
     calls: dict[int, Any] = {}
     readers: list[asyncio.Task[None]] = []
     out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
@@ -76,11 +86,13 @@ async def stream_infer(routes: Mapping[str, Any], default: Upstream, counted: Ca
             async for msg in requests:
                 counted()
                 try:
-                    model, version, _, _ = scan_request(msg)
-                    rs = routes.get(model)
+                    model, version, rid, shm = scan_request(msg)
+                    rs = table().get(model)
                 except ValueError:
                     rs, version = None, None  # Triton answers it on the default stream
                 call = call_for(rs.live if rs is not None else default)
+                if sm is not None and rs is not None:
+                    sm.request(msg, rs, version, rid, shm)  # before the write: live may answer at once
                 await call.write(rs.live_request(msg, version) if rs is not None else msg)
             for call in list(calls.values()):
                 await call.done_writing()
@@ -95,6 +107,8 @@ async def stream_infer(routes: Mapping[str, Any], default: Upstream, counted: Ca
         while not (pumped and finished == len(readers)):
             kind, item = await out.get()
             if kind == "msg":
+                if sm is not None:
+                    sm.live_response(item)
                 yield item
             elif kind == "done":
                 finished += 1
@@ -103,7 +117,10 @@ async def stream_infer(routes: Mapping[str, Any], default: Upstream, counted: Ca
             else:
                 code, details, trailing = item
                 await context.abort(code, details, trailing)
+        ended_ok = True
     finally:
+        if sm is not None:
+            sm.finish(ended_ok)
         pump_task.cancel()
         for r in readers:
             r.cancel()

@@ -29,10 +29,10 @@ import itertools
 import logging
 import random
 import time
+from functools import partial
 
 import grpc
 
-from . import coverage
 from .backends import Upstream, Upstreams
 from .codec import MODEL_SCOPED, SHADOW_METADATA
 from .config import FALLBACK_SHADOW_DEADLINE_S, Settings
@@ -43,6 +43,8 @@ from .pairlog.request import RequestLog
 from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_READY, NOT_SAMPLED, SHED, SHM, OutcomeRow
 from .passthrough import abort_like, forward_metadata, stream_infer
 from .routes import RouteEntry, ShadowLeg
+from .sequences import sequence_of
+from .streams import StreamMirror
 from .state import CLOSED, FrontState
 
 log = logging.getLogger("shadowgrpc.router")
@@ -51,7 +53,6 @@ log = logging.getLogger("shadowgrpc.router")
 _perf = time.perf_counter
 _wall = time.time
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
-COVERAGE_EVERY = coverage.EVERY
 
 
 class Router:
@@ -128,6 +129,13 @@ class Router:
         mirror_s = 0.0
         if rs.shadows:
             key = sample_key(request_id) if request_id else random.random()
+            # Sequence batcher (sequences.py): sampled by sequence id, mirrored whole or not at all.
+            seq = sequence_of(raw) if rs.sequence_batching else None
+            if seq is not None:
+                key = sample_key(str(seq[0]))
+                st.sequences += seq[1]
+                if uses_shm or rs.explicit_other_version(version):  # not mirrored: a mirrored sequence breaks
+                    self.pairing.sequences.not_mirrored(model, rs.shadows, key, seq)
             if self.log is not None and key < self.log_rate:
                 rl = RequestLog(self.log.pair, model, request_id, next(self._log_seq), _wall(), raw if self.log_inputs else None)
             if uses_shm:
@@ -140,14 +148,10 @@ class Router:
                     rl.not_mirrored([ss.index for ss in rs.shadows], EXPLICIT_VERSION)
             else:
                 tm = _perf()
-                live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl)
-                if live_done is not None:
-                    st.mirrored += 1
+                live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl, seq)
                 mirror_s = _perf() - tm
                 if lc is not None:
                     lc.mirrored()
-            if rs.route.slices and st.requests % COVERAGE_EVERY == 0:  # per-slice coverage, off the handler
-                asyncio.get_running_loop().call_soon(coverage.count, rs.state.coverage, rs.route.slices, raw, live_done is not None)
         try:
             response = await call
         except BaseException as e:
@@ -185,14 +189,19 @@ class Router:
 
     def _mirror(
         self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None, key: float,
-        rl: RequestLog | None,
+        rl: RequestLog | None, seq: tuple | None = None,
     ) -> asyncio.Future[bytes] | None:
         """Choose, bound and start the shadow calls; ``key``: the request's sampling key; ``rl``:
-        its paired-log record when the log samples it."""
+        its paired-log record when the log samples it; ``seq``: its (sequence id, start, end)."""
         mr: MirroredRequest | None = None
         for ss in rs.shadows:
             t = ss.target
             if key >= t.sample_rate:
+                if rl is not None:
+                    rl.not_sent(ss.index, NOT_SAMPLED, False)
+                continue
+            sq = self.pairing.sequences.admit(route, ss, seq) if seq is not None else None  # sequence batcher
+            if seq is not None and sq is None:  # not mirrored from its start, or broken (sequences.py)
                 if rl is not None:
                     rl.not_sent(ss.index, NOT_SAMPLED, False)
                 continue
@@ -202,21 +211,30 @@ class Router:
                 s.not_ready += 1
                 if rl is not None:
                     rl.not_sent(ss.index, NOT_READY, True)
+                if sq is not None:  # sequence: not sent breaks it (sequences.py)
+                    sq.table.not_sent(sq)
                 continue
             if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
                 s.shed += 1
                 if rl is not None:
                     rl.not_sent(ss.index, SHED, True)
+                if sq is not None:  # sequence: not sent breaks it (sequences.py)
+                    sq.table.not_sent(sq)
                 continue
             if ss.upstream.channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
                 # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
                 s.down += 1
                 if rl is not None:
                     rl.not_sent(ss.index, DOWN, True)
+                if sq is not None:  # sequence: not sent breaks it (sequences.py)
+                    sq.table.not_sent(sq)
                 continue
             if mr is None:
                 mr = MirroredRequest(raw, request_id, route, asyncio.get_running_loop().create_future(), timeout)
                 mr.log = rl
+            if sq is not None:  # sequence: its pairs are held until it completes (pairing.py)
+                sq.table.sent(sq)
+                mr.sequences = {**(mr.sequences or {}), t.name: sq}
             if rl is not None:
                 rl.sent()
             deadline = t.deadline_s or timeout or FALLBACK_SHADOW_DEADLINE_S
@@ -339,12 +357,26 @@ class Router:
         return await self._proxy(up.unary[method], raw, context)
 
     async def stream_infer(self, requests, context: grpc.aio.ServicerContext):
-        """ModelStreamInfer: each message routed by its own model name (``passthrough.stream_infer``)."""
-        async for response in stream_infer(self.routes, self.default, self._stream_message, requests, context):
+        """ModelStreamInfer: each message routed by its own model name (``passthrough.stream_infer``)
+        and mirrored on one shadow stream per target (``streams.StreamMirror``)."""
+        mirror = partial(StreamMirror, self)  # routes read per message: a published entry applies
+        async for response in stream_infer(lambda: self.routes, self.default, self._stream_message, requests, context, mirror):
             yield response
 
     def _stream_message(self) -> None:
         self.state.stream_messages += 1
+
+    def _stream_bytes(self, n: int, force: bool = False) -> bool:
+        """Hold ``n`` bytes (< 0: release) for stream shadows; False past the budget unless ``force``."""
+        if n > 0 and not force and self._shadow_bytes + n > self.shadow_buffer_bytes:
+            return False
+        self._shadow_bytes += n
+        return True
+
+    def _spawn(self, coro) -> None:  # a shadow task, drained at shutdown
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` s for in-flight shadow calls; cancel the rest. Returns how many

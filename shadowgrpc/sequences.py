@@ -38,7 +38,7 @@ from typing import Any
 from ._packing_py import _I64, _LEN, _TAG1, _VARINT, _length, _skip, _tag, _utf8, _varint, _wrong_wire_type
 from .stats import ShadowStats
 
-__all__ = ("SequenceState", "SequenceTable", "SequenceTables", "scan_sequence")
+__all__ = ("SequenceState", "SequenceTable", "SequenceTables", "scan_sequence", "sequence_of")
 
 _ID, _START, _END = b"sequence_id", b"sequence_start", b"sequence_end"
 _KEYS = (_ID, _START, _END)
@@ -142,6 +142,16 @@ def scan_sequence(raw: bytes) -> tuple[int | str | None, bool, bool]:
     if isinstance(sid, bool) or not isinstance(sid, (int, str)) or sid == 0 or sid == "":
         sid = None
     return sid, found.get(_START) is True, found.get(_END) is True
+
+
+def sequence_of(raw: bytes) -> tuple[int | str, bool, bool] | None:
+    """``scan_sequence(raw)`` when the request names a sequence; None when it names none or its
+    parameters do not parse (Triton answers it; it is then sampled like any request)."""
+    try:
+        seq = scan_sequence(raw)
+    except ValueError:
+        return None
+    return seq if seq[0] is not None else None
 
 
 class SequenceState:
@@ -315,3 +325,14 @@ class SequenceTables:
         if t is None or t.stats is not stats:
             t = self.tables[(route, target)] = SequenceTable(stats, **self.bounds)
         return t
+
+    def admit(self, route: str, leg: Any, seq: tuple) -> SequenceState | None:
+        """``SequenceTable.admit`` on the table of ``leg`` (a router ShadowLeg) of ``route``."""
+        return self.table(route, leg.target.name, leg.stats).admit(*seq)
+
+    def not_mirrored(self, route: str, legs: Any, key: float, seq: tuple) -> None:
+        """A request of sequence ``seq`` that is never mirrored (shared memory, another version):
+        on every target that sampled it, its mirrored sequence breaks."""
+        for leg in legs:
+            if key < leg.target.sample_rate and (sq := self.admit(route, leg, seq)) is not None:
+                sq.table.not_sent(sq)
