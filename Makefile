@@ -52,6 +52,7 @@ bench: install
 	$(PY) benchmarks/front_overhead.py --tracing --json bench-results/tracing.json
 	$(PY) benchmarks/latency_gate.py --json bench-results/latency_gate.json
 	$(PY) benchmarks/pairlog.py --json bench-results/pairlog.json
+	$(PY) benchmarks/client_mirror.py --json bench-results/client_mirror.json
 
 # Headless Chromium (Debian's package): tests/local/test_report_html_chromium.py renders the HTML report in it.
 browser:

@@ -19,7 +19,8 @@ The same rules as the front's router (router.py):
   counted and reported as ``DOWN``.
 
 Never on the caller's path: ``observe`` only samples and appends to a bounded hand-off queue
-(past ``handoff_max`` entries the call is dropped and counted: the mirror's thread is starved);
+(past ``handoff_max`` entries the call is dropped and counted: the mirror's thread is starved;
+``ShadowMirror``'s thread takes the queue at most every ``handoff_interval_s``, in one burst);
 serializing, calling the shadow and reporting happen on the mirror's own event loop:
 - ``ShadowMirror``: a daemon thread running its own loop; ``observe`` may be called from any
   thread (sync tritonclient, grpc futures' callbacks) or event loop;
@@ -51,8 +52,7 @@ from ._report import Budget, PairReporter
 log = logging.getLogger("shadowgrpc.client.mirror")
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
-SHED = "SHED"
-DOWN = "DOWN"
+SHED, DOWN = "SHED", "DOWN"  # reported as the shadow status of a pair not sent
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _perf = time.perf_counter
 
@@ -163,10 +163,7 @@ class _Engine:
             s.down += 1
             self.reporter.put((b"", b"", status, latency_s, b"", DOWN, 0.0), 0)
             return
-        if response is None:
-            live = b""
-        else:
-            live = response if isinstance(response, bytes) else response.SerializeToString()
+        live = b"" if response is None else response if isinstance(response, bytes) else response.SerializeToString()
         md = SHADOW_METADATA + c.shadow_metadata
         if metadata and c.forward_metadata:
             md = tuple((k, v) for k, v in metadata if k.lower() in c.forward_metadata) + md
@@ -235,8 +232,8 @@ class _MirrorBase:
         version: str | None = "", sample_rate: float = 1.0, max_in_flight: int = 64, max_buffer_mb: float = 64,
         deadline_s: float | None = None, forward_metadata=("traceparent", "tracestate"), shadow_metadata=(),
         control_metadata=(), shadow_credentials=None, control_credentials=None, channel_options=(),
-        report_batch: int = 64, report_queue: int = 4096, report_interval_s: float = 0.02, report_stream_s: float = 60.0,
-        handoff_max: int | None = None,
+        report_batch: int = 256, report_queue: int = 4096, report_interval_s: float = 0.1, report_stream_s: float = 60.0,
+        handoff_max: int | None = None, handoff_interval_s: float = 0.05,
     ) -> None:  # fmt: skip
         if not route or not target:
             raise ValueError("route and target: the route and shadow target names configured on the reporting front")
@@ -258,6 +255,7 @@ class _MirrorBase:
         self._engine = _Engine(self.cfg, self._stats)
         self._handoff_max = handoff_max if handoff_max is not None else max(1024, 4 * max_in_flight)
         self._lock = threading.Lock()  # caller-side counters only
+        self._interval_s = handoff_interval_s  # ShadowMirror: its loop wakes at most once per interval
         self._closed = False
 
     def _sampled(self, request) -> bool:
@@ -323,7 +321,7 @@ class ShadowMirror(_MirrorBase):
         if not self._scheduled:
             self._scheduled = True
             try:
-                self._loop.call_soon_threadsafe(self._drain)
+                self._loop.call_soon_threadsafe(self._loop.call_later, self._interval_s, self._drain)
             except RuntimeError:  # the loop is closed
                 pass
 
