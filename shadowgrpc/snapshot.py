@@ -298,6 +298,8 @@ def _merge_shadow(a: TargetState, b: TargetState, where: str) -> None:
     sa.latency.merge(sb.latency)
     a.in_flight += b.in_flight
     a.drift_edges_differ += b.drift_edges_differ
+    a.opened = min(a.opened, b.opened)  # the window: the earliest start and, once closed everywhere, the last end
+    a.closed = 0.0 if not (a.closed and b.closed) else max(a.closed, b.closed)
     for name, ob in sb.outputs.items():
         oa = sa.outputs.get(name)
         if oa is None:

@@ -18,17 +18,16 @@ server on ``server.admin_listen`` serves ShadowControl for all of them:
   worker that holds it, or of worker 0 when none does (which answers unknown or rejects it as one
   front would); the caller gets the sum. Not detected: one id carried by requests that landed on
   two workers (one front would say "reused"): the first worker's pair is scored, the other expires.
-- ListRoutes: worker 0's. Health and reflection as on a single front's admin port.
+- ListRoutes: worker 0's; ReportPairs (a client-side mirror's stream): one worker, round-robin;
+  health and reflection as on a single front's admin port.
 
-Lifecycle: SIGTERM/SIGINT to the parent -> SIGTERM to every worker (each stops as one front does:
-in-flight live requests get ``server.grace_s``), wait (grace_s + 15 s, then SIGKILL), stop the
-admin server; exit 0 when every worker exited 0. A worker that dies on its own is logged with its
-exit status, the others are stopped and the parent exits 1 (no restart: forking again once the
-parent runs grpc is what the recipe forbids). Workers ignore SIGINT (a terminal's Ctrl-C reaches
-the whole process group; the parent stops them in order) and stop by themselves when the parent
-dies (EOF on a pipe only the parent writes to). Prometheus metrics (--metrics-port P): worker i on
-P + i (0: each a free port), as each worker's counters are its own.
-"""
+Lifecycle: SIGTERM/SIGINT to the parent -> SIGTERM to every worker (each stops as one front does: in-flight
+live requests get ``server.grace_s``), wait (grace_s + 15 s, then SIGKILL), stop the admin server; exit 0 when
+every worker exited 0. A worker that dies on its own is logged with its exit status, the others are stopped
+and the parent exits 1 (no restart: forking again once the parent runs grpc is what the recipe forbids).
+Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent stops them in order)
+and stop by themselves when the parent dies (EOF on a pipe only the parent writes to). Prometheus metrics
+(--metrics-port P): worker i on P + i (0: each a free port), as each worker's counters are its own. """
 
 from __future__ import annotations
 
@@ -389,6 +388,10 @@ class MergedControl:
         calls = [(w, s.RecordOutcomes(iter(mine), timeout=t)) for w, s, mine in zip(self.workers, self._stubs, per) if mine]
         for r in await self._each(context, calls):
             _add(total, r)
+
+    async def ReportPairs(self, request_iterator, context):
+        i = self._pairs_to = (getattr(self, "_pairs_to", -1) + 1) % len(self.workers)
+        return (await self._each(context, [(self.workers[i], self._stubs[i].ReportPairs(request_iterator, timeout=context.time_remaining()))]))[0]
 
     async def ListRoutes(self, request, context):
         return (await self._each(context, [(self.workers[0], self._stubs[0].ListRoutes(request, timeout=context.time_remaining() or 10.0))]))[0]

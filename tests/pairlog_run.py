@@ -17,6 +17,8 @@ NOT_LOGGED = {
     "outcomes.max_pairs", "outcomes.ttl_s", "outcomes.evicted_bytes", "outcomes.bytes",
     "outcomes.max_bytes", "outcomes.reused_ids",
     "inputs", "inputs_not_checked", "inputs_metadata_error", "cost", "in_flight",
+    # what the front learns from Triton and its own sampling, not from the pairs (repository.py, coverage.py)
+    "status", "status_reason", "window", "contract_problems", "parity", "checklist", "auto", "coverage",
 }  # fmt: skip
 
 

@@ -13,7 +13,7 @@ Names (Prometheus: dots become underscores, counters end in ``_total``, seconds 
   shadowgrpc.requests{route}  shadowgrpc.live.ok{route}  shadowgrpc.unrouted
   shadowgrpc.errors{route,target,status}        live (target="live") and shadow errors
   shadowgrpc.shadowed{route,target}             shadow calls sent
-  shadowgrpc.shed{route,target}  shadowgrpc.shadow.sampled|down|ok|compared|contract_mismatch{route,target}
+  shadowgrpc.shed{route,target}  shadowgrpc.shadow.sampled|down|not_ready|ok|compared|contract_mismatch{route,target}
   shadowgrpc.shm_not_mirrored{route}
   shadowgrpc.live.duration.bucket{route,le}  shadowgrpc.live.duration.count|sum{route}   successful live calls, s
   shadowgrpc.shadow.duration.bucket{route,target,le}  shadowgrpc.shadow.duration.count|sum{route,target}
@@ -55,6 +55,7 @@ class RouterMetrics:
             "shadowgrpc.shed": ("shadow calls shed (in-flight or byte budget)", self._shadow_stat("shed")),
             "shadowgrpc.shadow.sampled": ("requests sampled for a shadow", self._shadow_stat("sampled")),
             "shadowgrpc.shadow.down": ("shadow calls not sent: target down", self._shadow_stat("down")),
+            "shadowgrpc.shadow.not_ready": ("sampled, not sent: target not ready or refused by the contract check", self._shadow_stat("not_ready")),
             "shadowgrpc.shadow.ok": ("shadow calls answered OK", self._shadow_stat("ok")),
             "shadowgrpc.shadow.compared": ("live/shadow pairs compared", self._shadow_stat("compared")),
             "shadowgrpc.shadow.contract_mismatch": ("pairs whose outputs differ in name, type or shape", self._shadow_stat("contract_mismatch")),

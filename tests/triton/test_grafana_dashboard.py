@@ -23,7 +23,7 @@ from tests.frontctl import front_for
 from tests.kserve import INFER, fraud_request
 
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "missing", "model": "no_such_model"}]}
+ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "faulty", "model": "fraud_faulty"}]}
 FUNCTIONS = {"sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "clamp_min", "clamp_max", "abs"}
 AGGREGATIONS = {"sum", "min", "max", "avg", "count"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}

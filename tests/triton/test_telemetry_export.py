@@ -25,7 +25,7 @@ from tests.otlp import HangingPort, OtlpReceiver, closed_port
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
-ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "missing", "model": "no_such_model"}]}
+ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "faulty", "model": "fraud_faulty"}]}
 
 
 def _env(monkeypatch, endpoint: str, **extra: str) -> None:
@@ -80,20 +80,20 @@ def test_shadowed_request_span_tree_attributes_and_shadow_marking(triton, monkey
     assert a["shadowgrpc.shadowed"] is True and a["shadowgrpc.shadow.sent"] == 3 and "shadowgrpc.shadow.shed" not in a
     assert a["rpc.grpc.status_code"] == 0
     by_target = {c.attributes["shadowgrpc.target"]: c for c in clients}
-    assert set(by_target) == {"live", "v2", "missing", "sleepy"}
+    assert set(by_target) == {"live", "v2", "faulty", "sleepy"}
     assert all(c.parent_span_id == server.span_id for c in clients)  # shadows too: siblings of live
     live = by_target["live"]
     assert live.attributes["shadowgrpc.role"] == "live" and "shadowgrpc.shadow" not in live.attributes
     assert live.attributes["rpc.grpc.status_code"] == 0 and live.attributes["shadowgrpc.latency_ms"] > 0
-    for name in ("v2", "missing", "sleepy"):
+    for name in ("v2", "faulty", "sleepy"):
         s = by_target[name].attributes
         assert s["shadowgrpc.role"] == "shadow" and s["shadowgrpc.shadow"] is True and s["shadowgrpc.route"] == "fraud"
     v2 = by_target["v2"].attributes
     assert v2["rpc.grpc.status_code"] == 0 and v2["shadowgrpc.compared"] is True and "shadowgrpc.contract_mismatch" not in v2
     assert 0.0 <= v2["shadowgrpc.agreement"] <= 1.0 and v2["shadowgrpc.rows"] == 2 and "shadowgrpc.mean_abs_diff" in v2
     assert v2["shadowgrpc.target.version"] == "2" and v2["shadowgrpc.deadline_ms"] > 0
-    missing = by_target["missing"]
-    assert missing.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0] and missing.status == 2
+    faulty = by_target["faulty"]
+    assert faulty.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0] and faulty.status == 2
     sleepy = by_target["sleepy"]
     assert sleepy.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert sleepy.end_ns > server.end_ns  # a shadow span may end after the request's server span
@@ -231,7 +231,7 @@ def test_dead_or_hung_collector_changes_no_live_answer_and_drops_are_counted(tri
         front = front_for(triton.grpc_address, [ROUTE])
         reqs = _rows(60, seed=6)
         want = [_call(triton.grpc_address, r) for r in reqs]
-        got = [_call(front.address, r) for r in reqs]  # 3 spans each (server, live, v2) + missing's
+        got = [_call(front.address, r) for r in reqs]  # 3 spans each (server, live, v2) + faulty's
         tel = front.front.telemetry
         assert got == want
         assert not front.router.routes["fraud"].stats.live_errors
@@ -285,7 +285,7 @@ def test_prometheus_endpoint_shows_counters_moving(triton, monkeypatch):
 
     assert moved("shadowgrpc_requests_total", route="fraud") == 5
     assert moved("shadowgrpc_shadowed_total", route="fraud", target="v2") == 5
-    assert moved("shadowgrpc_errors_total", route="fraud", target="missing", status="NOT_FOUND") == 5
+    assert moved("shadowgrpc_errors_total", route="fraud", target="faulty", status="INTERNAL") == 5
     assert moved("shadowgrpc_live_duration_count_total", route="fraud") == 5
     assert moved("shadowgrpc_shadow_duration_count_total", route="fraud", target="v2") == 5
     assert moved("shadowgrpc_live_duration_bucket_total", route="fraud", le="+Inf") == 5  # Prometheus histogram layout

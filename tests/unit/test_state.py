@@ -51,7 +51,7 @@ def _view(seed_range: range) -> FrontState:
         buckets = assign(route.slices, decode_request(fp32_request(x=x)))
         primary = compare_responses(fp32_response(probability=p_live, value=v), fp32_response(probability=p_sh, value=v + rng.normal(0, 0.1, v.shape)), s, route, buckets)
         score(o, primary[0], primary[1], rng.integers(0, 3, 3), None, route.slices, buckets, primary[2])
-    sv = TargetState(route.shadows[0], s, o)
+    sv = TargetState(route.shadows[0], s, o, opened=0.0)  # the window's wall-clock start: fixed, so parts and whole compare
     rv = RouteState(route, st, InputsState(), [sv])
     return FrontState(0.0, 1.0, 1, 0, 0, 0, PairCounts(), 0, 0, 0, {"m": rv}, {})
 
