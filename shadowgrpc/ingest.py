@@ -1,13 +1,15 @@
 """Pairs observed by a client-side mirror (``ShadowControl.ReportPairs``, shadowgrpc.client.mirror),
 accounted exactly like a pair this front mirrored itself.
 
-For each ``ObservedPair`` (route, target, the request as the client sent it to live, both answers,
-statuses, latencies), in the router's order:
+The stream carries batches (``ObservedPairs``); ``ingest_batch`` takes one batch's pairs in order,
+each accepted or rejected on its own. For each ``ObservedPair`` (route, target, the request as the
+client sent it to live, both answers, statuses, latencies), in the router's order:
 1. the route (``router.routes[route]``) and its shadow target (by ``ss.target.name``), looked up
    per pair: the router may replace them at any time;
 2. the route's live counts: requests, live_ok with live_latency, or live_errors by status;
 3. the target's: sampled, then shed / down (reported by the client as ``SHED`` / ``DOWN``: not
-   sent), or sent with ok (latency) or errors by status;
+   sent: such a pair carries no request or answers, and needs none), or sent with ok (latency) or
+   errors by status;
 4. a sent pair goes through the same pairing stage as the front's own
    (``router.pairing.answered``: completeness, slices, comparison, pair store for the ground-truth
    join) with a ``MirroredRequest`` whose ``live_done`` is already resolved (live's answer) or
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
 
 import grpc
 
@@ -122,4 +125,23 @@ async def ingest_pair(router, p) -> str:
     return ""
 
 
-__all__ = ["ingest_pair", "problem"]
+async def ingest_batch(router, pairs) -> tuple[int, Counter[str]]:
+    """Account each pair of one ``ObservedPairs`` batch (``ingest_pair``); returns (pairs accepted,
+    pairs rejected by reason). The front's own failure on a pair is counted as ``internal`` and
+    the batch goes on."""
+    accepted = 0
+    rejected: Counter[str] = Counter()
+    for p in pairs:
+        try:
+            reason = await ingest_pair(router, p)
+        except Exception:  # the front's own failure: counted, logged, the batch goes on
+            log.exception("reported pair for %s/%s could not be used", p.route, p.target)
+            reason = "internal"
+        if reason:
+            rejected[reason] += 1
+        else:
+            accepted += 1
+    return accepted, rejected
+
+
+__all__ = ["ingest_batch", "ingest_pair", "problem"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from .codec import SERVICE, UNARY_METHODS
 from .cost import CostTracker
-from .ingest import ingest_pair
+from .ingest import ingest_batch
 from .report import build_report, pairlog_pb, target_pb
 from .router import Router
 from .snapshot import snapshot
@@ -85,21 +85,17 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         return resp
 
     async def ReportPairs(self, request_iterator, context: grpc.aio.ServicerContext) -> pb.ReportPairsResponse:
-        """Pairs observed by a client-side mirror, each accounted like one this front mirrored
-        (``ingest.ingest_pair``) or rejected by reason; one bad pair never ends the stream."""
+        """Batches of pairs observed by a client-side mirror, each pair accounted like one this
+        front mirrored (``ingest.ingest_batch``) or rejected by reason; counts are of pairs. One
+        bad pair never ends the batch or the stream."""
         resp = pb.ReportPairsResponse()
-        async for p in request_iterator:
-            resp.received += 1
-            try:
-                reason = await ingest_pair(self._router, p)
-            except Exception:  # the front's own failure: counted, logged, the stream goes on
-                log.exception("reported pair for %s/%s could not be used", p.route, p.target)
-                reason = "internal"
-            if reason:
-                resp.rejected += 1
-                resp.rejected_reasons[reason] += 1
-            else:
-                resp.accepted += 1
+        async for batch in request_iterator:
+            resp.received += len(batch.pairs)
+            accepted, rejected = await ingest_batch(self._router, batch.pairs)
+            resp.accepted += accepted
+            for reason, k in rejected.items():
+                resp.rejected += k
+                resp.rejected_reasons[reason] += k
         return resp
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:

@@ -720,6 +720,12 @@ class ObservedPair(_message.Message):
     shadow_latency_s: float
     def __init__(self, route: _Optional[str] = ..., target: _Optional[str] = ..., request: _Optional[bytes] = ..., live_response: _Optional[bytes] = ..., live_status: _Optional[str] = ..., live_latency_s: _Optional[float] = ..., shadow_response: _Optional[bytes] = ..., shadow_status: _Optional[str] = ..., shadow_latency_s: _Optional[float] = ...) -> None: ...
 
+class ObservedPairs(_message.Message):
+    __slots__ = ("pairs",)
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    pairs: _containers.RepeatedCompositeFieldContainer[ObservedPair]
+    def __init__(self, pairs: _Optional[_Iterable[_Union[ObservedPair, _Mapping]]] = ...) -> None: ...
+
 class ReportPairsResponse(_message.Message):
     __slots__ = ("received", "accepted", "rejected", "rejected_reasons")
     class RejectedReasonsEntry(_message.Message):

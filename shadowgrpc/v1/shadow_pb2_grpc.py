@@ -52,7 +52,7 @@ class ShadowControlStub:
                 _registered_method=True)
         self.ReportPairs = channel.stream_unary(
                 '/shadowgrpc.v1.ShadowControl/ReportPairs',
-                request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.SerializeToString,
+                request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.SerializeToString,
                 response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
                 _registered_method=True)
 
@@ -86,9 +86,10 @@ class ShadowControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportPairs(self, request_iterator, context):
-        """Pairs observed by a client-side mirror (shadowgrpc.client): each is compared, scored and
-        judged exactly like a pair the front mirrored itself, under the named route and shadow target.
-        A pair that cannot be used is counted by reason; the stream goes on.
+        """Pairs observed by a client-side mirror (shadowgrpc.client), in batches (one message per
+        batch: far less CPU per pair than one message each, on both sides): each pair is compared,
+        scored and judged exactly like a pair the front mirrored itself, under its route and shadow
+        target. A pair that cannot be used is counted by reason; the batch and the stream go on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +115,7 @@ def add_ShadowControlServicer_to_server(servicer, server):
             ),
             'ReportPairs': grpc.stream_unary_rpc_method_handler(
                     servicer.ReportPairs,
-                    request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.FromString,
+                    request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.FromString,
                     response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.SerializeToString,
             ),
     }
@@ -225,7 +226,7 @@ class ShadowControl:
             request_iterator,
             target,
             '/shadowgrpc.v1.ShadowControl/ReportPairs',
-            shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPair.SerializeToString,
+            shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.SerializeToString,
             shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
             options,
             channel_credentials,
