@@ -32,12 +32,11 @@ Rules:
   (shadow: ``errors["STREAM_ERROR"]``; live: ``live_failed``). Complete lists are compared element
   by element (``Pairing.compare_pair``: the same comparison as unary pairs), ``stream_responses_paired``
   counting the pairs, ``stream_response_count_mismatch`` the lists of different lengths.
-- Counts: ``RouteStats.stream_requests`` per message of a route; per target ``sampled``, ``sent``
-  and ``stream_requests`` per message written, ``ok`` per complete shadow list, ``errors`` otherwise.
-- End: when the caller's stream ends, each shadow stream is half-closed and gets
-  ``STREAM_GRACE_S`` (or the target's deadline, if longer) to answer, then is cancelled (lists
-  still open are counted ``errors["CANCELLED"]``). The wait runs as a router task, never in the
-  caller's stream.
+- Counts: ``RouteStats.stream_requests`` per routed message; per target ``sampled``, ``sent`` and
+  ``stream_requests`` per message written, ``ok`` per complete shadow list, else ``errors``.
+- End: when the caller's stream ends, each shadow stream is half-closed, gets ``STREAM_GRACE_S``
+  (or the target's deadline, if longer) in a router task, then is cancelled (lists still open:
+  ``errors["CANCELLED"]``).
 """
 
 from __future__ import annotations
@@ -66,8 +65,7 @@ _perf = time.perf_counter
 
 
 def _fields(buf, pos: int, end: int):
-    """(field, wire type, value start, value end, tag position) of each field in [pos, end);
-    length-delimited values as their payload bounds, others as (value start, end of value)."""
+    """(field, wire type, value start, value end, tag position) of each field in [pos, end)."""
     while pos < end:
         tagpos = pos
         t = _TAG1[buf[pos]]
@@ -121,8 +119,7 @@ def scan_stream_response(raw: bytes) -> tuple[str, str, str, bool, bool, bytes]:
     return error, model, rid, final, outputs, bytes(buf[inner[0] : inner[1]])
 
 
-class _Request:
-    """One mirrored message: live's answers, and each target's side."""
+class _Request:  # one mirrored message: live's answers, and each target's side
 
     __slots__ = ("id", "live", "live_done", "live_failed", "route", "sides", "size")
 
@@ -131,13 +128,11 @@ class _Request:
         self.route = route
         self.size = size
         self.live: list[bytes] = []
-        self.live_done = False
-        self.live_failed = False
+        self.live_done = self.live_failed = False
         self.sides: list[_Side] = []
 
 
-class _Side:
-    """One target's shadow of a _Request."""
+class _Side:  # one target's shadow of a _Request
 
     __slots__ = ("done", "failed", "out", "req", "seq", "t0", "target")
 
@@ -150,16 +145,15 @@ class _Side:
         self.t0 = _perf()
 
 
-class _Target:
-    """One shadow stream of one caller stream: its call, writer, reader and pending sides."""
+class _Target:  # one shadow stream of one caller stream: its call, writer, reader, pending sides
 
     def __init__(self, mirror: StreamMirror, leg: Any, rs: Any) -> None:
         self.mirror = mirror
         self.leg = leg
         self.decoupled = rs.decoupled
         self.deadline = leg.target.deadline_s or rs.route.live.deadline_s or FALLBACK_SHADOW_DEADLINE_S
-        self.pending: dict[str, collections.deque[_Side]] = {}
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.pending: dict[str, collections.deque[_Side]] = {}  # by request id, first in first out
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by max_in_flight
         self.ended = False
         md = (mirror.metadata + SHADOW_METADATA) if mirror.metadata else SHADOW_METADATA
         self.call = leg.upstream.stream_infer(metadata=md, timeout=mirror.timeout)
@@ -217,7 +211,7 @@ class StreamMirror:
 
     # -- the caller's messages ------------------------------------------------------------------
     def request(self, msg: bytes, rs: Any, version: str, rid: str, shm: bool) -> None:
-        """A message of route ``rs`` was written to live: sample, bound and send it. Never raises."""
+        """A message of route ``rs``, on its way to live: sample, bound, send. Never raises."""
         try:
             self._request(msg, rs, version, rid, shm)
         except Exception:
@@ -234,10 +228,8 @@ class StreamMirror:
             key = sample_key(str(seq[0]))
             st.sequences += seq[1]
         if shm or rs.explicit_other_version(version):
-            if shm:
-                st.shm_not_mirrored += 1
-            else:
-                st.explicit_version_not_mirrored += 1
+            st.shm_not_mirrored += shm
+            st.explicit_version_not_mirrored += not shm
             if seq is not None:  # a mirrored sequence that misses a request breaks
                 self.pairing.sequences.not_mirrored(rs.route.model, rs.shadows, key, seq)
             return
@@ -319,8 +311,8 @@ class StreamMirror:
     def shadow_response(self, target: _Target, raw: bytes) -> None:
         try:
             error, _, rid, final, outputs, inner = scan_stream_response(raw)
-        except ValueError:
-            error, rid, final, outputs, inner = "unreadable answer", "", False, False, b""
+        except ValueError:  # unreadable: fails the oldest request without an id, if any
+            error, rid, final, outputs, inner = "unreadable", "", False, False, b""
         q = target.pending.get(rid)
         if not q:
             return  # not ours (expired, or an id the shadow changed)
@@ -379,8 +371,7 @@ class StreamMirror:
 
     # -- the end --------------------------------------------------------------------------------
     def finish(self, ok: bool) -> None:
-        """The caller's stream ended (``ok``: normally): give the shadow streams their grace, as a
-        router task. Never raises."""
+        """The caller's stream ended (``ok``: normally): the shadow streams' grace runs as a router task."""
         try:
             for q in self.live_pending.values():
                 for req in q:  # live lists open at the end: complete (decoupled) or failed
@@ -397,10 +388,9 @@ class StreamMirror:
         targets = list(self.targets.values())
         for t in targets:
             t.queue.put_nowait(None)
-        grace = max([STREAM_GRACE_S] + [t.deadline for t in targets])
         readers = [t.reader for t in targets]
         try:
-            await asyncio.wait(readers, timeout=grace)
+            await asyncio.wait(readers, timeout=max([STREAM_GRACE_S] + [t.deadline for t in targets]))
         finally:
             for t in targets:
                 t.writer.cancel()
