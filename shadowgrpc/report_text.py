@@ -55,7 +55,7 @@ def summary_lines(rep: pb.Report) -> list[str]:
     merged = f"  ({rep.replicas} replicas merged)" if rep.replicas > 1 else ""
     lines = [
         f"shadowgrpc {rep.version}{merged}  uptime {rep.uptime_s:.0f} s  unrouted requests {rep.unrouted_requests}  "
-        f"unparsed {rep.unparsed_requests}  stream messages (not mirrored) {rep.stream_messages}"
+        f"unparsed {rep.unparsed_requests}  stream messages {rep.stream_messages}"
         if not rep.source
         else f"shadowgrpc {rep.version}  offline report: requests that arrived over {rep.uptime_s:.0f} s"
     ]
@@ -202,7 +202,8 @@ def route_extra_lines(r: pb.RouteReport) -> list[str]:
             )
         out.append(line)
     if r.sequences or r.stream_requests:
-        out.append(f"  sequences started {r.sequences}; ModelStreamInfer requests {r.stream_requests}")
+        out.append(f"  sequences started {r.sequences}; ModelStreamInfer requests {r.stream_requests}"
+                   + (f", {r.stream_unpairable} without an id on a decoupled model (not mirrored)" if r.stream_unpairable else ""))  # fmt: skip
     return out
 
 
@@ -218,8 +219,12 @@ def target_extra_lines(s: pb.ShadowReport) -> list[str]:
         out.append(f"    contract: {p}")
     if s.parity:
         out.append("    parity (environment differs from live): " + "; ".join(f"{m.item} live {m.live} / shadow {m.shadow}" for m in s.parity))
-    if s.sequences_mirrored or s.sequences_shed_midway:
-        out.append(f"    sequences mirrored {s.sequences_mirrored}, shed midway (excluded) {s.sequences_shed_midway}, their requests excluded {s.sequence_requests_excluded}")
+    if s.sequences_mirrored or s.sequences_shed_midway or s.sequences_seen_midway:
+        out.append(
+            f"    sequences mirrored {s.sequences_mirrored}, shed midway (excluded) {s.sequences_shed_midway}, their requests excluded "
+            f"{s.sequence_requests_excluded}; first seen midway (not mirrored) {s.sequences_seen_midway}, evicted {s.sequences_evicted}, "
+            f"over the hold bound {s.sequences_over_bound}"
+        )
     if s.stream_requests:
         out.append(f"    stream requests {s.stream_requests}, responses paired {s.stream_responses_paired}, response-count mismatches {s.stream_response_count_mismatch}")
     return out

@@ -33,6 +33,7 @@ from functools import partial
 
 import grpc
 
+from . import coverage
 from .backends import Upstream, Upstreams
 from .codec import MODEL_SCOPED, SHADOW_METADATA
 from .config import FALLBACK_SHADOW_DEADLINE_S, Settings
@@ -53,6 +54,7 @@ log = logging.getLogger("shadowgrpc.router")
 _perf = time.perf_counter
 _wall = time.time
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+COVERAGE_EVERY = coverage.EVERY
 
 
 class Router:
@@ -149,9 +151,13 @@ class Router:
             else:
                 tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl, seq)
+                if live_done is not None:
+                    st.mirrored += 1
                 mirror_s = _perf() - tm
                 if lc is not None:
                     lc.mirrored()
+            if rs.route.slices and st.requests % COVERAGE_EVERY == 0:  # per-slice coverage, off the handler
+                asyncio.get_running_loop().call_soon(coverage.count, rs.state.coverage, rs.route.slices, raw, live_done is not None)
         try:
             response = await call
         except BaseException as e:

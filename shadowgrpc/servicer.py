@@ -56,6 +56,7 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
         costs = await self._cost.collect()
         rep = build_report(self._router.state, request.model, costs)
+        _live_only(rep, self._router)
         if self._router.log is not None:
             rep.log.CopyFrom(pairlog_pb(self._router.log))
         if request.snapshot:
@@ -103,6 +104,17 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
         for name, rs in self._router.state.routes.items():  # as served now: auto-shadow targets included, closed windows not
             resp.routes.add(model=name, live=target_pb(rs.route.live), shadows=[target_pb(ts.target) for ts in rs.shadows if ts.status != CLOSED])
         return resp
+
+
+def _live_only(rep: pb.Report, router: Router) -> None:
+    """Counters kept by this front's pairing stage, not in the comparison state (nor snapshots)."""
+    tables = router.pairing.sequences.tables
+    for rr in rep.routes:
+        rr.stream_unpairable = router.pairing.stream_unpairable[rr.model]
+        for sr in rr.shadows:
+            t = tables.get((rr.model, sr.target.name))
+            if t is not None:
+                sr.sequences_seen_midway, sr.sequences_evicted, sr.sequences_over_bound = t.seen_midway, t.evicted, t.over_bound
 
 
 def _outcome_problem(o: pb.Outcome) -> str:

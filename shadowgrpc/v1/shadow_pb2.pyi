@@ -454,7 +454,7 @@ class Window(_message.Message):
     def __init__(self, opened: _Optional[float] = ..., closed: _Optional[float] = ..., closed_reason: _Optional[str] = ..., auto: _Optional[bool] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors", "status", "status_reason", "not_ready", "window", "contract_problems", "parity", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests", "stream_responses_paired", "stream_response_count_mismatch")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors", "status", "status_reason", "not_ready", "window", "contract_problems", "parity", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests", "stream_responses_paired", "stream_response_count_mismatch", "sequences_seen_midway", "sequences_evicted", "sequences_over_bound")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -492,6 +492,9 @@ class ShadowReport(_message.Message):
     STREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     STREAM_RESPONSES_PAIRED_FIELD_NUMBER: _ClassVar[int]
     STREAM_RESPONSE_COUNT_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_SEEN_MIDWAY_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_EVICTED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_OVER_BOUND_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -522,7 +525,10 @@ class ShadowReport(_message.Message):
     stream_requests: int
     stream_responses_paired: int
     stream_response_count_mismatch: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ...) -> None: ...
+    sequences_seen_midway: int
+    sequences_evicted: int
+    sequences_over_bound: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ..., sequences_seen_midway: _Optional[int] = ..., sequences_evicted: _Optional[int] = ..., sequences_over_bound: _Optional[int] = ...) -> None: ...
 
 class AutoShadow(_message.Message):
     __slots__ = ("policy", "poll_s", "load", "last_poll", "last_error", "swaps", "candidates", "last_load_s")
@@ -596,7 +602,7 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored", "auto", "coverage", "sequences", "stream_requests")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored", "auto", "coverage", "sequences", "stream_requests", "stream_unpairable")
     class LiveErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -622,6 +628,7 @@ class RouteReport(_message.Message):
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     STREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_UNPAIRABLE_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
     requests: int
@@ -640,7 +647,8 @@ class RouteReport(_message.Message):
     coverage: _containers.RepeatedCompositeFieldContainer[Coverage]
     sequences: int
     stream_requests: int
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ..., auto: _Optional[_Union[AutoShadow, _Mapping]] = ..., coverage: _Optional[_Iterable[_Union[Coverage, _Mapping]]] = ..., sequences: _Optional[int] = ..., stream_requests: _Optional[int] = ...) -> None: ...
+    stream_unpairable: int
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ..., auto: _Optional[_Union[AutoShadow, _Mapping]] = ..., coverage: _Optional[_Iterable[_Union[Coverage, _Mapping]]] = ..., sequences: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_unpairable: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log", "source")

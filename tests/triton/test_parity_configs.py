@@ -55,6 +55,7 @@ def test_fraud_view(views):
         parameters=(
             ("feature_names", "amount_log,hour_of_day,merchant_risk,distance_from_home,card_age_years,tx_count_24h,is_foreign,new_device"),
             ("output_labels", "legit,fraud"),
+            ("shadowgrpc_honours_shadow", "true"),
         ),
     )
 
@@ -66,7 +67,7 @@ def test_fraud_v1_vs_v2_compatible_and_same_environment(views):
     assert parity_mismatches(live, shadow, None, None) == []
     # the front's deadline is part of the environment: a generous shadow deadline is a mismatch
     assert parity_mismatches(live, shadow, None, 30.0) == [Mismatch("deadline_s", "caller's", "30 s")]
-    assert not honours_shadow(shadow)
+    assert honours_shadow(shadow)  # the example models declare it (no side effects, or skipped for shadows)
 
 
 def test_fraud_vs_garbage_incompatible(views):
@@ -77,6 +78,7 @@ def test_fraud_vs_garbage_incompatible(views):
         "output 'probability': shape [-1, 3] in the shadow, [-1, 2] in live",
     ]
     assert parity_mismatches(live, garbage, 1.0, 1.0) == []
+    assert not honours_shadow(garbage)  # declares nothing
 
 
 def test_fraud_vs_batched_compatible_with_exact_mismatches(views):
@@ -90,7 +92,7 @@ def test_fraud_vs_batched_compatible_with_exact_mismatches(views):
         Mismatch("dynamic_batching", "off", "on (max_queue_delay_us=500, preferred_batch_size=[8, 16])"),
         Mismatch("queue_timeout", "none", "0.2 s"),
     ]
-    assert honours_shadow(batched) and not honours_shadow(live)
+    assert honours_shadow(batched) and honours_shadow(live)
 
 
 def test_fraud_batched_answers_like_fraud_v2(triton):
