@@ -12,8 +12,10 @@ grpc call) off the live call's time, with one hand-off per call instead of two.
 
 tritonclient keeps its channel and stub in private attributes: the helpers rely on ``_channel``
 and ``_client_stub`` (tritonclient 2.x, checked on 2.73):
-- ``mirror_tritonclient`` (tritonclient.grpc): wraps the channel with ``grpc.intercept_channel``
-  and builds a new ``GRPCInferenceServiceStub`` on it; ``client.close()`` still closes the channel;
+- ``mirror_tritonclient`` (tritonclient.grpc): replaces the stub's ``ModelInfer`` (the only method
+  mirrored) with ``MirroredUnary``, which calls the original and then ``mirror.observe``; the
+  channel is untouched. Cheaper per call than ``grpc.intercept_channel``, which builds a call
+  details object, a multicallable and an outcome object for every call of every method;
 - ``mirror_tritonclient_aio`` (tritonclient.grpc.aio): grpc.aio takes interceptors only when a
   channel is created, and the aio client keeps neither its url nor its options, so the helper
   rebuilds the channel: with ``url`` (and the same ``channel_args`` / ``creds`` /
@@ -104,6 +106,59 @@ class AioMirrorInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
+class MirroredUnary:
+    """A stand-in for a sync ``UnaryUnaryMultiCallable`` (blocking call, ``with_call``,
+    ``future``): the original call, then ``observe(request, response, status, latency, timeout,
+    metadata)``; the caller gets the original's outcome (same response, same exception)."""
+
+    __slots__ = ("_inner", "_observe")
+
+    def __init__(self, inner, mirror: Any) -> None:
+        self._inner = inner
+        self._observe = mirror.observe
+
+    def __call__(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None, compression=None):
+        t0 = _perf()
+        try:
+            response = self._inner(request, timeout, metadata, credentials, wait_for_ready, compression)
+        except BaseException as e:
+            self._after(request, None, _status(e), t0, timeout, metadata)
+            raise
+        self._after(request, response, "OK", t0, timeout, metadata)
+        return response
+
+    def with_call(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None, compression=None):
+        t0 = _perf()
+        try:
+            response, call = self._inner.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
+        except BaseException as e:
+            self._after(request, None, _status(e), t0, timeout, metadata)
+            raise
+        self._after(request, response, "OK", t0, timeout, metadata)
+        return response, call
+
+    def future(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None, compression=None):
+        t0 = _perf()
+        fut = self._inner.future(request, timeout, metadata, credentials, wait_for_ready, compression)
+
+        def done(f) -> None:
+            try:
+                exc = f.exception()
+            except BaseException as e:  # cancelled
+                exc = e
+            self._after(request, f.result() if exc is None else None, _status(exc), t0, timeout, metadata)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def _after(self, request, response, status: str, t0: float, timeout, metadata) -> None:
+        latency = _perf() - t0
+        try:
+            self._observe(request, response, status, latency, timeout, metadata)
+        except Exception:  # nothing of the mirror's ever reaches the caller
+            pass
+
+
 def mirror_interceptor(mirror: Any) -> MirrorInterceptor:
     """A ``grpc.UnaryUnaryClientInterceptor`` for sync channels that mirrors ModelInfer."""
     return MirrorInterceptor(mirror)
@@ -117,11 +172,8 @@ def aio_mirror_interceptor(mirror: Any) -> AioMirrorInterceptor:
 def mirror_tritonclient(client, mirror: Any):
     """Mirror every ``infer`` / ``async_infer`` of a ``tritonclient.grpc.InferenceServerClient``
     (see the module doc for what it relies on). Returns ``client``."""
-    from tritonclient.grpc import service_pb2_grpc
-
-    channel = client._channel
-    client._channel = grpc.intercept_channel(channel, MirrorInterceptor(mirror))
-    client._client_stub = service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+    stub = client._client_stub
+    stub.ModelInfer = MirroredUnary(stub.ModelInfer, mirror)
     return client
 
 
@@ -162,6 +214,7 @@ async def mirror_tritonclient_aio(
 
 __all__ = [
     "AioMirrorInterceptor",
+    "MirroredUnary",
     "MirrorInterceptor",
     "aio_mirror_interceptor",
     "mirror_interceptor",

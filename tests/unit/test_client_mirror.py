@@ -15,6 +15,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 
 from shadowgrpc.client import AsyncShadowMirror, ShadowMirror, mirror_interceptor
+from shadowgrpc.client.intercept import MirroredUnary
 from shadowgrpc.config import Settings
 from shadowgrpc.packing import sample_key
 from shadowgrpc.server import Front
@@ -189,28 +190,36 @@ def test_dead_front_drops_and_counts_then_reconnects():
     asyncio.run(body())
 
 
-def test_interceptor_leaves_the_live_outcome_untouched():
+@pytest.mark.parametrize("hook", ["interceptor", "multicallable"])
+def test_interceptor_leaves_the_live_outcome_untouched(hook):
+    """The raw grpc interceptor and ``MirroredUnary`` (what mirror_tritonclient puts in place of the
+    stub's ModelInfer): blocking, ``with_call``, ``future`` and a failing call give the caller
+    exactly what the plain channel gives; each call is mirrored and reported."""
+
     async def body(fake, front):
         def calls(with_mirror: bool):
             mirror = ShadowMirror(fake.address, f"127.0.0.1:{front.admin_port}", "echo", "v2", model="echo2")
             ch = grpc.insecure_channel(fake.address)
-            if with_mirror:
+            if with_mirror and hook == "interceptor":
                 ch = grpc.intercept_channel(ch, mirror_interceptor(mirror))
             stub = ch.unary_unary(INFER, request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
+            if with_mirror and hook == "multicallable":
+                stub = MirroredUnary(stub, mirror)
             ok = stub(pb.ModelInferRequest.FromString(_req("i1")), timeout=5)
             fut = stub.future(pb.ModelInferRequest.FromString(_req("i2")), timeout=5).result()
+            wc = stub.with_call(pb.ModelInferRequest.FromString(_req("i4")), timeout=5)[0]
             with pytest.raises(grpc.RpcError) as err:
                 stub(pb.ModelInferRequest.FromString(_req("i3", model="fail")), timeout=5)
             ch.close()
             mirror.close(5)
-            return ok, fut, (err.value.code(), err.value.details()), mirror.stats()
+            return ok, fut, wc, (err.value.code(), err.value.details()), mirror.stats()
 
         plain = await asyncio.to_thread(calls, False)
         mirrored = await asyncio.to_thread(calls, True)
-        assert mirrored[:3] == plain[:3]
-        assert mirrored[2][0] == grpc.StatusCode.INVALID_ARGUMENT
-        assert (mirrored[3]["sent"], mirrored[3]["reported"], mirrored[3]["acknowledged"]) == (3, 3, 3)
+        assert mirrored[:4] == plain[:4]
+        assert mirrored[3][0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert (mirrored[4]["sent"], mirrored[4]["reported"], mirrored[4]["acknowledged"]) == (4, 4, 4)
         rst, _ = _target(front)
-        assert (rst.live_ok, dict(rst.live_errors)) == (2, {"INVALID_ARGUMENT": 1})
+        assert (rst.live_ok, dict(rst.live_errors)) == (3, {"INVALID_ARGUMENT": 1})
 
     asyncio.run(_env(body))
