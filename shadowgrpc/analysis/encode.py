@@ -1,7 +1,7 @@
 """The replay's data path (``shadowgrpc replay``, replay.py): logged rows in, a paired log out.
 
 In: ``plan`` checks the log, the route and the replay's folder and writes the SQL that selects the
-logged requests still to replay (target_index 0 rows with request bytes, live answered OK, not yet
+logged requests still to replay (their first rows, with request bytes, live answered OK, not yet
 in the replay's own log: an anti-join on ``writer`` + ``request_seq``), streamed in batches; each
 batch is turned into what a call needs off the event loop (``read_batch``), live's logged outputs
 re-encoded as ModelInferResponse bytes (``encode_outputs``).
@@ -130,7 +130,7 @@ def source_sql(route: str, where: str) -> str:
     return (
         "src AS (SELECT writer, request_seq, request_id, epoch_us(arrival) AS arrival_us, epoch_us(live_answered) AS answered_us, "
         "live_latency_s, front_added_s, log_sample_rate, slice_buckets, live_outputs, request FROM pairs "
-        f"WHERE target_index = 0 AND request IS NOT NULL AND live_status = 'OK' AND mirror NOT IN ({', '.join(map(lit, NOT_REPLAYED))}) "
+        f"WHERE first_row AND request IS NOT NULL AND live_status = 'OK' AND mirror NOT IN ({', '.join(map(lit, NOT_REPLAYED))}) "
         f"AND route = {lit(route)} AND ({where or 'TRUE'}))"
     )
 
@@ -142,13 +142,13 @@ def counts_sql(src: str) -> str:
 
 def todo_sql(src: str, limit: int | None) -> str:
     """The selected requests not in the replay log, in arrival order. live_outputs of the
-    target_index 0 row is null when that target's shadow call failed online: live's answer is then
+    request's first row is null when that target's shadow call failed online: live's answer is then
     taken from another target's row of the same request."""
     return (
         f"WITH {src}, todo AS (SELECT s.* FROM src s ANTI JOIN done d {_ON}), "
         "alt AS (SELECT p.writer, p.request_seq, any_value(p.live_outputs) AS lo FROM pairs p SEMI JOIN "
         "(SELECT writer, request_seq FROM todo WHERE live_outputs IS NULL) m ON p.writer = m.writer AND p.request_seq = m.request_seq "
-        "WHERE p.target_index > 0 AND p.live_outputs IS NOT NULL GROUP BY p.writer, p.request_seq) "
+        "WHERE NOT p.first_row AND p.live_outputs IS NOT NULL GROUP BY p.writer, p.request_seq) "
         "SELECT t.writer, t.request_seq, t.request_id, t.arrival_us, t.answered_us, t.live_latency_s, t.front_added_s, "
         "t.log_sample_rate, t.slice_buckets, coalesce(t.live_outputs, alt.lo) AS live_outputs, t.request FROM todo t "
         "LEFT JOIN alt ON t.writer = alt.writer AND t.request_seq = alt.request_seq "
@@ -190,7 +190,7 @@ def plan(args, con) -> Plan:
     """Check the log, the route and OUT; create DuckDB views ``pairs`` and ``done``; count."""
     from ..config import FALLBACK_SHADOW_DEADLINE_S, ShadowTarget
     from . import where_clause
-    from .engine import LogError, pair_files, readable, routes_from_metadata
+    from .engine import LogError, pair_files, pairs_sql, readable, routes_from_metadata
 
     try:
         files, skipped = readable(pair_files([args.path]), b"pairs")
@@ -201,8 +201,8 @@ def plan(args, con) -> Plan:
     if not files:
         raise ReplayError(f"{args.path}: no readable paired-log file")
     con.execute("SET TimeZone = 'UTC'")  # --since/--until and TIMESTAMP literals are UTC (as analyze)
-    con.execute(f"CREATE VIEW pairs AS {files_sql(files)}")
-    rows = con.execute("SELECT route, count(request) FROM pairs WHERE target_index = 0 GROUP BY route ORDER BY route").fetchall()
+    con.execute(f"CREATE VIEW pairs AS {pairs_sql(con, files)}")
+    rows = con.execute("SELECT route, count(request) FROM pairs WHERE first_row GROUP BY route ORDER BY route").fetchall()
     have = [r for r, n in rows if n]
     if not have:
         raise ReplayError(f"{args.path}: logged without [log] keep_inputs = true: nothing to replay")

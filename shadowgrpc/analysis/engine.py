@@ -3,6 +3,7 @@ metadata. (Spark runs the same queries: benchmarks/../spark_check, see ``make sp
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -11,10 +12,11 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._config_auto import AutoShadow
 from ..config import Route
 from ..pairlog.schema import META_ROUTES, META_TABLE, META_VERSION, OUTCOMES, SCHEMA_VERSION
 from ..snapshot import _unroute_config
-from .sql import files_sql
+from .sql import FIRST_ROW, files_sql
 
 
 MATERIALIZE_BYTES = 1 << 30
@@ -82,10 +84,29 @@ def routes_from_metadata(files: list[str]) -> dict[str, Route]:
         if v > SCHEMA_VERSION:
             raise LogError(f"{f}: schema version {v} is newer than this shadowgrpc reads ({SCHEMA_VERSION}): upgrade shadowgrpc")
         for i, d in enumerate(json.loads(meta.get(META_ROUTES, b"[]"))):
-            route = _unroute_config(d)
+            route = _with_auto(_unroute_config(d), d.get("auto"))
             if route.model == r:
                 found[r] = (i, route)
     return {r: route for r, (_, route) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]))}  # the config's order
+
+
+def pairs_sql(con, files: list[str]) -> str:
+    """DuckDB: the pairs files as one table (``files_sql``) with ``first_row`` on every row: from
+    version-1 files, which lack the column, it is ``target_index = 0`` (sql.FIRST_ROW)."""
+    raw = files_sql(files)
+    if "first_row" in {r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()}:
+        return f"SELECT * REPLACE ({FIRST_ROW} AS first_row) FROM ({raw})"
+    return f"SELECT *, target_index = 0 AS first_row FROM ({raw})"
+
+
+def _with_auto(route: Route, d: dict | None) -> Route:
+    """The route with its auto-shadow policy (``routes[].shadow``) as the metadata recorded it: its
+    windows offline take their address, deadline and max_in_flight from it, as the front did."""
+    if not d or route.auto is not None:
+        return route
+    known = {f.name for f in dataclasses.fields(AutoShadow)}
+    a = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+    return dataclasses.replace(route, auto=AutoShadow(**a))
 
 
 class DuckEngine:
@@ -114,7 +135,7 @@ class DuckEngine:
         files = self.files + outs
         size = sum(os.path.getsize(f) for f in files)
         kind = "TEMP TABLE" if len(files) > 16 and size <= SMALL_FILE_BYTES * len(files) and size <= MATERIALIZE_BYTES else "VIEW"
-        self.con.execute(f"CREATE {kind} pairs AS {files_sql(self.files)}")
+        self.con.execute(f"CREATE {kind} pairs AS {pairs_sql(self.con, self.files)}")
         if outs:
             self.con.execute(f"CREATE {kind} outcomes AS {files_sql(outs)}")
         else:

@@ -8,9 +8,12 @@ what the requests one by one gave. What depends on the order is kept in order: t
 of each output is compared alone (it fixes the output's kind, whether it holds probabilities and,
 with ``freeze_rows``, its drift edges), as it was online.
 
+Comparison windows: each (route, target_index) is one; those the routes' config does not list
+(auto-shadow's, opened at run time) are built from what their rows name (``_windows``).
+
 Not in the log, so not in an offline report: the front's pass-through counts (unrouted, unparsed,
-stream messages), input completeness, compute cost, and the pair store's own counters (waiting,
-evictions). Outcomes are joined by id without the online store's time-to-live or size bound, so a
+stream messages), input completeness, compute cost, the pair store's own counters (waiting,
+evictions), a target's status and window times, and the auto-shadow policy's candidates. Outcomes are joined by id without the online store's time-to-live or size bound, so a
 late outcome that the front counted as unknown is scored offline.
 """
 
@@ -23,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import Route
+from ..config import Route, ShadowTarget
 from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, NOT_READY, SENT, SHED, SHM
 from ..state import FrontState, RouteState, TargetState
-from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts
+from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts, targets
 from .groups import Outcomes, compare_target
 from .tensors import as_numpy
 
@@ -43,17 +46,17 @@ def rebuild(engine: Engine, routes: dict[str, Route], where: str = "", progress:
     the name in the log's ``route`` partition (from the files' metadata, or a config file)."""
     state = FrontState.for_routes(tuple(routes.values()), 0, 0.0, 0)
     state.routes = {name: state.routes[r.model] for name, r in routes.items()}
+    windows = _windows(state, engine.rows(targets()))
     _route_counts(state, engine.rows(route_counts(where)))
-    _target_counts(state, engine.rows(target_counts(where)))
-    _latencies(state, engine.arrow(live_latency(where)), engine.arrow(shadow_latency(where)))
+    _target_counts(windows, engine.rows(target_counts(where)))
+    _latencies(state, windows, engine.arrow(live_latency(where)), engine.arrow(shadow_latency(where)))
     outcomes = Outcomes(engine.arrow(joined_outcomes(where)))
-    for name, rs in state.routes.items():
-        for i, ts in enumerate(rs.shadows):
-            table = engine.arrow(compared(where, name, i))
-            if table.num_rows:
-                compare_target(rs, ts, table, outcomes)
-            if progress is not None:
-                progress(table.num_rows)
+    for (name, i), ts in windows.items():
+        table = engine.arrow(compared(where, name, i))
+        if table.num_rows:
+            compare_target(state.routes[name], ts, table, outcomes)
+        if progress is not None:
+            progress(table.num_rows)
     _outcome_counts(state, engine.rows(outcome_counts(where)), outcomes)
     first, last, _ = engine.rows(span(where))[0]
     if first is not None:  # uptime_s of the report: the span of the requests' arrival
@@ -85,16 +88,28 @@ def _route_counts(state: FrontState, rows: list[tuple]) -> None:
             st.explicit_version_not_mirrored += n
 
 
-def _target(state: FrontState, route: str, index: int) -> TargetState | None:
-    rs = state.routes.get(route)
-    if rs is None or not 0 <= index < len(rs.shadows):
-        return None
-    return rs.shadows[index]
+def _windows(state: FrontState, rows: list[tuple]) -> dict[tuple[str, int], TargetState]:
+    """(route, target_index) -> its TargetState: the configured shadows by position, then each
+    comparison window the rows hold beyond them (auto-shadow's: ``target_index`` counts windows),
+    built from what its rows name, as the front named it (repository.py: ``model:version``)."""
+    out = {(name, i): ts for name, rs in state.routes.items() for i, ts in enumerate(rs.shadows)}
+    for route, index, target, model, version, rate in rows:  # in index order
+        rs = state.routes.get(route)
+        if rs is None or (route, index) in out:
+            continue
+        a = rs.route.auto if rs.route.auto is not None and rs.route.auto.model == model else None
+        t = ShadowTarget(
+            name=target or f"{model}:{version}", address=a.address if a else "", model=model or "", version=version or "",
+            sample_rate=1.0 if rate is None else rate, deadline_s=a.deadline_s if a else None, max_in_flight=a.max_in_flight if a else 64,
+        )  # fmt: skip
+        out[route, index] = ts = TargetState(t, auto=True)
+        rs.shadows.append(ts)
+    return out
 
 
-def _target_counts(state: FrontState, rows: list[tuple]) -> None:
+def _target_counts(windows: dict[tuple[str, int], TargetState], rows: list[tuple]) -> None:
     for route, index, mirror, sampled, status, pair, n in rows:
-        ts = _target(state, route, index)
+        ts = windows.get((route, index))
         if ts is None:
             continue
         s = ts.stats
@@ -123,7 +138,7 @@ def _target_counts(state: FrontState, rows: list[tuple]) -> None:
 
 
 
-def _latencies(state: FrontState, live: pa.Table, shadow: pa.Table) -> None:
+def _latencies(state: FrontState, windows: dict[tuple[str, int], TargetState], live: pa.Table, shadow: pa.Table) -> None:
     for name, rs in state.routes.items():
         m = as_numpy(pc.equal(live.column("route"), name)).astype(bool)
         if m.any():
@@ -131,12 +146,11 @@ def _latencies(state: FrontState, live: pa.Table, shadow: pa.Table) -> None:
             rs.stats.front_added.record_many(as_numpy(live.column("front_added_s"))[m].astype(np.float64))
     idx = as_numpy(shadow.column("target_index"))
     lat = as_numpy(shadow.column("shadow_latency_s")).astype(np.float64)
-    for name, rs in state.routes.items():
-        on_route = as_numpy(pc.equal(shadow.column("route"), name)).astype(bool)
-        for i, ts in enumerate(rs.shadows):
-            m = on_route & (idx == i)
-            if m.any():
-                ts.stats.latency.record_many(lat[m])
+    on_route = {name: as_numpy(pc.equal(shadow.column("route"), name)).astype(bool) for name in state.routes}
+    for (name, i), ts in windows.items():
+        m = on_route[name] & (idx == i)
+        if m.any():
+            ts.stats.latency.record_many(lat[m])
 
 
 def _outcome_counts(state: FrontState, rows: list[tuple], outcomes: Outcomes) -> None:

@@ -1,7 +1,7 @@
 """``shadowgrpc replay``: the logged requests sent to a new candidate, its answers paired with the
 logged live answers and outcomes, the same report and verdict; no production traffic.
 
-Reads the target_index 0 rows of a paired log written with ``[log] keep_inputs = true`` (request
+Reads the requests' first rows of a paired log written with ``[log] keep_inputs = true`` (request
 bytes and live's answer) with DuckDB, in arrival order, a batch at a time (encode.py); sends each
 request to the candidate over grpc.aio as raw bytes (``build_request``: model and version
 rewritten, the shadow parameter, ``x-shadow-request: 1``), at most ``--concurrency`` in flight and

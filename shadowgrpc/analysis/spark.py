@@ -31,6 +31,7 @@ import pyarrow as pa
 from ..config import Route
 from ..pairlog.schema import OUTCOMES
 from .engine import outcome_files, pair_files, routes_from_metadata
+from .sql import FIRST_ROW
 
 _SPARK_TYPES = {pa.string(): "STRING", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
 
@@ -130,6 +131,10 @@ class SparkEngine:
         for root, files in roots:
             part = self.spark.read.option("basePath", root).option("mergeSchema", "true").parquet(*files)
             df = part if df is None else df.unionByName(part, allowMissingColumns=True)
+        if view == "pairs":  # first_row on every row, as DuckEngine's view (version-1 files lack it)
+            from pyspark.sql import functions as F
+
+            df = df.withColumn("first_row", F.expr(FIRST_ROW if "first_row" in df.columns else "target_index = 0"))
         df.createOrReplaceTempView(view)
 
     def rows(self, query: str) -> list[tuple]:

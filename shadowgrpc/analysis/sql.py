@@ -7,6 +7,11 @@ come out of SQL grouped; the sketches (latency, drift histograms, paired agreeme
 scores) are fed in Python from the rows the queries select, by the same code the live service runs
 (rebuild.py), which is why the offline report equals the online one.
 
+``first_row`` marks each request's first row (its lowest ``target_index``: auto-shadow's windows
+make that any index), the row its route-level figures are counted from. The engines' ``pairs``
+views give it on every row: version-1 files lack the column, and there it is ``target_index = 0``
+(``FIRST_ROW``, applied by the view, engine.py and spark.py).
+
 ``where`` is a SQL predicate over the pairs columns (``--where``, ``--since``, ``--until``), applied
 once in the ``fp`` (filtered pairs) common table expression that every query reads.
 """
@@ -15,16 +20,18 @@ from __future__ import annotations
 
 # Identifiers used below are non-reserved in both dialects; nothing here quotes.
 
+FIRST_ROW = "coalesce(first_row, target_index = 0)"  # the column, or what it was in version-1 files
+
 
 def filtered(where: str) -> str:
     return f"fp AS (SELECT * FROM pairs WHERE {where or 'TRUE'})"
 
 
 def route_counts(where: str) -> str:
-    """Route-level counts: one row per request (its target_index 0 row)."""
+    """Route-level counts: one row per request (its first row)."""
     return (
         f"WITH {filtered(where)} "
-        "SELECT route, live_status, mirror, count(*) AS n FROM fp WHERE target_index = 0 "
+        "SELECT route, live_status, mirror, count(*) AS n FROM fp WHERE first_row "
         "GROUP BY route, live_status, mirror ORDER BY route, live_status, mirror"
     )
 
@@ -42,7 +49,17 @@ def target_counts(where: str) -> str:
 def live_latency(where: str) -> str:
     return (
         f"WITH {filtered(where)} "
-        "SELECT route, live_latency_s, front_added_s FROM fp WHERE target_index = 0 AND live_status = 'OK'"
+        "SELECT route, live_latency_s, front_added_s FROM fp WHERE first_row AND live_status = 'OK'"
+    )
+
+
+def targets() -> str:
+    """Each (route, target_index) of the log with the target its rows name: the comparison windows
+    the routes' config does not list (auto-shadow's) are known by these. Every row, whatever the
+    filter: a window shows (with what the filter leaves of it) as a configured target does."""
+    return (
+        "SELECT route, target_index, max(target), max(shadow_model), max(shadow_version), max(sample_rate) "
+        "FROM pairs GROUP BY route, target_index ORDER BY route, target_index"
     )
 
 

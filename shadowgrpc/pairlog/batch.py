@@ -104,7 +104,7 @@ def pairs_table(rows: Sequence[PairRow], writer: str, info: RouteInfo, log_sampl
     n = len(rows)
     (route, target_index, request_id, request_seq, arrival, live_answered, shadow_answered, mirror, sampled,
      live_status, shadow_status, pair, live_latency, shadow_latency, front_added, trace_id, slice_buckets,
-     live, shadow, request) = zip(*rows) if n else ((),) * len(PairRow._fields)  # fmt: skip
+     live, shadow, request, first_row) = zip(*rows) if n else ((),) * len(PairRow._fields)  # fmt: skip
     looked_up = info.take(route, target_index)
     mirror_column = pa.array(mirror, type=pa.string())
     f64 = pa.float64()
@@ -116,6 +116,7 @@ def pairs_table(rows: Sequence[PairRow], writer: str, info: RouteInfo, log_sampl
         "live_answered": _timestamps(live_answered),
         "shadow_answered": _timestamps(shadow_answered),
         "target_index": pa.array(target_index, type=pa.int16()),
+        "first_row": pa.array([i == 0 if f is None else f for i, f in zip(target_index, first_row)], type=pa.bool_()),
         "target": looked_up["target"],
         "live_model": looked_up["live_model"],
         "live_version": looked_up["live_version"],

@@ -84,7 +84,7 @@ class RequestLog:
                     self.route, index, self.request_id, self.seq, self.arrival, self.live_answered,
                     p[9], mirror, sampled, self.live_status, p[3], p[4], self.live_latency_s,
                     p[5], self.front_added_s, self.trace_id, p[6], live, p[8],
-                    self.request if n == 0 else None,  # the request's first row carries its bytes
+                    self.request if n == 0 else None, n == 0,  # the request's first row carries its bytes
                 )
             )  # fmt: skip
         self.parts.clear()

@@ -15,8 +15,12 @@ store it), so an analysis knows each output's kind, edges, slices and gates with
 
 pairs: one row per (request, shadow target) of a routed request whose route has shadows, whether
 it was mirrored or not (``mirror`` says why not), so live figures and the sampled share can be
-recomputed. Rows of a request share ``writer`` + ``request_seq``; ``target_index`` = 0 is the row
-that carries the request's own figures for route-level counts.
+recomputed. Rows of a request share ``writer`` + ``request_seq``; its ``first_row`` (the row of
+its lowest ``target_index``) is the row to count it by for route-level figures. ``target_index`` is
+the target's position in the route's comparison windows (auto-shadow appends them, so a request's
+rows may be e.g. index 2 alone); rows name the target, so windows not in ``shadowgrpc.routes`` are
+known by their rows. Version 1 files have no ``first_row``: there it is ``target_index = 0``
+(readers: ``coalesce(first_row, target_index = 0)``, analysis/sql.py ``FIRST_ROW``).
 outcomes: one row per outcome message received by RecordOutcomes, with the online join's result.
 """
 
@@ -26,7 +30,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: first_row
 META_VERSION = b"shadowgrpc.schema_version"
 META_TABLE = b"shadowgrpc.table"
 META_ROUTES = b"shadowgrpc.routes"
@@ -74,7 +78,8 @@ PAIRS = pa.schema(
         ("arrival", TS),  # the request reached the front
         ("live_answered", TS),  # live's answer (or error) came back; null if never
         ("shadow_answered", TS),  # the shadow's answer (or error) came back; null when not sent
-        ("target_index", pa.int16()),  # the shadow target's position in the route
+        ("target_index", pa.int16()),  # the shadow target's position in the route (its windows)
+        ("first_row", pa.bool_()),  # the request's first row (lowest target_index): count requests by it
         ("target", pa.string()),  # the shadow target's name
         ("live_model", pa.string()),
         ("live_version", pa.string()),
@@ -138,6 +143,7 @@ class PairRow(NamedTuple):
     live: bytes | None  # live's ModelInferResponse bytes (sent rows that were compared)
     shadow: bytes | None  # the shadow's
     request: bytes | None  # the ModelInferRequest (keep_inputs only)
+    first_row: bool | None = None  # the request's first row; None: target_index == 0
 
 
 class OutcomeRow(NamedTuple):

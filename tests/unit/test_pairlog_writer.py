@@ -156,6 +156,7 @@ def test_rows_of_every_datatype_round_trip_through_duckdb_and_pyarrow(tmp_path, 
     assert [(g["live_model"], g["live_version"], g["shadow_model"], g["shadow_version"], g["sample_rate"]) for g in got[:3]] == [
         ("fraud", "1", "fraud", "2", 0.5), ("fraud", "1", "fraud_b", "", 1.0), ("plain", "", "plain", "7", 1.0)]  # fmt: skip
     assert [g["slice_buckets"] for g in got] == [[[0, 3], None], None, [], None, None]
+    assert [g["first_row"] for g in got] == [True, False, True, True, True]  # not given: target_index 0
     micros = {c: table.column(c).cast(pa.int64()).to_pylist() for c in ("arrival", "live_answered", "shadow_answered")}
     for c in micros:
         assert micros[c] == [us(getattr(r, c)) for r in rows]
@@ -178,7 +179,7 @@ def test_rows_of_every_datatype_round_trip_through_duckdb_and_pyarrow(tmp_path, 
     for p in paths:
         assert pq.read_schema(p).names == PAIRS.names
         meta = pq.read_metadata(p).metadata
-        assert meta[b"shadowgrpc.schema_version"] == b"1" and meta[b"shadowgrpc.table"] == b"pairs"
+        assert meta[b"shadowgrpc.schema_version"] == b"2" and meta[b"shadowgrpc.table"] == b"pairs"
         assert json.loads(meta[b"shadowgrpc.routes"]) == json.loads(json.dumps([dataclasses.asdict(r) for r in ROUTES]))
 
 
