@@ -85,7 +85,14 @@ class RepositoryWatcher:
                 log.exception("repository poll failed")
 
     async def poll_once(self) -> None:
-        await asyncio.gather(*(self._route(rs) for rs in list(self.router.state.routes.values())))
+        """One poll of every route; a route's failure is logged and never stops the others (nor
+        the front's start: its targets stay as they were, NOT_READY before their first check)."""
+        routes = list(self.router.state.routes.values())
+        for rs, r in zip(routes, await asyncio.gather(*(self._route(rs) for rs in routes), return_exceptions=True)):
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                log.error("repository poll of route '%s' failed: %r", rs.route.model, r, exc_info=r)
+                if rs.auto is not None:
+                    rs.auto.last_error = f"{type(r).__name__}: {r}"
 
     # -- one route -------------------------------------------------------------------------------
     async def _route(self, rs: RouteState) -> None:
@@ -135,7 +142,11 @@ class RepositoryWatcher:
             config_err = ""
         except grpc.aio.AioRpcError as e:  # the contract check needs only the metadata
             config, config_err = {}, f"ModelConfig of '{model}'{_v(version)}: {e.code().name}: {e.details()}"
-        return Seen(model_view(MessageToDict(meta, preserving_proto_field_name=True), config), config, config_err), ""
+        try:
+            view = model_view(MessageToDict(meta, preserving_proto_field_name=True), config)
+        except ValueError as e:  # a metadata/config this front cannot read: no traffic, say why
+            return None, f"model '{model}'{_v(version)} on {up.address}: unreadable metadata or config: {e}"
+        return Seen(view, config, config_err), ""
 
     def _judge(self, rs: RouteState, ts: TargetState, live, live_err: str, shadow, err: str) -> bool:
         """Set ``ts``'s status from the two views; True when whether it is mirrored changed."""

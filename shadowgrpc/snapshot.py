@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .completeness import InputsState, InputStats
+from ._config_auto import AutoShadow
 from .config import Gates, LiveTarget, OutputSpec, Route, ShadowTarget, Slice
 from .outcomes import OutcomeStats, PairCounts, Scores
 from .parity import Mismatch
@@ -142,6 +143,7 @@ def _unroute_config(d: dict) -> Route:
         gates=Gates(**d["gates"]),
         outputs=tuple((n, OutputSpec(**{**o, "edges": tuple(o["edges"])})) for n, o in d["outputs"]),
         slices=tuple(Slice(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}) for s in d["slices"]),
+        auto=AutoShadow(**{**d["auto"], "versions": tuple(d["auto"]["versions"])}) if d.get("auto") else None,
     )
 
 

@@ -3,7 +3,6 @@ metadata. (Spark runs the same queries: benchmarks/../spark_check, see ``make sp
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -12,7 +11,6 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._config_auto import AutoShadow
 from ..config import Route
 from ..pairlog.schema import META_ROUTES, META_TABLE, META_VERSION, OUTCOMES, SCHEMA_VERSION
 from ..snapshot import _unroute_config
@@ -84,7 +82,7 @@ def routes_from_metadata(files: list[str]) -> dict[str, Route]:
         if v > SCHEMA_VERSION:
             raise LogError(f"{f}: schema version {v} is newer than this shadowgrpc reads ({SCHEMA_VERSION}): upgrade shadowgrpc")
         for i, d in enumerate(json.loads(meta.get(META_ROUTES, b"[]"))):
-            route = _with_auto(_unroute_config(d), d.get("auto"))
+            route = _unroute_config(d)  # its auto-shadow policy included (windows offline take their settings from it)
             if route.model == r:
                 found[r] = (i, route)
     return {r: route for r, (_, route) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]))}  # the config's order
@@ -97,16 +95,6 @@ def pairs_sql(con, files: list[str]) -> str:
     if "first_row" in {r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()}:
         return f"SELECT * REPLACE ({FIRST_ROW} AS first_row) FROM ({raw})"
     return f"SELECT *, target_index = 0 AS first_row FROM ({raw})"
-
-
-def _with_auto(route: Route, d: dict | None) -> Route:
-    """The route with its auto-shadow policy (``routes[].shadow``) as the metadata recorded it: its
-    windows offline take their address, deadline and max_in_flight from it, as the front did."""
-    if not d or route.auto is not None:
-        return route
-    known = {f.name for f in dataclasses.fields(AutoShadow)}
-    a = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
-    return dataclasses.replace(route, auto=AutoShadow(**a))
 
 
 class DuckEngine:

@@ -39,6 +39,15 @@ def test_example_config_loads():
         ({"routes": [{"model": "m"}, {"model": "m"}]}, "routes[1].model"),
         ({"routes": [{"model": "m", "live": {"version": "1"}, "shadows": [{"version": "1"}]}]}, "routes[0].shadows[0].version"),
         ({"routes": {"model": "m"}}, "routes"),
+        ({"server": {"poll_s": 0}}, "server.poll_s"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": "oldest"}]}, "routes[0].shadow"),
+        ({"routes": [{"model": "m", "shadow": "newest"}]}, "routes[0].shadow"),  # live not pinned: newest would be live
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"newest": 1, "versions": ["2"]}}]}, "routes[0].shadow"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"versions": ["1"]}}]}, "routes[0].shadow.versions"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"versions": ["v2"]}}]}, "routes[0].shadow.versions"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"newest": 0}}]}, "routes[0].shadow.newest"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"newest": 1, "load": True}}]}, "routes[0].shadow.load"),
+        ({"routes": [{"model": "m", "live": {"version": "1"}, "shadow": {"newest": 1, "bogus": 1}}]}, "routes[0].shadow.bogus"),
     ],
 )
 def test_bad_config_names_the_key(doc, key):
@@ -88,3 +97,18 @@ def test_log_table_defaults_and_errors_name_the_key():
     ]:
         with pytest.raises(ConfigError, match=msg.replace(".", r"\.")):
             Settings.from_dict({"log": bad})
+
+
+def test_auto_shadow_config():
+    s = Settings.from_dict({"server": {"poll_s": 2}, "routes": [
+        {"model": "fraud", "live": {"version": "1"}, "shadow": "newest"},
+        {"model": "b", "live": {"model": "fraud", "version": "1"},
+         "shadow": {"newest": 2, "model": "fraud_next", "load": True, "repository": "/models", "sample_rate": 0.5, "deadline_ms": 250}},
+        {"model": "c", "live": {"version": "1"}, "shadow": {"versions": ["3", "4"]}},
+    ]})  # fmt: skip
+    a, b, c = (r.auto for r in s.routes)
+    assert s.poll_s == 2 and (a.policy, a.model, a.address, a.load) == ("newest", "fraud", s.default_live, False)
+    assert (b.policy, b.model, b.load, b.repository, b.sample_rate, b.deadline_s) == ("newest 2", "fraud_next", True, "/models", 0.5, 0.25)
+    assert c.policy == "versions 3,4" and c.versions == ("3", "4")
+    # another model needs no pinned live version: its versions are never live's
+    assert Settings.from_dict({"routes": [{"model": "m", "shadow": {"newest": 1, "model": "m2"}}]}).routes[0].auto.model == "m2"
