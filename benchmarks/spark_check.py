@@ -111,7 +111,7 @@ def filters(duck, extra: list[str]) -> list[tuple[str, str, str]]:
     from shadowgrpc.analysis import slice_filter, where_clause
 
     lo, hi, date, hour, med = duck.rows(
-        "SELECT min(arrival), max(arrival), min(date), min(hour), median(live_latency_s) FROM pairs WHERE target_index = 0"
+        "SELECT min(arrival), max(arrival), min(date), min(hour), median(live_latency_s) FROM pairs WHERE first_row"
     )[0]
     third = (hi - lo) / 3
     fmt = "%Y-%m-%dT%H:%M:%S.%f"
