@@ -92,6 +92,7 @@ def test_a_dropped_compatible_version_is_shadowed_within_two_polls(repo_triton, 
     assert auto_front.router.routes["fraud"].shadows == []
     _drop(repo, "fraud", "2", example_repository() / "fraud" / "2")
     took = _wait(lambda: (w := _windows(auto_front).get("fraud:2")) is not None and w.status == "MIRRORING", 4 * POLL_S)
+    print(f"\ndropped version shadowed after {took:.2f} s (poll interval {POLL_S} s)")
     assert took <= 2 * POLL_S, f"shadowed after {took:.2f} s, poll interval {POLL_S} s"
     _send(auto_front, 60)
     auto_front.drain()
@@ -113,6 +114,7 @@ def test_an_incompatible_candidate_is_refused_before_traffic_with_the_reason(rep
     took = _wait(lambda: (w := _windows(auto_front, "fraud_b").get("fraud_wide:1")) is not None and w.status == "INCOMPATIBLE", 4 * POLL_S)
     # Decided at the first poll after the drop, in which the front has Triton load the new model.
     load_s = auto_front.router.state.routes["fraud_b"].auto.last_load_s
+    print(f"\nincompatible candidate refused after {took:.2f} s (poll interval {POLL_S} s, Triton's load {load_s:.2f} s)")
     assert 0 < load_s and took <= POLL_S + load_s + 0.5, f"refused after {took:.2f} s, poll interval {POLL_S} s, load {load_s:.2f} s"
     got = _send(auto_front, 30, route="fraud_b", prefix="b")
     assert len(got) == 30
@@ -213,6 +215,7 @@ def test_route_swaps_under_load_never_fail_live_nor_half_apply(repo_triton, auto
     finally:
         stop.set()
         router.publish = publish
+    print(f"\nswaps under load: {sent[0]} requests, {len(published) - 1} route tables published, {len(errors)} errors, {mismatched[0]} answers differing")
     assert errors == [] and mismatched[0] == 0 and sent[0] > 200
     assert len(published) >= 5  # four swaps at least, each one published entry
     auto_front.drain()
