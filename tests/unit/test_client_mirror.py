@@ -139,7 +139,7 @@ def test_byte_budget_sheds_and_deadline_rules():
         st = mirror.stats()
         assert (st["sent"], st["shed"], st["errors"], st["ok"]) == (2, 1, {"DEADLINE_EXCEEDED": 1}, 1), st
         remaining = sorted(t for r, _, t in fake.requests if r.model_name == "slow")
-        assert remaining[0] <= 0.25 and 0.5 < remaining[1] <= 1.0
+        assert remaining[0] <= 0.26 and 0.5 < remaining[1] <= 1.05  # grpc-timeout on the wire: a few ms of rounding
 
     asyncio.run(_env(body, slow_s=0.4))
 
