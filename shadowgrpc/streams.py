@@ -50,7 +50,8 @@ from typing import Any
 
 import grpc
 
-from ._packing_py import _LEN, _TAG1, _VARINT, _length, _skip, _tag, _utf8, _wrong_wire_type
+from ._packing_py import _LEN, _VARINT, _utf8, _wrong_wire_type
+from ._wire_py import fields
 from .codec import SHADOW_METADATA
 from .config import FALLBACK_SHADOW_DEADLINE_S
 from .packing import build_request, sample_key
@@ -62,25 +63,13 @@ STREAM_GRACE_S = 5.0
 _FINAL = b"triton_final_response"
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _perf = time.perf_counter
-
-
-def _fields(buf, pos: int, end: int):
-    """(field, wire type, value start, value end, tag position) of each field in [pos, end)."""
-    while pos < end:
-        tagpos = pos
-        t = _TAG1[buf[pos]]
-        if t is None:
-            f, wt, pos = _tag(buf, pos, end)
-        else:
-            f, wt = t
-            pos += 1
-        if wt == _LEN:
-            start, pos = _length(buf, pos, end, tagpos)
-            yield f, wt, start, pos, tagpos
-        else:
-            start = pos
-            pos = _skip(buf, pos, end, f, wt, tagpos, 0)
-            yield f, wt, start, pos, tagpos
+# The fields read of a ModelStreamInferResponse (error_message, infer_response), of its
+# ModelInferResponse (model_name, id, parameters, outputs), of a parameters map entry (key, value)
+# and of an InferParameter (bool_param); wire types are checked once a value was walked.
+_RESPONSE = frozenset((1, 2))
+_INFER_RESPONSE = frozenset((1, 3, 4, 5))
+_ENTRY = frozenset((1, 2))
+_BOOL = frozenset((1,))
 
 
 def scan_stream_response(raw: bytes) -> tuple[str, str, str, bool, bool, bytes]:
@@ -90,16 +79,16 @@ def scan_stream_response(raw: bytes) -> tuple[str, str, str, bool, bool, bytes]:
     buf = raw
     error = ""
     inner = (0, 0)
-    for f, wt, a, b, tagpos in _fields(buf, 0, len(buf)):
-        if f in (1, 2) and wt != _LEN:
+    for f, wt, a, b, tagpos in fields(buf, 0, len(buf), _RESPONSE):
+        if wt != _LEN:
             raise _wrong_wire_type(f, wt, tagpos)
         if f == 1:
             error = _utf8(buf, a, b, f, tagpos)
-        elif f == 2:
+        else:
             inner = (a, b)
     model = rid = ""
     final = outputs = False
-    for f, wt, a, b, tagpos in _fields(buf, *inner):
+    for f, wt, a, b, tagpos in fields(buf, *inner, _INFER_RESPONSE):
         if f in (1, 3):
             if wt != _LEN:
                 raise _wrong_wire_type(f, wt, tagpos)
@@ -107,13 +96,13 @@ def scan_stream_response(raw: bytes) -> tuple[str, str, str, bool, bool, bytes]:
             model, rid = (s, rid) if f == 1 else (model, s)
         elif f == 5:
             outputs = True
-        elif f == 4 and wt == _LEN:
+        elif wt == _LEN:  # a parameters map entry
             key, value = b"", None
-            for g, gw, c, d, _ in _fields(buf, a, b):
+            for g, gw, c, d, _ in fields(buf, a, b, _ENTRY):
                 if g == 1 and gw == _LEN:
                     key = bytes(buf[c:d])
                 elif g == 2 and gw == _LEN:
-                    value = next((buf[x] != 0 for h, hw, x, _y, _t in _fields(buf, c, d) if h == 1 and hw == _VARINT), None)
+                    value = next((buf[x] != 0 for _, hw, x, _, _ in fields(buf, c, d, _BOOL) if hw == _VARINT), None)
             if key == _FINAL and value is not None:
                 final = bool(value)
     return error, model, rid, final, outputs, bytes(buf[inner[0] : inner[1]])
