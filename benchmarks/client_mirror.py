@@ -19,9 +19,11 @@ pause between blocks, and every variant's samples are pooled; ratios are against
 same run. The target (issue 12): dead and slow within 1.10x of no mirror on p50 and p99 (PASS/FAIL);
 ``good`` is informational (its shadow shares the live Triton's CPUs). Also printed, for attribution
 only: the CPU per call of this process (the caller, with its mirror's thread), of the collector
-front and of Triton (its process group), over each variant's blocks.
+front and of Triton (its process group), over each variant's blocks. The mirrors use the client
+mirror's defaults (outlier breaker on) unless ``--max-in-flight`` / ``--eject-after`` (0: breaker
+off, as before it existed) say otherwise.
 
-Run:  python benchmarks/client_mirror.py [--quick] [--rounds N] [--json results.json]
+Run:  python benchmarks/client_mirror.py [--quick] [--rounds N] [--max-in-flight N] [--eject-after N] [--json results.json]
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ def run(args: argparse.Namespace) -> dict:
         try:
             shadows = {"dead": (f"127.0.0.1:{down_port}", "fraud", "2", None), "slow": (triton.grpc_address, "fraud_sleepy", "", SLOW_DEADLINE_S),
                        "good": (triton.grpc_address, "fraud", "2", None)}  # fmt: skip
+            kw = {k: getattr(args, k) for k in ("max_in_flight", "eject_after") if getattr(args, k) is not None}
             mirrors = {
-                v: ShadowMirror(addr, collector.admin_address, "fraud", v, model=model, version=version, deadline_s=deadline)
+                v: ShadowMirror(addr, collector.admin_address, "fraud", v, model=model, version=version, deadline_s=deadline, **kw)
                 for v, (addr, model, version, deadline) in shadows.items()
             }
             clients = {v: grpcclient.InferenceServerClient(triton.grpc_address) for v in VARIANTS}
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> dict:
                 m.close(5)
             rep = fetch_report(collector.admin_address, "fraud")
             collected = {s.target.name: {"sampled": s.sampled, "sent": s.sent, "ok": s.ok, "shed": s.shed, "down": s.down,
-                                         "errors": dict(s.errors), "compared": s.compared} for s in rep.routes[0].shadows}  # fmt: skip
+                                         "errors": dict(s.errors), "compared": s.compared, "decision": s.verdict.decision}
+                         for s in rep.routes[0].shadows}  # fmt: skip
         finally:
             collector.stop()
             sock.close()
@@ -178,14 +182,15 @@ def run(args: argparse.Namespace) -> dict:
             "cpu_us_per_call": dict(zip(("client", "collector", "triton"), (x / (len(seq[v]) + len(conc[v])) * 1e6 for x in cpu[v]))),
             "mirror": mirrors[v].stats() if v in mirrors else None, "collector": collected.get(v),
         }  # fmt: skip
-    return {"rounds": rounds, "variants": rows, "target": TARGET}
+    return {"rounds": rounds, "variants": rows, "target": TARGET, "mirror_options": kw}
 
 
 def report(result: dict) -> bool:
     rows = result["variants"]
     base = rows["none"]
     keys = ("seq_p50_ms", "seq_p99_ms", "c8_p50_ms", "c8_p99_ms")
-    print(f"\nclient-side mirror: live latency of tritonclient.grpc calls to Triton ({result['rounds']} interleaved rounds)")
+    print(f"\nclient-side mirror: live latency of tritonclient.grpc calls to Triton ({result['rounds']} interleaved rounds; "
+          f"mirror options {result['mirror_options'] or 'defaults'})")
     print(f"{'variant':8} {'seq n':>6} {'seq p50':>8} {'seq p99':>8} {'c8 n':>6} {'c8 p50':>8} {'c8 p99':>8} {'c8 rps':>7}   ratios vs none (seq p50/p99, c8 p50/p99)")
     ok = True
     for v, r in rows.items():
@@ -204,8 +209,8 @@ def report(result: dict) -> bool:
     for v, r in rows.items():
         if r["mirror"] is not None:
             m = r["mirror"]
-            print(f"  {v}: mirror sent {m['sent']} ok {m['ok']} errors {m['errors']} shed {m['shed']} down {m['down']} "
-                  f"reported {m['reported']} dropped {m['report_dropped']} acknowledged {m['acknowledged']}; collector {r['collector']}")  # fmt: skip
+            print(f"  {v}: mirror sent {m['sent']} ok {m['ok']} errors {m['errors']} shed {m['shed']} {m['shed_reasons']} down {m['down']} "
+                  f"breaker {m['breaker']} reported {m['reported']} dropped {m['report_dropped']} acknowledged {m['acknowledged']}; collector {r['collector']}")  # fmt: skip
     return ok
 
 
@@ -213,6 +218,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 short rounds (a smoke run, not a measurement)")
     ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds (more: steadier p99; default 8)")
+    ap.add_argument("--max-in-flight", type=int, help="the mirrors' max_in_flight (default: the mirror's default)")
+    ap.add_argument("--eject-after", type=int, help="the mirrors' eject_after (0: no outlier breaker; default: the mirror's)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     result = run(args)

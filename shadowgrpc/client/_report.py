@@ -24,6 +24,8 @@ import asyncio
 import collections
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -35,6 +37,28 @@ log = logging.getLogger("shadowgrpc.client.mirror")
 MIN_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 BATCH_BYTES = 1 << 20  # a batch stops growing past this (the front's default limit is 4 MiB a message)
+
+
+@dataclass(slots=True)
+class MirrorStats:
+    """The mirror's counters: admission and shadow calls (mirror.py), reporting (``PairReporter``)."""
+
+    not_sampled: int = 0
+    handoff_dropped: int = 0  # the hand-off queue was full: neither mirrored nor reported
+    not_mirrored: int = 0  # shared-memory or unreadable requests
+    sampled: int = 0
+    sent: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # shadow calls by gRPC status name
+    shed: int = 0
+    shed_reasons: Counter[str] = field(default_factory=Counter)  # max_in_flight, max_buffer, ejected
+    down: int = 0
+    reported: int = 0  # pairs written to the ReportPairs stream
+    report_dropped: int = 0  # queue full, closing, or lost with a failed stream
+    report_errors: int = 0  # ReportPairs streams that failed (each one reopened after a backoff)
+    acknowledged: int = 0  # accepted by the front, as its answers at the end of each stream said
+    rejected: int = 0
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
 
 
 class Budget:

@@ -16,7 +16,10 @@ The same rules as the front's router (router.py):
 - bounds: at most ``max_in_flight`` shadow calls, and ``max_buffer_mb`` of bytes held (requests
   and answers in flight, pairs waiting to be reported); past either the shadow is shed, counted
   and reported as ``SHED``; while the shadow channel is in TRANSIENT_FAILURE it is not called,
-  counted and reported as ``DOWN``.
+  counted and reported as ``DOWN``;
+- outlier breaker (``_breaker.py``): ``eject_after`` consecutive shadow calls ending DEADLINE_EXCEEDED
+  / UNAVAILABLE eject the endpoint for ``eject_s`` (doubling up to ``max_eject_s`` while its one probe
+  per interval fails): shed meanwhile (``shed_reasons["ejected"]``); ``eject_after=0``: off.
 
 Never on the caller's path: ``observe`` only samples and appends to a bounded hand-off queue
 (past ``handoff_max`` entries the call is dropped and counted: the mirror's thread is starved;
@@ -38,8 +41,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
@@ -47,7 +49,8 @@ import grpc
 from ..codec import SHADOW_METADATA
 from ..config import FALLBACK_SHADOW_DEADLINE_S
 from ..packing import build_request, sample_key, scan_request
-from ._report import Budget, PairReporter
+from ._breaker import EJECTED, PROBE, Breaker
+from ._report import Budget, MirrorStats, PairReporter
 
 log = logging.getLogger("shadowgrpc.client.mirror")
 
@@ -55,25 +58,6 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 SHED, DOWN = "SHED", "DOWN"  # reported as the shadow status of a pair not sent
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _perf = time.perf_counter
-
-
-@dataclass(slots=True)
-class MirrorStats:
-    not_sampled: int = 0
-    handoff_dropped: int = 0  # the hand-off queue was full: neither mirrored nor reported
-    not_mirrored: int = 0  # shared-memory or unreadable requests
-    sampled: int = 0
-    sent: int = 0
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)  # shadow calls by gRPC status name
-    shed: int = 0
-    down: int = 0
-    reported: int = 0  # pairs written to the ReportPairs stream
-    report_dropped: int = 0  # queue full, closing, or lost with a failed stream
-    report_errors: int = 0  # ReportPairs streams that failed (each one reopened after a backoff)
-    acknowledged: int = 0  # accepted by the front, as its answers at the end of each stream said
-    rejected: int = 0
-    rejected_reasons: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +82,7 @@ class _Config:
     report_queue: int
     report_interval_s: float
     report_stream_s: float
+    eject: tuple[int, float, float]  # eject_after, eject_s, max_eject_s
 
 
 def _channel(address: str, credentials: Any, options: tuple) -> grpc.aio.Channel:
@@ -114,6 +99,7 @@ class _Engine:
         self.stats = stats
         self.budget = Budget(cfg.max_buffer_bytes)
         self.in_flight = 0
+        self.breaker = Breaker(*cfg.eject)
         self._tasks: set[asyncio.Task[None]] = set()
         self._shadow_channel: grpc.aio.Channel | None = None
         self._control_channel: grpc.aio.Channel | None = None
@@ -154,14 +140,20 @@ class _Engine:
             return
         s.sampled += 1
         assert self.reporter is not None
-        if self.in_flight >= c.max_in_flight or not self.budget.fits(len(raw)):
-            s.shed += 1
-            self.reporter.put((b"", b"", status, latency_s, b"", SHED, 0.0), 0)
-            return
         assert self._shadow_channel is not None
-        if self._shadow_channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
+        shed = "max_in_flight" if self.in_flight >= c.max_in_flight else None if self.budget.fits(len(raw)) else "max_buffer"
+        if shed is None and self._shadow_channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
             s.down += 1
             self.reporter.put((b"", b"", status, latency_s, b"", DOWN, 0.0), 0)
+            return
+        probe = False
+        if shed is None:  # the breaker last: a probe it grants is sent
+            verdict = self.breaker.admit()
+            shed, probe = "ejected" if verdict is EJECTED else None, verdict is PROBE
+        if shed is not None:
+            s.shed += 1
+            s.shed_reasons[shed] += 1
+            self.reporter.put((b"", b"", status, latency_s, b"", SHED, 0.0), 0)
             return
         live = b"" if response is None else response if isinstance(response, bytes) else response.SerializeToString()
         md = SHADOW_METADATA + c.shadow_metadata
@@ -172,15 +164,16 @@ class _Engine:
         self.budget.used += size
         self.in_flight += 1
         s.sent += 1
-        task = asyncio.get_running_loop().create_task(self._shadow(raw, live, status, latency_s, deadline, md, size))
+        task = asyncio.get_running_loop().create_task(self._shadow(raw, live, status, latency_s, deadline, md, size, probe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, raw: bytes, live: bytes, live_status: str, live_latency: float, deadline: float, md: tuple, size: int) -> None:
+    async def _shadow(self, raw: bytes, live: bytes, live_status: str, live_latency: float, deadline: float, md: tuple, size: int, probe: bool) -> None:
         """The shadow call, then the pair to the reporter. ``sent = ok + errors``."""
         s = self.stats
         c = self.cfg
         held = size
+        status = None
         try:
             req = build_request(raw, c.model, c.version, True)
             response = b""
@@ -206,6 +199,7 @@ class _Engine:
             s.errors["INTERNAL"] += 1
             log.exception("client mirror: the shadow call failed")
         finally:
+            self.breaker.record(status, probe)
             self.in_flight -= 1
             self.budget.used -= held
 
@@ -233,7 +227,8 @@ class _MirrorBase:
         deadline_s: float | None = None, forward_metadata=("traceparent", "tracestate"), shadow_metadata=(),
         control_metadata=(), shadow_credentials=None, control_credentials=None, channel_options=(),
         report_batch: int = 256, report_queue: int = 4096, report_interval_s: float = 0.1, report_stream_s: float = 60.0,
-        handoff_max: int | None = None, handoff_interval_s: float = 0.05,
+        handoff_max: int | None = None, handoff_interval_s: float = 0.05, eject_after: int = 5, eject_s: float = 5.0,
+        max_eject_s: float = 60.0,
     ) -> None:  # fmt: skip
         if not route or not target:
             raise ValueError("route and target: the route and shadow target names configured on the reporting front")
@@ -245,11 +240,14 @@ class _MirrorBase:
             raise ValueError(f"max_buffer_mb: must be > 0, got {max_buffer_mb}")
         if deadline_s is not None and deadline_s <= 0:
             raise ValueError(f"deadline_s: must be > 0 or None, got {deadline_s}")
+        if eject_after < 0 or (eject_after and not 0 < eject_s <= max_eject_s):
+            raise ValueError("eject_after must be >= 0 (0: no breaker), and then 0 < eject_s <= max_eject_s")
         self.cfg = _Config(
             shadow_address, control_address, route, target, model, version, float(sample_rate), int(max_in_flight),
             int(max_buffer_mb * 1024 * 1024), deadline_s, frozenset(k.lower() for k in forward_metadata),
             tuple(shadow_metadata), tuple(control_metadata), shadow_credentials, control_credentials, tuple(channel_options),
             int(report_batch), int(report_queue), float(report_interval_s), float(report_stream_s),
+            (int(eject_after), float(eject_s), float(max_eject_s)),
         )  # fmt: skip
         self._stats = MirrorStats()
         self._engine = _Engine(self.cfg, self._stats)
@@ -281,9 +279,12 @@ class _MirrorBase:
             self._stats.handoff_dropped += 1
 
     def stats(self) -> dict[str, Any]:
-        """The mirror's counters (see ``MirrorStats``), plus ``in_flight`` and ``buffered_bytes``."""
+        """The mirror's counters (see ``MirrorStats``), plus ``in_flight``, ``buffered_bytes`` and
+        ``breaker`` (state: closed / ejected / probing, ejections, probes, interval_s)."""
         d = asdict(self._stats)
         d["errors"] = dict(self._stats.errors)
+        d["shed_reasons"] = dict(self._stats.shed_reasons)
+        d["breaker"] = self._engine.breaker.snapshot()
         d["rejected_reasons"] = dict(self._stats.rejected_reasons)
         d["in_flight"] = self._engine.in_flight
         d["buffered_bytes"] = self._engine.budget.used

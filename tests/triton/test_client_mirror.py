@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import grpc
 import numpy as np
@@ -190,16 +191,19 @@ def _dead_address() -> str:
     "case",
     [
         pytest.param({"shadow": "dead"}, id="dead"),
-        pytest.param({"shadow": "triton", "model": "fraud_sleepy", "version": "", "deadline_s": 0.3, "max_in_flight": 4}, id="slow"),
+        pytest.param(
+            {"shadow": "triton", "model": "fraud_sleepy", "version": "", "deadline_s": 0.3, "max_in_flight": 4, "eject_after": 2, "pace_s": 0.01}, id="slow"
+        ),
         pytest.param({"shadow": "triton", "model": "fraud_garbage", "version": ""}, id="garbage"),
     ],
 )
 def test_broken_shadow_endpoint_never_reaches_the_caller(triton, case):
-    routes = [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "broken", "model": case.get("model", "fraud")}]}]
+    # min_pairs 3: the verdict decides on the few calls the mirror sends (the breaker sheds the rest)
+    routes = [{"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "broken", "model": case.get("model", "fraud")}], "gates": {"min_pairs": 3}}]
     collector = front_for(triton.grpc_address, routes)
     feats, _ = make_transactions(240, seed=9)
     shadow = _dead_address() if case["shadow"] == "dead" else triton.grpc_address
-    kw = {k: case[k] for k in ("deadline_s", "max_in_flight") if k in case}
+    kw = {k: case[k] for k in ("deadline_s", "max_in_flight", "eject_after") if k in case}
     n = 60
     try:
         mirror = ShadowMirror(shadow, collector.admin_address, "fraud", "broken", model=case.get("model"), version=case.get("version", ""), **kw)
@@ -211,6 +215,7 @@ def test_broken_shadow_endpoint_never_reaches_the_caller(triton, case):
                 got = client.infer("fraud", [_infer_input(rows)], model_version="1", request_id=f"b-{i}", client_timeout=5).get_response()
                 want = kserve.ModelInferResponse.FromString(direct(fraud_request(rows, rid=f"b-{i}").SerializeToString(), timeout=5))
                 assert got.raw_output_contents == want.raw_output_contents and got.outputs == want.outputs
+                time.sleep(case.get("pace_s", 0))
         mirror.close(10)
         st = mirror.stats()
         assert st["sampled"] == n and st["reported"] == n and st["report_dropped"] == 0, st
@@ -221,7 +226,11 @@ def test_broken_shadow_endpoint_never_reaches_the_caller(triton, case):
         if case["shadow"] == "dead":
             assert s.ok == 0 and s.errors.get("UNAVAILABLE", 0) >= 1 and s.down >= n // 2
         elif case.get("model") == "fraud_sleepy":
-            assert s.errors.get("DEADLINE_EXCEEDED", 0) >= 1 and s.shed >= 1 and s.compared == 0
+            # 4 calls go, time out after 0.3 s and eject the endpoint (5 s): the rest is shed, and
+            # the collector still fails the target on its errors
+            assert s.errors.get("DEADLINE_EXCEEDED", 0) == s.sent >= 3 and s.shed == n - s.sent and s.compared == 0, repr(st)
+            assert st["shed_reasons"].get("ejected", 0) >= n // 4 and st["breaker"]["ejections"] >= 1, repr(st)
+            assert s.verdict.decision == "FAIL" and any(g.name == "error_rate" and g.status == "FAIL" for g in s.verdict.gates), str(s.verdict)
         else:
             assert s.ok == n and s.contract_mismatch == n and s.compared == 0 and s.verdict.decision == "NOT_COMPARABLE"
     finally:

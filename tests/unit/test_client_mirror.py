@@ -1,6 +1,6 @@
 """The client-side mirror's plumbing against in-process fakes: ReportPairs' rejections and
-accounting on a real front, the mirror's bounds (max_in_flight, bytes, report queue), the deadline
-and sampling rules, reconnection to the front, and the interceptors leaving the live outcome
+accounting on a real front, the mirror's bounds (max_in_flight, bytes, report queue), the outlier
+breaker, the deadline and sampling rules, reconnection to the front, and the interceptors leaving the live outcome
 untouched. Against the real Triton: tests/triton/test_client_mirror.py."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 
 from shadowgrpc.client import AsyncShadowMirror, ShadowMirror, mirror_interceptor
+from shadowgrpc.client._breaker import EJECTED, PROBE, SEND, Breaker
 from shadowgrpc.client.intercept import MirroredUnary
 from shadowgrpc.config import Settings
 from shadowgrpc.packing import sample_key
@@ -221,5 +222,99 @@ def test_interceptor_leaves_the_live_outcome_untouched(hook):
         assert (mirrored[4]["sent"], mirrored[4]["reported"], mirrored[4]["acknowledged"]) == (4, 4, 4)
         rst, _ = _target(front)
         assert (rst.live_ok, dict(rst.live_errors)) == (3, {"INVALID_ARGUMENT": 1})
+
+    asyncio.run(_env(body))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_breaker_ejects_after_consecutive_failures_probes_and_closes():
+    clock = _Clock()
+    b = Breaker(3, 5.0, 12.0, clock)
+    for st in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "OK", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT", "UNAVAILABLE", None, "UNAVAILABLE"):
+        b.record(st, False)  # an answer (OK or not) resets the count; no outcome (None) leaves it
+    assert (b.state, b.failures, b.admit()) == ("closed", 2, SEND)
+    b.record("DEADLINE_EXCEEDED", False)
+    assert (b.state, b.ejections, b.interval, b.admit()) == ("ejected", 1, 5.0, EJECTED)
+    b.record("OK", False)  # a call started before the ejection does not close it
+    clock.t += 4.9
+    assert b.admit() == EJECTED
+    clock.t += 0.1
+    assert (b.admit(), b.admit(), b.state, b.probes) == (PROBE, EJECTED, "probing", 1)  # one probe at a time
+    b.record("UNAVAILABLE", False)  # not the probe: ignored
+    b.record(None, True)  # the probe had no outcome (cancelled): the next call probes again
+    assert (b.state, b.admit(), b.state, b.probes) == ("ejected", PROBE, "probing", 2)
+    b.record("DEADLINE_EXCEEDED", True)  # probe failed: twice the interval
+    assert (b.state, b.ejections, b.interval) == ("ejected", 2, 10.0)
+    clock.t += 10.0
+    assert b.admit() == PROBE
+    b.record("UNAVAILABLE", True)
+    assert (b.interval, b.ejections) == (12.0, 3)  # capped
+    clock.t += 11.9
+    assert b.admit() == EJECTED
+    clock.t += 0.1
+    assert b.admit() == PROBE
+    b.record("RESOURCE_EXHAUSTED", True)  # the endpoint answered: closed, interval back to eject_s
+    assert (b.state, b.admit(), b.failures) == ("closed", SEND, 0)
+    for _ in range(3):
+        b.record("UNAVAILABLE", False)
+    assert (b.state, b.interval, b.ejections, b.probes) == ("ejected", 5.0, 4, 4)
+    assert b.snapshot() == {"state": "ejected", "ejections": 4, "probes": 4, "interval_s": 5.0}
+
+
+def test_breaker_off():
+    b = Breaker(0, 5.0, 60.0)
+    for _ in range(100):
+        b.record("DEADLINE_EXCEEDED", False)
+    assert (b.state, b.admit(), b.ejections) == ("closed", SEND, 0)
+    with pytest.raises(ValueError, match="eject_after"):
+        ShadowMirror("127.0.0.1:1", "127.0.0.1:2", "echo", "v2", eject_after=-1)
+    with pytest.raises(ValueError, match="eject_s"):
+        ShadowMirror("127.0.0.1:1", "127.0.0.1:2", "echo", "v2", eject_s=10.0, max_eject_s=5.0)
+
+
+def test_mirror_ejects_a_timing_out_shadow_sheds_probes_and_recovers():
+    """Three timeouts eject the shadow: sampled calls are shed (reason ``ejected``) and reported as
+    SHED; after the interval one probe goes; it times out (ejected again, twice as long); the next
+    probe answers and the breaker closes. The collector counts each pair."""
+
+    async def body(fake, front):
+        control = f"127.0.0.1:{front.admin_port}"
+        mirror = AsyncShadowMirror(fake.address, control, "echo", "v2", deadline_s=0.05, eject_after=3, eject_s=0.3, max_eject_s=5)
+        obs = lambda rid, model="slow": mirror.observe(_req(rid, model=model), None, "UNAVAILABLE", 0.001)  # noqa: E731
+        for i in range(3):
+            obs(f"a{i}")  # model "slow": answers after 0.5 s, past the 50 ms deadline
+        await asyncio.sleep(0.2)
+        st = mirror.stats()
+        assert (st["sent"], st["errors"], st["breaker"]["state"], st["breaker"]["ejections"]) == (3, {"DEADLINE_EXCEEDED": 3}, "ejected", 1)
+        for i in range(4):
+            obs(f"b{i}", "echo2")  # ejected: not sent, even to a model that would answer
+        await asyncio.sleep(0.35)  # the 0.3 s interval is over
+        obs("p1")  # the probe (times out)
+        obs("c1", "echo2")  # shed: the probe is in flight
+        await asyncio.sleep(0.03)
+        assert mirror.stats()["breaker"]["state"] == "probing"
+        await asyncio.sleep(0.1)
+        st = mirror.stats()
+        assert (st["breaker"]["state"], st["breaker"]["ejections"], st["breaker"]["interval_s"]) == ("ejected", 2, 0.6)
+        await asyncio.sleep(0.65)
+        obs("p2", "echo2")  # this probe answers: closed
+        await asyncio.sleep(0.1)
+        obs("d1", "echo2")
+        await mirror.aclose(5)
+        st = mirror.stats()
+        assert st["breaker"] == {"state": "closed", "ejections": 2, "probes": 2, "interval_s": 0.0}
+        assert (st["sampled"], st["sent"], st["ok"], st["errors"]) == (11, 6, 2, {"DEADLINE_EXCEEDED": 4}), st  # a0-a2, p1 failed
+        assert (st["shed"], st["shed_reasons"], st["down"]) == (5, {"ejected": 5}, 0)
+        assert (st["reported"], st["acknowledged"]) == (11, 11)
+        assert sorted(r.id for r in fake.by_model("echo2")) == ["d1", "p2"]
+        _, s = _target(front)
+        assert (s.sampled, s.sent, s.shed, s.ok, dict(s.errors)) == (11, 6, 5, 2, {"DEADLINE_EXCEEDED": 4})
 
     asyncio.run(_env(body))
