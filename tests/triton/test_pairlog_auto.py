@@ -16,9 +16,9 @@ import time
 import pytest
 
 from shadowgrpc.examples.data import make_transactions
-from shadowgrpc.local import EmbeddedTriton, example_repository
-from tests.fixtures_triton import require_pytriton
+from shadowgrpc.local import example_repository
 from tests.frontctl import front_for
+from tests.repo_triton import fraud_v1_triton
 from tests.kserve import _raw, fraud_request
 from tests.pairlog_run import as_dict, diff
 
@@ -29,18 +29,7 @@ POLL_S = 1.0  # windows, not timing, are under test here
 
 @pytest.fixture(scope="module")
 def repo_triton(tmp_path_factory):
-    require_pytriton()
-    repo = tmp_path_factory.mktemp("auto-log-repo")
-    src = example_repository() / "fraud"
-    (repo / "fraud").mkdir()
-    shutil.copy(src / "config.pbtxt", repo / "fraud" / "config.pbtxt")
-    shutil.copytree(src / "1", repo / "fraud" / "1", ignore=shutil.ignore_patterns("__pycache__"))
-    server = EmbeddedTriton(repo, log_path=tmp_path_factory.mktemp("auto-log-triton") / "tritonserver.log")
-    server.start()
-    try:
-        yield server, repo
-    finally:
-        server.stop()
+    yield from fraud_v1_triton(tmp_path_factory, "auto-log")
 
 
 def _drop(repo, version: str) -> None:
