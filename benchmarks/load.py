@@ -256,13 +256,13 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> dict
         f"closed loop, {args.concurrency} in flight"
     print(f"\n{mode}; {args.clients} clients; {args.model} v{args.version}; deadline {args.timeout:g} s; "
           f"per target <= {args.duration:g} s and <= {args.requests} requests")
-    cols = ["target", "ok", "req/s", "p50", "p90", "p99", "p99.9", "max", "not sent", "RSS peak MiB", "fds start/peak"]
+    cols = ["target", "sent", "ok", "req/s", "p50", "p90", "p99", "p99.9", "max", "not sent", "RSS peak MiB", "fds start/peak"]
     rows = []
     for r in results:
-        rows.append([r["label"], str(r["ok"]), fmt(r["achieved_rps"], 1), *(fmt(r[f"p{p:g}_ms"]) for p in PERCENTILES),
+        rows.append([r["label"], str(r["sent"]), str(r["ok"]), fmt(r["achieved_rps"], 1), *(fmt(r[f"p{p:g}_ms"]) for p in PERCENTILES),
                      fmt(r["max_ms"]), str(r["not_sent"]), fmt(r["rss_peak_mib"], 1), f"{fmt(r['fds_start'])}/{fmt(r['fds_peak'])}"])
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)) + "   (latency ms)")
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)) + "   (latency ms; RSS/fds of the server pid only)")
     for row in rows:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
     for r in results:
