@@ -38,7 +38,7 @@ check-proto: $(STAMP)
 # by SHADOWGRPC_NO_EXTENSIONS (the compiled-only tests are deselected there, not skipped).
 test: install check-proto browser
 	$(PY) -m pytest
-	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not c_extension" -p no:cacheprovider
+	SHADOWGRPC_NO_EXTENSIONS=1 $(PY) -m pytest -m "not c_extension and not once" -p no:cacheprovider
 
 demo: install
 	$(VENV)/bin/shadowgrpc demo

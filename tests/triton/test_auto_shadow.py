@@ -24,7 +24,7 @@ from tests.frontctl import front_for
 from tests.repo_triton import fraud_v1_triton
 from tests.kserve import _raw, fraud_request
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: repository polling, the same with either twin
 
 POLL_S = 5.0  # the default: the targets are stated for it
 

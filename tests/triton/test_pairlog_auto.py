@@ -22,7 +22,7 @@ from tests.repo_triton import fraud_v1_triton
 from tests.kserve import _raw, fraud_request
 from tests.pairlog_run import as_dict, diff
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: repository polling, the same with either twin
 
 POLL_S = 1.0  # windows, not timing, are under test here
 
