@@ -177,7 +177,7 @@ class RepositoryWatcher:
                 log.warning("%s: refused before traffic, incompatible with live: %s", name, ts.reason)
             else:
                 log.warning("%s: not mirrored: %s", name, ts.reason)
-        return (ts.status == MIRRORING) != (before == MIRRORING) or (before == CLOSED) != (ts.status == CLOSED)
+        return (ts.status == MIRRORING) != (before == MIRRORING)  # never called for a CLOSED window, never closes one
 
     # -- auto-shadow ------------------------------------------------------------------------------
     async def _auto(self, rs: RouteState, live, live_err: str) -> bool:
