@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from shadowgrpc.local import EmbeddedTriton, TritonStartError, add_triton_parser, example_repository
 from tests.fixtures_triton import EXAMPLE_MODELS, ROOT, TEST_MODELS, TritonFixture, copy_models, require_pytriton
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: the launcher and models, no shadowgrpc twin code
 
 TRITON_PROCESS_NAMES = ("tritonserver", "triton_python_b")  # /proc/PID/comm is cut at 15 chars
 

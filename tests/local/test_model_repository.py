@@ -23,7 +23,7 @@ from shadowgrpc.examples import data
 from shadowgrpc.local import example_repository
 from tests.fixtures_triton import EXAMPLE_MODELS, TritonFixture, read_jsonl
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: the launcher and models, no shadowgrpc twin code
 
 
 # ----------------------------------------------------------------------------------------------
