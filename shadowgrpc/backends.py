@@ -7,20 +7,32 @@ Calls carry raw bytes: requests are forwarded and responses returned without a p
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
+from ._config_security import ClientTls, Security
 from .codec import SERVICE, UNARY_METHODS
+from .security import channel_credentials, metadata_options
+
+RETIRE_GRACE_S = 600.0  # an old channel's calls (streams too) get this long after a TLS reload
 
 COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 
 
 class Upstream:
-    """A Triton endpoint: raw-bytes callables for every method of the KServe v2 service."""
+    """A Triton endpoint: raw-bytes callables for every method of the KServe v2 service, over TLS
+    when ``tls`` (a _config_security.ClientTls). ``reopen()`` swaps in a new channel (certificates
+    read again); the old one closes once its calls finish (``retired``)."""
 
-    def __init__(self, address: str, role: str, max_message_bytes: int, compression: str = "none") -> None:
+    def __init__(
+        self, address: str, role: str, max_message_bytes: int, compression: str = "none", tls: ClientTls | None = None, extra_options: list | None = None,
+    ) -> None:  # fmt: skip
         self.address = address
         self.role = role
-        options = [
+        self.tls = tls
+        self._compression = COMPRESSION[compression]
+        self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.use_local_subchannel_pool", 1),
@@ -28,37 +40,85 @@ class Upstream:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 0),
+            *(extra_options or ()),
         ]
-        self.channel = grpc.aio.insecure_channel(address, options=options, compression=COMPRESSION[compression])
+        self._use(self.prepare(tls))
+
+    def prepare(self, tls: ClientTls | None) -> grpc.aio.Channel:
+        """A new channel, over TLS with the certificate files of ``tls`` read now (ConfigError
+        when one is bad)."""
+        if tls is None:
+            return grpc.aio.insecure_channel(self.address, options=self._options, compression=self._compression)
+        creds, extra = channel_credentials(tls)
+        return grpc.aio.secure_channel(self.address, creds, options=self._options + extra, compression=self._compression)
+
+    def _use(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
         self.unary = {
-            m: self.channel.unary_unary(f"/{SERVICE}/{m}", request_serializer=None, response_deserializer=None, _registered_method=True)
+            m: channel.unary_unary(f"/{SERVICE}/{m}", request_serializer=None, response_deserializer=None, _registered_method=True)
             for m in UNARY_METHODS
         }
         self.infer = self.unary["ModelInfer"]
-        self.stream_infer = self.channel.stream_stream(
+        self.stream_infer = channel.stream_stream(
             f"/{SERVICE}/ModelStreamInfer", request_serializer=None, response_deserializer=None, _registered_method=True
         )
+
+    def swap(self, channel: grpc.aio.Channel, tls: ClientTls | None) -> grpc.aio.Channel:
+        """Use ``channel`` for new calls; returns the old one (its calls go on until it closes)."""
+        old = self.channel
+        self.tls = tls
+        self._use(channel)
+        return old
 
     async def close(self) -> None:
         await self.channel.close()
 
 
 class Upstreams:
-    """Channel registry keyed by (address, role); created at start, closed at shutdown."""
+    """Channel registry keyed by (address, role); created at start, closed at shutdown. TLS per
+    address from ``security`` (Settings.security): the target's override, else server.upstream_tls."""
 
-    def __init__(self, max_message_bytes: int, compression: str = "none") -> None:
+    def __init__(self, max_message_bytes: int, compression: str = "none", security: Security | None = None) -> None:
         self._max = max_message_bytes
         self._compression = compression
+        self._security = security if security is not None else Security()
         self._by_key: dict[tuple[str, str], Upstream] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._old: list[grpc.aio.Channel] = []
 
     def get(self, address: str, role: str) -> Upstream:
         key = (address, role)
         up = self._by_key.get(key)
         if up is None:
-            up = self._by_key[key] = Upstream(address, role, self._max, self._compression)
+            sec = self._security
+            up = self._by_key[key] = Upstream(address, role, self._max, self._compression, sec.upstream_for(address), metadata_options(sec))
         return up
+
+    def reload_tls(self, security: Security | None = None, grace_s: float = RETIRE_GRACE_S) -> int:
+        """New channels (certificate files read again) for every TLS upstream (``security``: a
+        reloaded config's, whose TLS settings then apply); all are prepared before any is
+        swapped, so a bad file raises ConfigError and nothing changes. The old channels close once
+        their in-flight calls end (at most ``grace_s`` later: calls still running then are
+        cancelled). Call on the event loop. Returns how many were swapped."""
+        sec = security if security is not None else self._security
+        plan = [(u, sec.upstream_for(u.address)) for u in self._by_key.values()]
+        plan = [(u, t) for u, t in plan if t is not None or u.tls is not None]
+        fresh = [u.prepare(t) for u, t in plan]
+        self._security = sec
+        for (u, t), ch in zip(plan, fresh):
+            old = u.swap(ch, t)
+            self._old.append(old)
+            task = asyncio.get_running_loop().create_task(old.close(grace_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return len(plan)
 
     async def close(self) -> None:
         for up in self._by_key.values():
             await up.close()
         self._by_key.clear()
+        for t in list(self._retiring):
+            t.cancel()
+        for ch in self._old:  # closed at once at shutdown (no-op for those already closed)
+            await ch.close()
+        self._old.clear()

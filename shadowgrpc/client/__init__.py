@@ -23,17 +23,40 @@ def channel_options(max_message_mb: int = DEFAULT_MAX_MESSAGE_MB) -> list[tuple[
 
 
 def fetch_report(
-    target: str, model: str = "", timeout: float = 5.0, snapshot: bool = False, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
-):
+    target: str, model: str = "", timeout: float = 5.0, snapshot: bool = False, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+    *, token: str = "", credentials=None, server_name: str = "",
+):  # fmt: skip
     """``ShadowControl.GetReport`` of the front whose admin port is ``target`` (a
-    ``shadowgrpc.v1.Report``); raises ``grpc.RpcError`` as the call failed."""
+    ``shadowgrpc.v1.Report``); raises ``grpc.RpcError`` as the call failed. A secured admin port:
+    ``token`` (sent as ``authorization: Bearer <token>``; server.admin_token_file/env) and/or
+    ``credentials`` (``grpc.ssl_channel_credentials(ca, key, cert)``: TLS, with a client certificate
+    for mTLS; ``admin_credentials`` reads them from files); ``server_name``: the name to check in
+    the server's certificate when it differs from ``target``'s host."""
     import grpc
 
     from ..v1 import shadow_pb2, shadow_pb2_grpc
 
-    with grpc.insecure_channel(target, options=channel_options(max_message_mb)) as ch:
+    options = channel_options(max_message_mb) + ([("grpc.ssl_target_name_override", server_name)] if server_name else [])
+    ch = grpc.secure_channel(target, credentials, options=options) if credentials is not None else grpc.insecure_channel(target, options=options)
+    with ch:
         stub = shadow_pb2_grpc.ShadowControlStub(ch)
-        return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout)
+        md = (("authorization", f"Bearer {token}"),) if token else None
+        return stub.GetReport(shadow_pb2.GetReportRequest(model=model, snapshot=snapshot), timeout=timeout, metadata=md)
+
+
+def admin_credentials(ca: str = "", cert: str = "", key: str = ""):
+    """``grpc.ssl_channel_credentials`` from PEM files: ``ca`` (the admin port's CA; "" = the
+    system's roots), ``cert`` + ``key`` (a client certificate, for an admin port with mTLS).
+    OSError when a file cannot be read."""
+    import grpc
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
 
 
 # Imported on first use (module __getattr__): grpc-heavy, and `import shadowgrpc.client` stays cheap.
@@ -67,6 +90,7 @@ __all__ = [
     "AsyncTypedClient",
     "ShadowMirror",
     "TypedClient",
+    "admin_credentials",
     "aio_mirror_interceptor",
     "channel_options",
     "fetch_report",

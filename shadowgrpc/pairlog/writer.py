@@ -34,6 +34,7 @@ from .._config_log import LogSettings
 from ..config import Route
 from ..snapshot import _route_config
 from . import batch, files
+from .redact import redact_table
 from .schema import META_ROUTES, META_TABLE, META_VERSION, SCHEMA_VERSION, OutcomeRow, PairRow
 
 log = logging.getLogger("shadowgrpc.pairlog")
@@ -314,7 +315,8 @@ class PairLog:
             return batch.outcomes_table(rows, self.writer_id)
         parts = [batch.pairs_table(rows[i : i + CHUNK_ROWS], self.writer_id, self._info, self.cfg.sample_rate)
                  for i in range(0, len(rows), CHUNK_ROWS)]  # fmt: skip
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        return table if self.cfg.redact is None else redact_table(table, self.cfg.redact)  # [log.redact]: before any file
 
     def _enforce_budget(self) -> None:
         count, freed, failed = self._inventory.enforce()
