@@ -184,6 +184,26 @@ def test_paired_log_drop_hash_redact_and_report_without_inputs(token_front):
     assert b"coffee shop" not in blob and b"airline ticket" not in blob
 
 
+def test_client_mirror_reports_with_the_token(triton, token_front):
+    """The client-side mirror's reports (ReportPairs) to a token-protected admin port: acknowledged
+    with control_metadata carrying the token, refused (counted, never raised to the caller) without."""
+    from shadowgrpc.client import ShadowMirror, mirror_tritonclient
+
+    ft, _ = token_front
+    x = _features(2, seed=13)
+    for md, want in (((("authorization", f"Bearer {TOKEN}"),), 3), ((), 0)):
+        mirror = ShadowMirror(triton.grpc_address, ft.admin_address, "fraud", "v2", model="fraud", version="2", control_metadata=md)
+        with tc.InferenceServerClient(triton.grpc_address) as client:
+            mirror_tritonclient(client, mirror)
+            inp = tc.InferInput("features", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            for i in range(3):
+                client.infer("fraud", [inp], model_version="1", request_id=f"cm-{want}-{i}", client_timeout=10)
+        mirror.close(10)
+        st = mirror.stats()
+        assert (st["sent"], st["ok"], st["acknowledged"]) == (3, 3, want), st
+
+
 # -- mTLS on the data and admin ports ------------------------------------------------------------
 def test_mtls_data_and_admin_ports(triton, pki, tmp_path):
     tls = {"cert": str(pki.server[0]), "key": str(pki.server[1]), "client_ca": str(pki.ca)}
