@@ -83,7 +83,7 @@ def test_shadow_deadline_defaults_to_the_live_deadline_and_errors_are_classified
     asyncio.run(_with_front(routes, body, slow_s=1.0))
 
 
-def test_metadata_is_forwarded_and_only_the_shadow_is_marked():
+def test_metadata_is_forwarded_to_live_and_only_the_allow_list_to_the_marked_shadow():
     routes = [{"model": "echo", "shadows": [{"name": "s", "model": "echo_shadow", "version": "2"}]}]
 
     async def body(fake, front, stub):
@@ -94,7 +94,8 @@ def test_metadata_is_forwarded_and_only_the_shadow_is_marked():
         (shadow, shadow_md, _), = [x for x in fake.requests if x[0].model_name == "echo_shadow"]
         assert live_md["x-tenant"] == "acme" and live_md["traceparent"].startswith("00-0af7")
         assert "x-shadow-request" not in live_md and "shadow" not in live.parameters
-        assert shadow_md["x-shadow-request"] == "1" and shadow_md["x-tenant"] == "acme"
+        # server.shadow_metadata_allow (default traceparent, tracestate): x-tenant is live's only
+        assert shadow_md["x-shadow-request"] == "1" and "x-tenant" not in shadow_md and shadow_md["traceparent"].startswith("00-0af7")
         assert shadow.parameters["shadow"].bool_param is True
         assert shadow.model_version == "2" and shadow.id == "id-1"
         assert shadow.raw_input_contents == live.raw_input_contents
