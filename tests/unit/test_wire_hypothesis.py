@@ -29,14 +29,14 @@ from tests.wire import (
 )
 
 CI = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-MESSAGES = settings(CI, max_examples=50)  # whole protobuf messages are slow to draw: fewer of them
+MESSAGES = settings(CI, max_examples=40)  # whole protobuf messages are slow to draw: fewer of them
 TEXT = st.text(max_size=12)
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=8)  # lone surrogates too
 SCANNERS = ("scan_request", "scan_response", "decode_bytes_tensor")
