@@ -6,6 +6,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReloadRequest(_message.Message):
+    __slots__ = ("config_path", "config_toml")
+    CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_TOML_FIELD_NUMBER: _ClassVar[int]
+    config_path: str
+    config_toml: str
+    def __init__(self, config_path: _Optional[str] = ..., config_toml: _Optional[str] = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("applied", "changes")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, applied: _Optional[bool] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Outcome(_message.Message):
     __slots__ = ("request_id", "labels", "values")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

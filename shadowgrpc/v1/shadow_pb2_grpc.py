@@ -55,6 +55,11 @@ class ShadowControlStub:
                 request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.SerializeToString,
                 response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/shadowgrpc.v1.ShadowControl/Reload',
+                request_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class ShadowControlServicer:
@@ -95,6 +100,18 @@ class ShadowControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Apply a new config without a restart (also SIGHUP: re-read the --config file). Built whole,
+        then swapped in one step: a request sees the old config or the new one, never a mix; the
+        counts of unchanged routes and targets go on. Refused, with the old config serving on:
+        INVALID_ARGUMENT for a config that does not load (TOML error, bad key or value: the message
+        names it), FAILED_PRECONDITION for a key that needs a restart (the message names it) or a
+        front that is stopping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShadowControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +134,11 @@ def add_ShadowControlServicer_to_server(servicer, server):
                     servicer.ReportPairs,
                     request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.FromString,
                     response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReloadRequest.FromString,
+                    response_serializer=shadowgrpc_dot_v1_dot_shadow__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +250,33 @@ class ShadowControl:
             '/shadowgrpc.v1.ShadowControl/ReportPairs',
             shadowgrpc_dot_v1_dot_shadow__pb2.ObservedPairs.SerializeToString,
             shadowgrpc_dot_v1_dot_shadow__pb2.ReportPairsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shadowgrpc.v1.ShadowControl/Reload',
+            shadowgrpc_dot_v1_dot_shadow__pb2.ReloadRequest.SerializeToString,
+            shadowgrpc_dot_v1_dot_shadow__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
