@@ -182,3 +182,44 @@ def test_reload_cli_applies_and_refuses(tmp_path, capsys):
     assert "applied" in out and "route 'echo2' added" in out
     assert "refused: FAILED_PRECONDITION: server.max_message_mb: cannot change without a restart" in err
     assert "none.toml: cannot read" in err
+
+
+def test_plan_restarts_a_route_whose_live_changed_and_closes_auto_windows_of_a_changed_policy():
+    from shadowgrpc.reload import plan
+    from shadowgrpc.state import FrontState, TargetState
+
+    auto = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\nshadow = "newest"\n'
+    old = _settings(_toml("127.0.0.1:9001", ROUTE_A + auto))
+    state = FrontState.for_routes(old.routes, 10, 60.0, 1 << 20)
+    a, window = state.routes["echo"].shadows[0], TargetState(old.routes[0].shadows[0], auto=True, status=MIRRORING)
+    a.stats.sent = 5
+    state.routes["fraud"].shadows.append(window)
+    new = _settings(_toml("127.0.0.1:9001", ROUTE_A.replace('model = "echo"\n', 'model = "echo"\nlive = { model = "other" }\n') + auto.replace('"newest"', "{ newest = 2 }")))
+    p = plan(state, new)
+    assert p.routes["echo"] is not state.routes["echo"] and p.routes["echo"].shadows[0].stats.sent == 0  # a fresh state
+    assert "route 'echo': live target, outputs or slices changed: its counts start again" in p.changes
+    assert p.routes["fraud"] is state.routes["fraud"] and "route 'fraud': auto-shadow policy changed" in p.changes
+    assert [(ts, why) for ts, why, _ in p.close] == [(window, "config reload: the route's auto-shadow policy changed")]
+    assert window.status == MIRRORING  # the plan changes nothing: the swap does
+
+
+def test_reload_needs_the_admin_token_when_one_is_set(tmp_path, monkeypatch, capsys):
+    from shadowgrpc.cli import main
+
+    monkeypatch.setenv("SHADOWGRPC_TEST_RELOAD_TOKEN", "s3cret-token-0123456789")
+    monkeypatch.delenv("SHADOWGRPC_ADMIN_TOKEN", raising=False)
+    server = 'admin_token_env = "SHADOWGRPC_TEST_RELOAD_TOKEN"'
+
+    async def body(fake, addr, front, stub, admin):
+        target = f"127.0.0.1:{front.admin_port}"
+        good = tmp_path / "good.toml"
+        good.write_text(_toml(addr, ROUTE_A + '[[routes]]\nmodel = "echo2"\n', server))
+        assert await asyncio.to_thread(main, ["reload", "--target", target, "--config", str(good)]) == 1
+        assert list(front.router.routes) == ["echo"]
+        token = tmp_path / "token"
+        token.write_text("s3cret-token-0123456789\n")
+        assert await asyncio.to_thread(main, ["reload", "--target", target, "--config", str(good), "--token-file", str(token)]) == 0
+        assert list(front.router.routes) == ["echo", "echo2"]
+
+    asyncio.run(_with_front(ROUTE_A, body, server=server))
+    assert "refused: UNAUTHENTICATED" in capsys.readouterr().err
