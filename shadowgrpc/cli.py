@@ -24,12 +24,14 @@ def _run(coro, loop_kind: str = "asyncio"):
 
 
 # -- serve ----------------------------------------------------------------------------------------
-async def serve(settings: Settings, ready_file: str | None = None, telemetry=None) -> int:
-    """Run the front until SIGTERM/SIGINT. ``telemetry``: a telemetry.TelemetryOptions (default:
-    from SHADOWGRPC_TRACE / SHADOWGRPC_METRICS_PORT)."""
+async def serve(settings: Settings, ready_file: str | None = None, telemetry=None, config_path: str | None = None) -> int:
+    """Run the front until SIGTERM/SIGINT; SIGHUP reloads ``config_path``. ``telemetry``: a
+    telemetry.TelemetryOptions (default: from SHADOWGRPC_TRACE / SHADOWGRPC_METRICS_PORT)."""
+    from .reload import on_sighup
     from .server import Front
 
     front = Front(settings, telemetry)
+    front.config_path = config_path
     await front.start()
     print(f"shadowgrpc {__version__}: KServe v2 gRPC on port {front.port}, ShadowControl on port {front.admin_port}", flush=True)
     print(f"  default live Triton {settings.default_live}; {len(settings.routes)} route(s): "
@@ -46,9 +48,17 @@ async def serve(settings: Settings, ready_file: str | None = None, telemetry=Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set = set()
+    loop.add_signal_handler(signal.SIGHUP, on_sighup, front.reload_from, reloads)
     await stop.wait()
-    print(f"shadowgrpc: stopping (grace {settings.grace_s:g} s for in-flight requests)", flush=True)
-    await front.stop()
+    loop.remove_signal_handler(signal.SIGHUP)
+    s = front.settings  # as reloaded
+    print(f"shadowgrpc: stopping (grace {s.grace_s:g} s for in-flight requests, {s.shadow_grace_s:g} s for shadows, at most {s.stop_timeout_s:g} s)", flush=True)
+    try:
+        await asyncio.wait_for(front.stop(), s.stop_timeout_s + 5.0)
+    except TimeoutError:
+        log.error("stop took longer than server.stop_timeout_s + 5 s: exiting anyway")
+        return 1
     return 0
 
 
@@ -76,8 +86,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             from .workers import run as run_workers
 
-            return run_workers(settings, args.workers, args.ready_file, telemetry, args.loop)
-        return _run(serve(settings, args.ready_file, telemetry), args.loop)
+            return run_workers(settings, args.workers, args.ready_file, telemetry, args.loop, args.config)
+        return _run(serve(settings, args.ready_file, telemetry, args.config), args.loop)
     except TelemetryError as e:
         print(f"shadowgrpc serve: bad telemetry setting: {e}", file=sys.stderr)
         return 2
@@ -98,12 +108,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not 0 <= args.max_message_mb <= MAX_MESSAGE_MB_LIMIT:
         print(f"shadowgrpc report: --max-message-mb: must be 0 (no limit) to {MAX_MESSAGE_MB_LIMIT}, got {args.max_message_mb}", file=sys.stderr)
         return 2
+    try:
+        secured = _admin_client(args)
+    except OSError as e:
+        print(f"shadowgrpc report: {e}", file=sys.stderr)
+        return 2
     targets = args.target or ([] if args.snapshots else ["127.0.0.1:8011"])
     single = len(targets) == 1 and not args.snapshots and not args.save
     views = []
     for t in targets:
         try:
-            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single or bool(args.html), max_message_mb=args.max_message_mb)
+            rep = fetch_report(t, "" if not single else args.model, args.timeout, snapshot=not single or bool(args.html), max_message_mb=args.max_message_mb, **secured)
         except grpc.RpcError as e:
             print(f"shadowgrpc report: {t}: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -152,6 +167,93 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_client(args: argparse.Namespace) -> dict:
+    """fetch_report's token/credentials from --token-file / SHADOWGRPC_ADMIN_TOKEN and --ca/--cert/--key."""
+    import os
+
+    from .client import admin_credentials
+
+    token = os.environ.get("SHADOWGRPC_ADMIN_TOKEN", "").strip()
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise OSError(f"--token-file: cannot read {args.token_file}: {e.strerror or e}") from None
+    if bool(args.cert) != bool(args.key):
+        raise OSError("--cert and --key go together (a client certificate and its key)")
+    creds = None
+    if args.ca or args.cert:
+        try:
+            creds = admin_credentials(args.ca or "", args.cert or "", args.key or "")
+        except OSError as e:
+            raise OSError(f"--ca/--cert/--key: cannot read {e.filename}: {e.strerror or e}") from None
+    return {"token": token, "credentials": creds, "server_name": args.server_name}
+
+
+# -- reload ---------------------------------------------------------------------------------------
+def _add_reload_parser(sub) -> None:
+    r = sub.add_parser(
+        "reload",
+        help="apply a new config to a running front without a restart (ShadowControl.Reload)",
+        description="Apply a config to a running front (or a --workers parent: every worker) without a restart. "
+        "The new config is built whole, then swapped in one step: each request sees the old config or the new one. "
+        "Routes and shadows can be added, removed or changed (sample rates, deadlines, outputs, gates, slices, "
+        "auto-shadow policies); counts of unchanged routes and targets go on. Keys that need a restart (server.listen, "
+        "server.admin_listen, server.max_message_mb, log.path, TLS on or off, ...) refuse the reload, naming the key; "
+        "a config that does not load refuses it with the error; certificate files and the admin token are read again. "
+        "A refused reload changes nothing: the old config keeps serving. Exit status 0 applied, 1 refused or "
+        "unreachable, 2 bad arguments. Sending the front SIGHUP re-reads its own --config file the same way.",
+    )
+    r.add_argument("--target", default="127.0.0.1:8011", metavar="ADDR", help="the front's admin address (server.admin_listen; default 127.0.0.1:8011)")
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML config read HERE and sent as text (default: the front re-reads the file it was started with, "
+        "as on SIGHUP); a later SIGHUP re-reads the front's own file again",
+    )
+    r.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30: the reload includes one repository poll)")
+    r.add_argument("--token-file", metavar="FILE", help="the admin token (server.admin_token_file), sent as 'authorization: Bearer'; also env SHADOWGRPC_ADMIN_TOKEN")
+    r.add_argument("--ca", metavar="PEM", help="TLS to the admin port (server.admin_tls): its CA certificate (default: the system's roots when --cert is given)")
+    r.add_argument("--cert", metavar="PEM", help="a client certificate for an admin port with mTLS (server.admin_tls.client_ca); with --key")
+    r.add_argument("--key", metavar="PEM", help="the client certificate's private key")
+    r.add_argument("--server-name", default="", metavar="NAME", help="the name to check in the admin port's certificate (default: the target's host)")
+    r.set_defaults(func=_cmd_reload)
+
+
+def _cmd_reload(args) -> int:
+    import grpc
+
+    from .v1 import shadow_pb2, shadow_pb2_grpc
+
+    try:
+        sec = _admin_client(args)  # token, credentials, server_name: as `shadowgrpc report`
+    except OSError as e:
+        print(f"shadowgrpc reload: {e}", file=sys.stderr)
+        return 2
+    req = shadow_pb2.ReloadRequest()
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                req.config_toml = f.read()
+        except OSError as e:
+            print(f"shadowgrpc reload: --config {args.config}: cannot read: {e.strerror or e}", file=sys.stderr)
+            return 1
+    options = [("grpc.ssl_target_name_override", sec["server_name"])] if sec["server_name"] else []
+    creds = sec["credentials"]
+    md = (("authorization", f"Bearer {sec['token']}"),) if sec["token"] else None
+    with grpc.secure_channel(args.target, creds, options=options) if creds is not None else grpc.insecure_channel(args.target) as ch:
+        try:
+            resp = shadow_pb2_grpc.ShadowControlStub(ch).Reload(req, timeout=args.timeout, metadata=md)
+        except grpc.RpcError as e:
+            print(f"shadowgrpc reload: {args.target}: refused: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print(f"shadowgrpc reload: {args.target}: applied" + ("" if resp.changes else " (no change)"))
+    for c in resp.changes:
+        print(f"  {c}")
+    return 0
+
+
 def _default_loop() -> str:
     try:
         import uvloop  # noqa: F401
@@ -176,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the front (KServe v2 gRPC drop-in for Triton)",
         description="Run the front: a drop-in for Triton's gRPC endpoint. Point existing Triton clients at "
         "server.listen; ShadowControl (reports) is served on server.admin_listen. SIGTERM/SIGINT stop it "
-        "gracefully: in-flight live requests finish within server.grace_s.",
+        "gracefully: new calls are refused, in-flight live requests finish within server.grace_s, shadows get "
+        "server.shadow_grace_s, the paired log and spans are flushed, all within server.stop_timeout_s. SIGHUP re-reads "
+        "--config and applies it without a restart (see `shadowgrpc reload --help`).",
     )
     s.add_argument("--config", required=True, metavar="FILE", help="TOML config (see shadowgrpc/examples/shadow.toml)")
     s.add_argument(
@@ -240,8 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest report accepted, in MiB (default {DEFAULT_MAX_MESSAGE_MB}, like server.max_message_mb; 0: no limit); "
         "grpc's own default would be 4",
     )
+    r.add_argument("--token-file", metavar="FILE", help="the admin token (server.admin_token_file), sent as 'authorization: Bearer'; also env SHADOWGRPC_ADMIN_TOKEN")
+    r.add_argument("--ca", metavar="PEM", help="TLS to the admin port (server.admin_tls): its CA certificate (default: the system's roots when --cert is given)")
+    r.add_argument("--cert", metavar="PEM", help="a client certificate for an admin port with mTLS (server.admin_tls.client_ca); with --key")
+    r.add_argument("--key", metavar="PEM", help="the client certificate's private key")
+    r.add_argument("--server-name", default="", metavar="NAME", help="the name to check in the admin port's certificate (default: the target's host)")
     r.set_defaults(func=_cmd_report)
 
+    _add_reload_parser(sub)
     try:
         from .local import add_triton_parser
     except ImportError:  # pragma: no cover - the module itself has no hard dependency on pytriton

@@ -9,6 +9,8 @@ so a bad config is refused at start, never discovered under traffic.
     default_live = "127.0.0.1:9001"  # Triton for unrouted models and every non-infer RPC
     max_message_mb = 256             # largest request/response, both directions
     grace_s = 10.0                   # on SIGTERM: time for in-flight live requests to finish
+    shadow_grace_s = 2.0             # then for in-flight shadow calls (the rest are cancelled, counted)
+    stop_timeout_s = 30.0            # the whole stop, log and span flush included (> grace_s + shadow_grace_s)
     upstream_compression = "none"    # or "gzip"/"deflate" for calls to Triton
     shadow_buffer_mb = 256           # bytes of in-flight shadow requests, all targets; past it: shed
     outcome_max_pairs = 50000        # prediction pairs waiting for ground truth (0: no join)
@@ -49,6 +51,7 @@ so a bad config is refused at start, never discovered under traffic.
     ece_delta_max = 0.02
     slice_min_outcomes = 200
     [log]                            # the paired-prediction log: _config_log.py
+    # security keys ([server] admin_token_file, tls, upstream_tls, ...; routes' live.tls, shadows[].tls): _config_security.py
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from . import _checks as check
 from ._checks import ConfigError
 from ._config_auto import AutoShadow, parse_auto
 from ._config_log import LogSettings, parse_log
+from ._config_security import SECURITY_KEYS, Security, parse_security
 from ._config_parts import MAX_BUCKETS, MISSING, OTHER, OUTPUT_KINDS, OutputSpec, Slice, parse_outputs, parse_slices  # noqa: F401 (re-exported)
 
 # Used for a shadow call when neither the caller, the live target nor the shadow set a deadline:
@@ -134,6 +138,8 @@ class Settings:
     default_live: str = "127.0.0.1:9001"
     max_message_bytes: int = 256 * 1024 * 1024
     grace_s: float = 10.0
+    shadow_grace_s: float = 2.0  # after the live drain: in-flight shadow calls finish, or are cancelled (counted)
+    stop_timeout_s: float = 30.0  # the whole stop: live drain, shadow grace, paired log and span flush
     upstream_compression: str = "none"
     shadow_buffer_bytes: int = 256 * 1024 * 1024
     outcome_max_pairs: int = 50_000
@@ -142,6 +148,7 @@ class Settings:
     poll_s: float = 5.0  # Triton's repository, readiness and metadata: checked this often
     routes: tuple[Route, ...] = field(default_factory=tuple)
     log: LogSettings = field(default_factory=LogSettings)
+    security: Security = field(default_factory=Security)  # admin auth, TLS, limits, shadow metadata: _config_security.py
 
     def route_for(self, model: str) -> Route | None:
         for r in self.routes:
@@ -167,7 +174,7 @@ class Settings:
         check.only(data, "", {"server", "routes", "log"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = check.table(data, "server", "server")
-        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"})
+        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "shadow_grace_s", "stop_timeout_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"} | SECURITY_KEYS)
         listen = check.address(server, "listen", "server.", d.listen, allow_wildcard=True)
         admin = check.address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
         if admin == listen and not listen.endswith(":0"):
@@ -175,6 +182,11 @@ class Settings:
         default_live = check.address(server, "default_live", "server.", d.default_live)
         max_mb = check.number(server, "max_message_mb", "server.", 256, lo=4, hi=2047, integer=True)
         grace = check.number(server, "grace_s", "server.", d.grace_s, lo=0.0, hi=3600.0)
+        shadow_grace = check.number(server, "shadow_grace_s", "server.", d.shadow_grace_s, lo=0.0, hi=3600.0)
+        drains = float(grace) + float(shadow_grace)  # the log and span flush get the rest of stop_timeout_s
+        stop_timeout = check.number(server, "stop_timeout_s", "server.", max(d.stop_timeout_s, drains + 10.0), lo=0.1, hi=10800.0)
+        if stop_timeout <= drains:
+            raise ConfigError(f"server.stop_timeout_s: must exceed grace_s + shadow_grace_s ({drains:g} s): the rest flushes the paired log and spans, got {stop_timeout:g}")
         compression = server.get("upstream_compression", "none")
         if compression not in ("none", "gzip", "deflate"):
             raise ConfigError(f"server.upstream_compression: must be one of none, gzip, deflate, got {compression!r}")
@@ -197,9 +209,10 @@ class Settings:
         return cls(
             listen=listen, admin_listen=admin, default_live=default_live,
             max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression,
+            shadow_grace_s=float(shadow_grace), stop_timeout_s=float(stop_timeout),
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
             outcome_max_pairs=int(max_pairs), outcome_max_bytes=int(pairs_mb) * 1024 * 1024, outcome_ttl_s=float(ttl), poll_s=float(poll),
-            routes=tuple(routes), log=parse_log(data),
+            routes=tuple(routes), log=parse_log(data), security=parse_security(data, admin, default_live),
         )  # fmt: skip
 
 
@@ -209,7 +222,7 @@ def _route(r: Any, where: str, default_live: str) -> Route:
     check.only(r, where, {"model", "live", "shadows", "shadow", "gates", "outputs", "slices"})
     model = check.string(r, "model", where, required=True)
     live_t = check.table(r, "live", where + "live")
-    check.only(live_t, where + "live.", {"address", "model", "version", "deadline_ms", "metrics_url"})
+    check.only(live_t, where + "live.", {"address", "model", "version", "deadline_ms", "metrics_url", "tls"})
     live = LiveTarget(
         address=check.address(live_t, "address", where + "live.", default_live),
         model=check.string(live_t, "model", where + "live.", default=model),
@@ -226,7 +239,7 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         sw = f"{where}shadows[{j}]."
         if not isinstance(s, Mapping):
             raise ConfigError(f"{sw[:-1]}: must be a table")
-        check.only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor", "metrics_url"})
+        check.only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor", "metrics_url", "tls"})
         noise_floor = s.get("noise_floor", False)
         if not isinstance(noise_floor, bool):
             raise ConfigError(f"{sw}noise_floor: must be true or false, got {noise_floor!r}")

@@ -61,6 +61,7 @@ class RepositoryWatcher:
         self.poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
         self._dirs: dict[str, tuple] = {}  # route -> signature of its repository's version folders
+        self.lock = asyncio.Lock()  # one poll at a time; a config reload (reload.py) holds it while it swaps
         for rs in router.state.routes.values():
             if rs.auto is not None:
                 rs.auto.poll_s = poll_s
@@ -87,6 +88,11 @@ class RepositoryWatcher:
     async def poll_once(self) -> None:
         """One poll of every route; a route's failure is logged and never stops the others (nor
         the front's start: its targets stay as they were, NOT_READY before their first check)."""
+        async with self.lock:
+            await self.poll_held()
+
+    async def poll_held(self) -> None:
+        """``poll_once`` for a caller that holds ``lock``."""
         routes = list(self.router.state.routes.values())
         for rs, r in zip(routes, await asyncio.gather(*(self._route(rs) for rs in routes), return_exceptions=True)):
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):

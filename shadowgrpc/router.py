@@ -35,7 +35,7 @@ import grpc
 
 from . import coverage
 from .backends import Upstream, Upstreams
-from .codec import MODEL_SCOPED, SHADOW_METADATA
+from .codec import MODEL_SCOPED
 from .config import FALLBACK_SHADOW_DEADLINE_S, Settings
 from .outcomes import PairStore
 from .packing import build_request, sample_key, scan_request
@@ -44,6 +44,7 @@ from .pairlog.request import RequestLog
 from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_READY, NOT_SAMPLED, SHED, SHM, OutcomeRow
 from .passthrough import abort_like, forward_metadata, stream_infer
 from .routes import RouteEntry, ShadowLeg
+from .security import shadow_metadata  # a shadow never gets the caller's credentials
 from .sequences import sequence_of
 from .streams import StreamMirror
 from .state import CLOSED, FrontState
@@ -272,7 +273,7 @@ class Router:
             response = None
             try:
                 infer = ss.upstream.infer if sc is None else sc.wrap(ss.upstream.infer)
-                response = await infer(req, timeout=deadline, metadata=(metadata + SHADOW_METADATA) if metadata else SHADOW_METADATA)
+                response = await infer(req, timeout=deadline, metadata=shadow_metadata(metadata, self.settings.security.shadow_metadata_allow))
                 latency = _perf() - t0
                 s.latency.record(latency)
                 s.ok += 1
@@ -281,7 +282,7 @@ class Router:
                 status = e.code().name
                 s.errors[status] += 1
             finally:
-                called = True
+                called = status != "UNKNOWN"  # cancelled mid-call (shutdown past shadow_grace_s): counted CANCELLED below
                 del req
             if response is not None:
                 held = len(response)  # held until live answers: counted against shadow_buffer_mb

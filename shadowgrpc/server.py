@@ -5,13 +5,16 @@ Start: bind, then one repository poll (repository.py: every shadow target's cont
 before it gets traffic), then serve. Shutdown order (STYLE.md 5): health NOT_SERVING, stop the
 repository poll, ``server.stop(grace)`` so in-flight live requests
 finish, drain shadow tasks with a timeout, flush and close the paired log, close upstream channels, then telemetry (metrics, and
-the tracer provider last, so the shadow spans ended by the drain are flushed).
+the tracer provider last, so the shadow spans ended by the drain are flushed); all within ``server.stop_timeout_s``.
+Reload (``Front.reload``, reload.py): the new config built whole, then swapped in one step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +27,8 @@ from .config import Settings
 from .cost import CostTracker
 from .repository import RepositoryWatcher
 from .router import Router
-from .servicer import ShadowControl, inference_handlers
+from .security import ServerTlsSource, admin_interceptors, bind, metadata_options, server_source
+from .servicer import DrainGate, ShadowControl, inference_handlers
 from .telemetry import Telemetry, TelemetryOptions
 from .v1 import shadow_pb2, shadow_pb2_grpc
 
@@ -40,7 +44,7 @@ class Front:
 
     def __init__(self, settings: Settings, telemetry: TelemetryOptions | None = None) -> None:
         self.settings = settings
-        self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression)
+        self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression, settings.security)
         self.router = Router(settings, self.upstreams)
         self.telemetry = Telemetry(telemetry if telemetry is not None else TelemetryOptions.from_env(), self.router)
         self.router.telemetry = self.telemetry.hooks
@@ -56,25 +60,33 @@ class Front:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 1),
+            *metadata_options(settings.security),  # over it: the call fails before the handler (README "Security")
         ]
         self.server = grpc.aio.server(options=opts)
-        self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.admin_auth = admin_interceptors(settings.security)
+        self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=self.admin_auth)
+        self.tls = server_source(settings.security.tls)  # certificates read now: a bad file fails here
+        self.admin_tls = server_source(settings.security.admin_tls)
         self.health = health.aio.HealthServicer()
         self.admin_health = health.aio.HealthServicer()
         self.port = 0
         self.admin_port = 0
         self._stopped = asyncio.Event()
+        self.config_path: str | None = None  # serve --config: what SIGHUP and an empty Reload re-read
+        self.pinned: dict = {}  # Settings fields a reload keeps as they are (a worker's listen/admin_listen)
+        self._reload_lock = asyncio.Lock()
+        self.gate = DrainGate()  # the data port's handlers: refused (UNAVAILABLE) once the stop begins
 
     async def start(self) -> None:
         s = self.settings
-        self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router, self.telemetry.hooks))
+        self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router, self.telemetry.hooks, self.gate))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router, self.cost), self.admin)
+        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router, self.cost, self.reload_from), self.admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.admin_health, self.admin)
         reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), self.admin)
-        self.port = self._bind(self.server, s.listen, "server.listen")
-        self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen")
+        self.port = self._bind(self.server, s.listen, "server.listen", self.tls)
+        self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen", self.admin_tls)
         self.telemetry.start()  # the Prometheus endpoint, when asked for
         await self.watcher.start()  # the checks before traffic: no target is sent to before its own
         if self.pairlog is not None:
@@ -94,32 +106,78 @@ class Front:
         return self.telemetry.metrics_port
 
     @staticmethod
-    def _bind(server: grpc.aio.Server, address: str, key: str) -> int:
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise OSError(f"{key}: cannot listen on {address}: {e}") from None
-        if port == 0:
-            raise OSError(f"{key}: cannot listen on {address} (in use?)")
-        return port
+    def _bind(server: grpc.aio.Server, address: str, key: str, tls: ServerTlsSource | None = None) -> int:
+        return bind(server, address, key, tls)
+
+    def reload_tls(self) -> None:
+        """Read every certificate file again (security.py): the data and admin ports' (the next
+        TLS handshake uses them; open connections keep theirs) and the upstream Triton channels'
+        (new channels; the old ones close when their calls end). Everything is read and checked
+        before anything changes: a bad file raises ConfigError naming its key and the old
+        credentials stay. Call on the front's event loop (the SIGHUP path)."""
+        sec = self.settings.security  # a reloaded config's files, keys and token apply
+        sources = [(t, new) for t, new in ((self.tls, sec.tls), (self.admin_tls, sec.admin_tls)) if t is not None]
+        fresh = [t.prepare(new) for t, new in sources]  # new None (TLS off in the new config): the port keeps its files
+        self.upstreams.reload_tls(sec)  # prepares all its channels before swapping any
+        for (t, _), prepared in zip(sources, fresh):
+            t.apply(prepared)
+        for a in self.admin_auth:
+            a.token = sec.admin_token
+        log.info("TLS certificates reloaded (%d server ports)", len(sources))
+
+    async def reload(self, settings: Settings) -> list[str]:
+        """Apply ``settings`` atomically (reload.py; the certificate files read again by
+        ``reload_tls`` just before the swap); ConfigError / reload.ReloadRefused when refused (a key
+        that needs a restart, a certificate that does not load): nothing changed, the old config
+        serves on. Returns what changed, one line each."""
+        from .reload import ReloadRefused, apply
+
+        if self.pinned:  # a worker: its own listen, admin_listen, security (a callable: of the new value)
+            settings = dataclasses.replace(settings, **{k: v(getattr(settings, k)) if callable(v) else v for k, v in self.pinned.items()})
+        async with self._reload_lock:
+            if self._stopped.is_set():
+                raise ReloadRefused("the front is stopping")
+            return await apply(self, settings)
+
+    async def reload_from(self, path: str | None = None, text: str | None = None) -> list[str]:
+        """Reload from TOML ``text``, the file ``path``, or (neither) ``config_path``; logged."""
+        from .reload import reload_from
+
+        return await reload_from(self, path, text)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain within ``server.stop_timeout_s`` (README "Reload and shutdown"): refuse new calls
+        (UNAVAILABLE), in-flight live calls get ``grace`` (default ``server.grace_s``), then
+        in-flight shadow calls ``server.shadow_grace_s`` (the rest are cancelled, counted), then
+        the paired log is flushed and closed, upstream channels closed, spans flushed last."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        grace = self.settings.grace_s if grace is None else grace
+        s = self.settings
+        t0 = time.monotonic()
+
+        def left() -> float:
+            return max(s.stop_timeout_s - (time.monotonic() - t0), 0.0)
+
+        grace = min(s.grace_s if grace is None else grace, left())
+        self.gate.close()  # new calls: UNAVAILABLE; accepted ones run on
         await self.health.enter_graceful_shutdown()
         await self.admin_health.enter_graceful_shutdown()
         await self.watcher.stop()  # no route swaps during shutdown
-        await self.server.stop(grace)  # in-flight live requests finish within grace
-        cancelled = await self.router.drain(timeout=max(grace, 0.1))
+        await self.gate.idle(grace)  # in-flight live requests finish within grace
+        await self.server.stop(max(grace - (time.monotonic() - t0), 0.0))  # then grpc stops listening
+        cancelled = await self.router.drain(timeout=max(min(s.shadow_grace_s, left()), 0.01))
         if cancelled:
-            log.warning("shutdown: %d shadow calls still in flight were cancelled", cancelled)
+            log.warning("shutdown: %d shadow calls still in flight after server.shadow_grace_s were cancelled", cancelled)
         if self.pairlog is not None:  # after the drain: the shadows' rows are in; flushed to files
-            await asyncio.to_thread(self.pairlog.close, max(grace, 5.0))
-        await self.admin.stop(0.5)
+            await asyncio.to_thread(self.pairlog.close, max(left() - min(1.0, left() / 2), 0.1))
+            st = self.pairlog.stats
+            if st.rows_queued:
+                log.error("shutdown: %d paired-log rows not written within server.stop_timeout_s", st.rows_queued)
+        await self.admin.stop(min(0.5, left()))
         await self.upstreams.close()
-        self.telemetry.shutdown(timeout_s=max(grace, 1.0))  # the tracer provider last
+        self.telemetry.shutdown(timeout_s=max(left(), 0.1))  # the tracer provider last
+        log.info("stopped in %.2f s (server.stop_timeout_s %g)", time.monotonic() - t0, s.stop_timeout_s)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

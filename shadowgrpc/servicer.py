@@ -7,7 +7,9 @@ Triton's exact status and message).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import grpc
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from .codec import SERVICE, UNARY_METHODS
 from .cost import CostTracker
 from .ingest import ingest_batch
+from .reload import reload_rpc
 from .report import build_report, pairlog_pb, target_pb
 from .router import Router
 from .snapshot import snapshot
@@ -34,22 +37,97 @@ def _unary(router: Router, method: str):
     return handler
 
 
-def inference_handlers(router: Router, hooks: Hooks | None = None) -> dict[str, grpc.RpcMethodHandler]:
+class DrainGate:
+    """The data port's handlers while the front stops (server.Front.stop): once ``close()`` is
+    called a new call is refused with UNAVAILABLE (retry elsewhere) while the calls it accepted
+    run on; ``idle(timeout)`` waits for them, then until no call was refused for ``QUIET_S`` (a
+    client that sends its next call as soon as it has an answer gets UNAVAILABLE, not a call grpc
+    cancels). Closing grpc's server only then leaves it almost nothing to cancel: a call it has read
+    but not yet handed to a handler when it closes ends CANCELLED (grpc core), never a call accepted."""
+
+    QUIET_S = 0.1
+
+    def __init__(self) -> None:
+        self.open = True
+        self.in_flight = 0
+        self.refused_at = 0.0
+        self._busy = False
+        self._idle: asyncio.Event | None = None
+
+    def close(self) -> None:
+        self.open = False
+        self._busy = self.in_flight > 0  # no call in flight and none refused: nothing to linger for
+        self._idle = asyncio.Event()
+        if not self.in_flight:
+            self._idle.set()
+
+    async def idle(self, timeout: float) -> bool:
+        """True when every accepted call ended (then quiet) within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        since = time.monotonic()
+        if not (self._busy or self.refused_at):
+            return True
+        while (wait := max(self.refused_at, since) + self.QUIET_S - time.monotonic()) > 0 and time.monotonic() + wait < deadline:
+            await asyncio.sleep(wait)
+        return True
+
+    async def _refuse(self, context) -> None:
+        self.refused_at = time.monotonic()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the front is shutting down: call another replica or retry")
+
+    def _done(self) -> None:
+        self.in_flight -= 1
+        if not self.open and not self.in_flight:
+            self._idle.set()
+
+    def unary(self, fn):
+        async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if not self.open:
+                await self._refuse(context)
+            self.in_flight += 1
+            try:
+                return await fn(raw, context)
+            finally:
+                self._done()
+
+        return handler
+
+    def stream(self, fn):
+        async def handler(requests, context: grpc.aio.ServicerContext):
+            if not self.open:
+                await self._refuse(context)
+            self.in_flight += 1
+            try:
+                async for r in fn(requests, context):
+                    yield r
+            finally:
+                self._done()
+
+        return handler
+
+
+def inference_handlers(router: Router, hooks: Hooks | None = None, gate: DrainGate | None = None) -> dict[str, grpc.RpcMethodHandler]:
     """Method name -> raw-bytes handler (no (de)serializer: bytes in, bytes out); each inside a
-    SERVER span when ``hooks`` (telemetry.Hooks) trace."""
+    SERVER span when ``hooks`` (telemetry.Hooks) trace; each behind ``gate`` (the stop's drain)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for m in UNARY_METHODS:
         fn = router.infer if m == "ModelInfer" else _unary(router, m)
-        handlers[m] = grpc.unary_unary_rpc_method_handler(hooks.server_handler(m, fn) if hooks else fn)
+        fn = hooks.server_handler(m, fn) if hooks else fn
+        handlers[m] = grpc.unary_unary_rpc_method_handler(gate.unary(fn) if gate else fn)
     stream = hooks.server_stream_handler("ModelStreamInfer", router.stream_infer) if hooks else router.stream_infer
-    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(stream)
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(gate.stream(stream) if gate else stream)
     return handlers
 
 
 class ShadowControl(pb_grpc.ShadowControlServicer):
-    def __init__(self, router: Router, cost: CostTracker) -> None:
+    def __init__(self, router: Router, cost: CostTracker, reload=None) -> None:
         self._router = router
         self._cost = cost
+        self._reload = reload  # async (path, toml_text) -> changes: Front.reload_from
 
     async def GetReport(self, request: pb.GetReportRequest, context: grpc.aio.ServicerContext) -> pb.Report:
         if request.model and request.model not in self._router.routes:
@@ -98,6 +176,11 @@ class ShadowControl(pb_grpc.ShadowControlServicer):
                 resp.rejected += k
                 resp.rejected_reasons[reason] += k
         return resp
+
+    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
+        if self._reload is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this ShadowControl cannot reload its config")
+        return await reload_rpc(self._reload, request, context)
 
     async def ListRoutes(self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext) -> pb.ListRoutesResponse:
         resp = pb.ListRoutesResponse(default_live=self._router.settings.default_live)

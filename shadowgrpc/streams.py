@@ -52,7 +52,7 @@ import grpc
 
 from ._packing_py import _LEN, _VARINT, _utf8, _wrong_wire_type
 from ._wire_py import fields
-from .codec import SHADOW_METADATA
+from .security import shadow_metadata
 from .config import FALLBACK_SHADOW_DEADLINE_S
 from .packing import build_request, sample_key
 from .sequences import sequence_of
@@ -144,7 +144,7 @@ class _Target:  # one shadow stream of one caller stream: its call, writer, read
         self.pending: dict[str, collections.deque[_Side]] = {}  # by request id, first in first out
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by max_in_flight
         self.ended = False
-        md = (mirror.metadata + SHADOW_METADATA) if mirror.metadata else SHADOW_METADATA
+        md = shadow_metadata(mirror.metadata, mirror.router.settings.security.shadow_metadata_allow)  # no caller credentials
         self.call = leg.upstream.stream_infer(metadata=md, timeout=mirror.timeout)
         self.writer = asyncio.get_running_loop().create_task(self._write())
         self.reader = asyncio.get_running_loop().create_task(self._read())

@@ -1,33 +1,29 @@
 """``shadowgrpc serve --workers N``: N data-plane processes on one port, one admin endpoint.
 
-The recipe of grpc's examples/python/multiprocessing: the parent reserves ``server.listen`` with a
-SO_REUSEPORT socket (bound, never listening; port 0 becomes a real port), kept open while the
-workers run, and forks the N workers *before any grpc object exists in it* (grpc's C core does not
-survive a fork once started). Each worker is a normal ``server.Front`` on the reserved port (the
-kernel spreads new connections over the workers) with its own admin server on a private
-``127.0.0.1:0``, reported back through a pipe. Only then does the parent start grpc: its admin
-server on ``server.admin_listen`` serves ShadowControl for all of them:
+The recipe of grpc's examples/python/multiprocessing: the parent reserves ``server.listen`` with a SO_REUSEPORT
+socket (bound, never listening; port 0 becomes a real port), kept open while the workers run, and forks the N workers
+*before any grpc object exists in it* (grpc's C core does not survive a fork once started). Each worker is a normal
+``server.Front`` on the reserved port (the kernel spreads new connections over the workers) with its own admin server
+on a private ``127.0.0.1:0``, reported back through a pipe. Only then does the parent start grpc: its admin server on
+``server.admin_listen`` serves ShadowControl for all of them:
 
-- GetReport: every worker's snapshot, merged exactly (``snapshot.merge``), and the report built
-  from the merge (plus the merged snapshot when asked): the report of one front that saw all the
-  traffic (``replicas`` says N).
-- RecordOutcomes: exactly one worker records each outcome, so every counter (accepted, unknown,
-  duplicate, ..., rejected by reason) counts it once and the workers' reports add up to the
-  parent's. Per batch of outcomes a private ``Peek`` asks every worker which ids it holds (a
-  waiting pair, or answered before); each outcome then goes through the RecordOutcomes of the
-  worker that holds it, or of worker 0 when none does (which answers unknown or rejects it as one
-  front would); the caller gets the sum. Not detected: one id carried by requests that landed on
-  two workers (one front would say "reused"): the first worker's pair is scored, the other expires.
-- ListRoutes: worker 0's; ReportPairs (a client-side mirror's stream): one worker, round-robin;
-  health and reflection as on a single front's admin port.
+- GetReport: every worker's snapshot, merged exactly (``snapshot.merge``), and the report built from the merge (plus
+  the merged snapshot when asked): the report of one front that saw all the traffic (``replicas`` says N).
+- RecordOutcomes: exactly one worker records each outcome, so every counter (accepted, unknown, duplicate, ...,
+  rejected by reason) counts it once and the workers' reports add up to the parent's. Per batch of outcomes a private
+  ``Peek`` asks every worker which ids it holds (a waiting pair, or answered before); each outcome then goes through
+  the RecordOutcomes of the worker that holds it, or of worker 0 when none does (which answers unknown or rejects it
+  as one front would); the caller gets the sum. Not detected: one id carried by requests that landed on two workers
+  (one front would say "reused"): the first worker's pair is scored, the other expires.
+- ListRoutes: worker 0's; ReportPairs (a client-side mirror's stream): one worker, round-robin; Reload (and SIGHUP
+  to the parent): the config loaded and checked here, then each worker's Reload applies it (reload.py); health and
+  reflection as on a single front's admin port.
 
-Lifecycle: SIGTERM/SIGINT to the parent -> SIGTERM to every worker (each stops as one front does: in-flight
-live requests get ``server.grace_s``), wait (grace_s + 15 s, then SIGKILL), stop the admin server; exit 0 when
-every worker exited 0. A worker that dies on its own is logged with its exit status, the others are stopped
-and the parent exits 1 (no restart: forking again once the parent runs grpc is what the recipe forbids).
-Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent stops them in order)
-and stop by themselves when the parent dies (EOF on a pipe only the parent writes to). Prometheus metrics
-(--metrics-port P): worker i on P + i (0: each a free port), as each worker's counters are its own. """
+Lifecycle: SIGTERM/SIGINT to the parent -> SIGTERM to every worker (each drains as one front does), wait
+(server.stop_timeout_s + 15 s, then SIGKILL); exit 0 when every worker exited 0. A worker that dies on its own is
+logged, the others stopped, exit 1 (no restart: forking once the parent runs grpc is what the recipe forbids).
+Workers ignore SIGINT and SIGHUP (a terminal's reach the whole group; the parent relays them) and stop when the
+parent dies (EOF on a pipe only it writes to). --metrics-port P: worker i on P + i (0: each a free port). """
 
 from __future__ import annotations
 
@@ -47,6 +43,7 @@ import time
 from typing import Any
 
 from . import __version__
+from ._config_security import worker_security
 from .config import Settings
 
 log = logging.getLogger("shadowgrpc.workers")
@@ -104,16 +101,11 @@ def reserve_port(listen: str) -> tuple[socket.socket, str]:
 
 
 # -- a worker (in the child) -----------------------------------------------------------------------
-def _holds(store, request_id: str) -> bool:
-    """Whether this worker's pair store would answer anything but "unknown" for the id (a waiting
-    pair, reused or not, or an id answered before), without counting anything."""
-    return store.holds(request_id)
-
-
 def _worker_main(index: int, settings: Settings, telemetry, loop_kind: str, ready_w: int, lifeline_r: int, lifeline_w: int, reserved: socket.socket) -> None:
     os.close(lifeline_w)  # only the parent holds it: EOF on lifeline_r means the parent is gone
     reserved.close()  # the parent's reservation; this worker binds the port through grpc
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGHUP):  # the parent relays both
+        signal.signal(sig, signal.SIG_IGN)
     sys.exit(_run(_worker(index, settings, telemetry, ready_w, lifeline_r), loop_kind))
 
 
@@ -123,10 +115,11 @@ async def _worker(index: int, settings: Settings, telemetry, ready_w: int, lifel
     from .server import Front
 
     front = Front(settings, telemetry)
+    front.pinned = {"listen": settings.listen, "admin_listen": settings.admin_listen, "security": worker_security}  # reloads (reload.py)
 
     async def peek(raw: bytes, context) -> bytes:
         store = front.router.pairs
-        return json.dumps([_holds(store, rid) for rid in json.loads(raw)]).encode()
+        return json.dumps([store.holds(rid) for rid in json.loads(raw)]).encode()  # anything but "unknown" (nothing counted)
 
     handler = grpc.unary_unary_rpc_method_handler(peek)
     front.admin.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(PEEK.split("/")[1], {"Peek": handler}),))
@@ -223,7 +216,7 @@ def _stop_workers(workers: list[Worker], timeout: float) -> bool:
     return ok
 
 
-def run(settings: Settings, n: int, ready_file: str | None = None, telemetry=None, loop_kind: str = "asyncio") -> int:
+def run(settings: Settings, n: int, ready_file: str | None = None, telemetry=None, loop_kind: str = "asyncio", config_path: str | None = None) -> int:
     """``serve --workers n`` (n >= 2); returns the exit code."""
     from .telemetry import TelemetryOptions
 
@@ -232,14 +225,14 @@ def run(settings: Settings, n: int, ready_file: str | None = None, telemetry=Non
         log.warning("%d threads exist before forking the workers: only the main thread is copied", threading.active_count())
     reserved, listen = reserve_port(settings.listen)
     port = int(listen.rpartition(":")[2])
-    worker_settings = dataclasses.replace(settings, listen=listen, admin_listen="127.0.0.1:0")
+    worker_settings = dataclasses.replace(settings, listen=listen, admin_listen="127.0.0.1:0", security=worker_security(settings.security))
     lifeline = os.pipe()
     workers: list[Worker] = []
     try:
         workers = _start_workers(n, worker_settings, telemetry, loop_kind, reserved, lifeline)
         os.close(lifeline[0])
         _await_ready(workers, port)
-        return _run(_parent(settings, workers, port, ready_file), loop_kind)
+        return _run(_parent(settings, workers, port, ready_file, config_path), loop_kind)
     except RuntimeError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr, flush=True)
         return 1
@@ -247,28 +240,30 @@ def run(settings: Settings, n: int, ready_file: str | None = None, telemetry=Non
         return 130
     finally:
         if any(w.process.exitcode is None for w in workers):  # startup failed, or Ctrl-C during it
-            _stop_workers(workers, settings.grace_s + STOP_MARGIN_S)
+            _stop_workers(workers, settings.stop_timeout_s + STOP_MARGIN_S)
         reserved.close()
         os.close(lifeline[1])
 
 
 # -- the parent: one admin endpoint ----------------------------------------------------------------
-async def _parent(settings: Settings, workers: list[Worker], port: int, ready_file: str | None) -> int:
+async def _parent(settings: Settings, workers: list[Worker], port: int, ready_file: str | None, config_path: str | None = None) -> int:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
+    from .security import admin_interceptors, server_source, token_interceptors
+    from .reload import install_parent
     from .server import SHADOW_CONTROL, Front
     from .v1 import shadow_pb2_grpc
 
-    control = MergedControl(workers, settings.max_message_bytes)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)])
+    control = MergedControl(workers, settings.max_message_bytes, token_interceptors(worker_security(settings.security).admin_token))
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)], interceptors=admin_interceptors(settings.security))
     shadow_pb2_grpc.add_ShadowControlServicer_to_server(control, server)
     hs = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen")
+        admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen", server_source(settings.security.admin_tls))
     except OSError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr, flush=True)
         return 1
@@ -290,6 +285,7 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     loop, stop, died = asyncio.get_running_loop(), asyncio.Event(), []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    install_parent(loop, control, settings, config_path)  # SIGHUP: control.settings follows the reloads
 
     def exited(w: Worker) -> None:
         loop.remove_reader(w.process.sentinel)
@@ -305,9 +301,9 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     for w in died:
         w.process.join(1)
         log.error("worker %d (pid %d) exited on its own (%s): stopping the others", w.index, w.pid, _status(w.process.exitcode))
-    print(f"shadowgrpc: stopping {len(workers)} workers (grace {settings.grace_s:g} s for in-flight requests)", flush=True)
+    print(f"shadowgrpc: stopping {len(workers)} workers (grace {control.settings.grace_s:g} s for in-flight requests)", flush=True)
     await hs.enter_graceful_shutdown()
-    ok = await loop.run_in_executor(None, _stop_workers, workers, settings.grace_s + STOP_MARGIN_S)
+    ok = await loop.run_in_executor(None, _stop_workers, workers, control.settings.stop_timeout_s + STOP_MARGIN_S)
     await server.stop(0.5)
     await asyncio.gather(*(c.close() for c in control.channels))
     return 0 if ok and not died else 1
@@ -324,14 +320,14 @@ class MergedControl:
     """ShadowControl of the parent: the workers' state merged, outcomes to the worker that holds
     the pair (see the module doc)."""
 
-    def __init__(self, workers: list[Worker], max_message_bytes: int) -> None:
+    def __init__(self, workers: list[Worker], max_message_bytes: int, interceptors=()) -> None:
         import grpc
 
         from .v1 import shadow_pb2_grpc
 
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", max(max_message_bytes, 4 << 20))]
         self.workers = workers
-        self.channels = [grpc.aio.insecure_channel(w.admin_address, options=opts) for w in workers]
+        self.channels = [grpc.aio.insecure_channel(w.admin_address, options=opts, interceptors=list(interceptors)) for w in workers]
         self._stubs = [shadow_pb2_grpc.ShadowControlStub(c) for c in self.channels]
         self._peeks = [c.unary_unary(PEEK, request_serializer=None, response_deserializer=None) for c in self.channels]
 
@@ -392,6 +388,9 @@ class MergedControl:
     async def ReportPairs(self, request_iterator, context):
         i = self._pairs_to = (getattr(self, "_pairs_to", -1) + 1) % len(self.workers)
         return (await self._each(context, [(self.workers[i], self._stubs[i].ReportPairs(request_iterator, timeout=context.time_remaining()))]))[0]
+
+    async def Reload(self, request, context):  # reload.install_parent: checked here, then applied by every worker
+        return await self.reload_rpc(request, context)
 
     async def ListRoutes(self, request, context):
         return (await self._each(context, [(self.workers[0], self._stubs[0].ListRoutes(request, timeout=context.time_remaining() or 10.0))]))[0]

@@ -117,6 +117,14 @@ class PairLog:
         self._targets = {**self._targets, route: tuple(targets)}
         self._info = batch.RouteInfo(self._routes, self._targets)
 
+    def set_routes(self, routes: tuple[Route, ...], targets: dict[str, tuple]) -> None:
+        """A config reload (reload.py): the routes, and each route's targets by index, from now on
+        (new files' metadata too). Each table is replaced whole (the writer thread reads either)."""
+        self._routes, self._targets = tuple(routes), dict(targets)
+        self._info = batch.RouteInfo(self._routes, self._targets)
+        routes_json = json.dumps([_route_config(r) for r in self._routes]).encode()
+        self._meta = {**self._meta, files.PAIRS_DIR: {**self._meta[files.PAIRS_DIR], META_ROUTES: routes_json}}
+
     def pair(self, row: PairRow) -> None:
         if self._stopped:
             self._dropped += 1
