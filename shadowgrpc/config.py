@@ -14,7 +14,7 @@ so a bad config is refused at start, never discovered under traffic.
     upstream_compression = "none"    # or "gzip"/"deflate" for calls to Triton
     shadow_buffer_mb = 256           # bytes of in-flight shadow requests, all targets; past it: shed
     outcome_max_pairs = 50000        # prediction pairs waiting for ground truth (0: no join)
-    outcome_max_mb = 256             # and at most this many MiB of their predictions
+    outcome_max_mb = 256             # and at most this many MiB of their predictions (+ ~1 KiB a pair)
     outcome_ttl_s = 600              # how long a pair waits for its outcome
     poll_s = 5.0                     # Triton readiness/metadata/repository poll (targets, auto-shadow)
 

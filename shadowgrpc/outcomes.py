@@ -220,9 +220,14 @@ class Pair:
     reused: bool = False  # another waiting request carried the same id: not joinable
 
 
+# A waiting pair's cost besides its arrays (Pair, id, dict slots, headers: ~1 KB by tracemalloc in
+# benchmarks/soak.py; per shadow a header and a slot), counted so that max_bytes bounds it all.
+PAIR_OVERHEAD, SHADOW_OVERHEAD = 1024, 128
+
+
 class PairStore:
-    """request id -> Pair, at most ``max_pairs`` entries and ``max_bytes`` of predictions, each at
-    most ``ttl_s`` old; the oldest go first, counted by reason.
+    """request id -> Pair, at most ``max_pairs`` entries and ``max_bytes`` (predictions and their
+    overhead), each at most ``ttl_s`` old; the oldest go first, counted by reason.
 
     A pair belongs to one request (its ``token``), never to an id string: when a second request
     arrives with an id that is still waiting, an outcome for that id could belong to either, so
@@ -277,16 +282,16 @@ class PairStore:
                 self._evict_oldest()
                 self.counts.evicted_full += 1
             p = self._pairs[request_id] = Pair(route, token, live.copy(), {}, now, list(slices), probabilities)
-            p.nbytes = p.live.nbytes  # type: ignore[union-attr]
+            p.nbytes = PAIR_OVERHEAD + p.live.nbytes  # type: ignore[union-attr]
             self.counts.bytes += p.nbytes
             self.counts.stored += 1
         old = p.shadows.get(target)
         if old is not None:
-            p.nbytes -= old.nbytes
-            self.counts.bytes -= old.nbytes
+            p.nbytes -= SHADOW_OVERHEAD + old.nbytes
+            self.counts.bytes -= SHADOW_OVERHEAD + old.nbytes
         p.shadows[target] = shadow.copy()
-        p.nbytes += shadow.nbytes
-        self.counts.bytes += shadow.nbytes
+        p.nbytes += SHADOW_OVERHEAD + shadow.nbytes
+        self.counts.bytes += SHADOW_OVERHEAD + shadow.nbytes
         while self.counts.bytes > self.max_bytes and self._pairs:
             self._evict_oldest()
             self.counts.evicted_bytes += 1
@@ -308,9 +313,9 @@ class PairStore:
             return None, "reused"
         return p, ""
 
-    def _drop_arrays(self, p: Pair) -> None:
-        self.counts.bytes -= p.nbytes
-        p.nbytes = 0
+    def _drop_arrays(self, p: Pair) -> None:  # the pair itself stays (to answer "reused")
+        self.counts.bytes -= p.nbytes - PAIR_OVERHEAD
+        p.nbytes = PAIR_OVERHEAD
         p.live = None
         p.shadows.clear()
 
@@ -354,15 +359,8 @@ def score(
             b = np.full(rows, n - 1, dtype=np.int16)  # "missing"
         for k in np.unique(b):
             m = b == k
-            _score(
-                stats.bucket(i, int(k), n),
-                live[m],
-                shadow[m],
-                labels[m] if labels is not None else None,
-                values[m] if values is not None else None,
-                lv[m],
-                sv[m],
-            )
+            lab, val = labels[m] if labels is not None else None, values[m] if values is not None else None
+            _score(stats.bucket(i, int(k), n), live[m], shadow[m], lab, val, lv[m], sv[m])
     return True
 
 

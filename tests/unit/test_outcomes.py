@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from shadowgrpc.outcomes import OutcomeStats, PairStore, score, wilson
+from shadowgrpc.outcomes import PAIR_OVERHEAD, SHADOW_OVERHEAD, OutcomeStats, PairStore, score, wilson
 
 
 def test_wilson_matches_published_values():
@@ -44,17 +44,18 @@ def test_a_reused_id_never_pairs_one_requests_live_with_anothers_shadow():
     assert s.counts.reused_ids == 0 and set(s._pairs["txn-1"].shadows) == {"v2", "v3"}
     s.add("txn-1", second, "fraud", "v2", live_b, shadow_b)  # another request, same id
     s.add("txn-1", second, "fraud", "v3", live_b, shadow_b)
-    assert s.counts.reused_ids == 1 and s.counts.bytes == 0  # counted once per request; predictions dropped
+    assert s.counts.reused_ids == 1 and s.counts.bytes == PAIR_OVERHEAD  # counted once per request; predictions dropped
     assert s.take("txn-1") == (None, "reused")  # the outcome cannot be joined to one of them
     assert s.take("txn-1") == (None, "duplicate")
 
 
 def test_store_is_bounded_in_bytes():
     s = PairStore(max_pairs=1000, max_bytes=10_000)
-    a = np.zeros((100, 2), np.float32)  # 800 bytes; a pair with one shadow holds 1600
+    a = np.zeros((100, 2), np.float32)  # 800 bytes; a pair with one shadow holds 1600 + its bookkeeping
+    per_pair = PAIR_OVERHEAD + 800 + SHADOW_OVERHEAD + 800
     for i in range(20):
         s.add(f"r{i}", i, "m", "v2", a, a)
-    assert s.counts.bytes <= 10_000 and s.counts.evicted_bytes == 20 - len(s) and len(s) == 6
+    assert s.counts.bytes == len(s) * per_pair <= 10_000 and s.counts.evicted_bytes == 20 - len(s) and len(s) == 10_000 // per_pair
     assert s.take("r0") == (None, "unknown") and s.take("r19")[0] is not None
 
 
