@@ -203,6 +203,7 @@ class Bench:
             t0 = time.monotonic()
             wait_until(lambda: self.load.block("fault", 0.2, 20.0, DEADLINE_S)["lat"], 30.0, "OK again", every=0.0)
             back_s = time.monotonic() - t0
+            self.load.block("fault", 1.0, self.args.rate, DEADLINE_S)  # the restarted Triton's first second (fresh stubs), not measured
             cmp = self.measure()
             notes = {"outage_errors": outage["errors"], "slowest_failed_call_s": round(max(outage["call_s"], default=0.0), 3),
                      "restart_s": round(restart_s, 1), "ok_again_after_s": round(back_s, 2), "front_alive": fault.proc.poll() is None}

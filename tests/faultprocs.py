@@ -26,9 +26,10 @@ class ServedFront:
     """One ``shadowgrpc serve`` process; its output is drained by a thread (the last 400 lines kept),
     so a front that logs a lot never blocks on its pipe."""
 
-    def __init__(self, workdir: pathlib.Path, name: str, live: str, body: str, env: Mapping[str, str] | None, preexec, grace_s: float) -> None:
+    def __init__(self, workdir: pathlib.Path, name: str, live: str, body: str, env: Mapping[str, str] | None, preexec, grace_s: float,
+                 server: str = "") -> None:
         cfg = workdir / f"{name}.toml"
-        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{live}"\ngrace_s = {grace_s}\n' + body)
+        cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{live}"\ngrace_s = {grace_s}\n' + server + body)
         self.name = name
         self.ready = workdir / f"{name}.ready"
         self.ready.unlink(missing_ok=True)
@@ -100,9 +101,11 @@ class ServedFront:
 
 def serve_fronts(workdir: pathlib.Path, live: str, specs: Mapping[str, Mapping[str, Any]], start_s: float = 60.0,
                  grace_s: float = 2.0) -> dict[str, ServedFront]:
-    """Start one front per ``specs`` entry (name -> {"body": TOML after [server], "env": extra
-    environment, "preexec": a preexec_fn}) side by side, and wait until every one serves."""
-    fronts = {name: ServedFront(workdir, name, live, sp["body"], sp.get("env"), sp.get("preexec"), grace_s) for name, sp in specs.items()}
+    """Start one front per ``specs`` entry (name -> {"body": TOML after [server], "server": more
+    [server] keys, "env": extra environment, "preexec": a preexec_fn}) side by side, and wait until
+    every one serves."""
+    fronts = {name: ServedFront(workdir, name, live, sp["body"], sp.get("env"), sp.get("preexec"), grace_s, sp.get("server", ""))
+              for name, sp in specs.items()}
     deadline = time.monotonic() + start_s
     try:
         for f in fronts.values():
