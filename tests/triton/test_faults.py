@@ -34,7 +34,7 @@ BLOCKS = 10  # per side
 BLOCK_S = 0.25
 DEADLINE_S = 1.0  # each caller's deadline
 # Fault p99 / baseline p99 (375 answers a side). On the shared 2-core machine (load average 3-20
-# from other jobs) the 1.25 held in 52 of 56 measurements (12 runs of the file); the misses
+# from other jobs) the 1.25 held in 62 of 65 measurements (13 runs of the file); the misses
 # were 1.41, 1.61 and 1.80 (d, e, d) with the fault front doing no more work than the baseline:
 # noise, a front process descheduled for tens of ms moves the 4th-worst answer. 2.0 never failed;
 # benchmarks/faults.py measures the same scenarios longer against the 1.10.
