@@ -24,6 +24,7 @@ for ``--seconds`` in all. Every answer is checked byte for byte against Triton d
 
 Target (issue 13): zero live errors (outside d's outage), unchanged answers, fault p99 <= 1.10x
 the baseline's; PASS/FAIL per scenario. The aa row shows what the machine's noise alone gives.
+Exit code 1 only for a live error, a changed answer or a hung call (never noise), not for a ratio.
 
 Run:  python benchmarks/faults.py [--seconds 16] [--rate 150] [--scenarios aa,a,b,c,d,e] [--json PATH]
 """
@@ -184,7 +185,8 @@ class Bench:
         try:
             cmp = self.measure(share=0.4)
             rep = fault.report("fraud").routes[0]
-            return cmp, {s.target.name: f"mismatch {s.contract_mismatch} compared {s.compared} invalid {sum(o.shadow_invalid_rows for o in s.outputs)}"
+            return cmp, {s.target.name: f"sent {s.sent} contract_mismatch {s.contract_mismatch} compared {s.compared} "
+                                        f"invalid {sum(o.shadow_invalid_rows for o in s.outputs)} errors {dict(s.errors)} shed {s.shed}"
                          for s in rep.shadows}
         finally:
             self.stop(base, fault)
@@ -236,12 +238,16 @@ class Bench:
             hang.close()
 
 
+def clean(cmp, notes: dict) -> bool:
+    """No live error, no changed answer, no hung call (and d's outage: UNAVAILABLE only, in time)."""
+    sides = (cmp.base, cmp.fault)
+    return all(not s.errors and s.mismatches == 0 and s.hung == 0 and s.ok == s.sent for s in sides) and notes.get("outage_ok", True)
+
+
 def verdict(cmp, notes: dict, scenario: str) -> str:
-    clean = all(not s.errors and s.mismatches == 0 and s.hung == 0 and s.ok == s.sent for s in (cmp.base, cmp.fault))
     if scenario == "aa":
         return "(noise)"
-    ok = clean and cmp.p99_ratio <= TARGET and notes.get("outage_ok", True)
-    return "PASS" if ok else "FAIL"
+    return "PASS" if clean(cmp, notes) and cmp.p99_ratio <= TARGET else "FAIL"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -288,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"scenario": name, "base": cmp.base.row(), "fault": cmp.fault.row(), "p50_ratio": cmp.p50_ratio, "p99_ratio": cmp.p99_ratio,
                            "notes": notes, "load_avg": load_avg, "wall_s": time.monotonic() - t0}
                     row["verdict"] = verdict(cmp, notes, name)
+                    row["clean"] = clean(cmp, notes)
                     result["scenarios"].append(row)
                     print(f"{cmp.line(name)} -> {row['verdict']} ({row['wall_s']:.0f} s, load {load_avg:.1f})", flush=True)
         print_table(result["scenarios"])
@@ -303,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(result, indent=2, default=str))
             print(f"JSON: {path}")
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if all(r["verdict"] != "FAIL" for r in result["scenarios"]) else 1
+    # Exit 1 on what is never noise (a live error, a changed answer, a hung call, d's outage out of
+    # bounds); a p99 ratio over the target is printed FAIL but leaves the exit code alone.
+    return 0 if all(r["clean"] for r in result["scenarios"]) else 1
 
 
 if __name__ == "__main__":
