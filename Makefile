@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
 
-.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot spark-check clean
+.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot spark-check soak fuzz clean
 
 all: install
 
@@ -53,6 +53,24 @@ bench: install
 	$(PY) benchmarks/latency_gate.py --json bench-results/latency_gate.json
 	$(PY) benchmarks/pairlog.py --json bench-results/pairlog.json
 	$(PY) benchmarks/client_mirror.py --json bench-results/client_mirror.json
+	$(PY) benchmarks/faults.py --json bench-results/faults.json
+
+# The soak (not in CI; ~12 min): 600 s at a steady rate, after 60 s of warm-up, through a
+# `shadowgrpc serve` front whose shadow tritonserver is SIGKILLed and restarted every minute;
+# RSS growth <= 20 MB, no fd growth and zero live errors printed as PASS/FAIL (benchmarks/soak.py).
+soak: install
+	mkdir -p bench-results
+	$(PY) benchmarks/soak.py --json bench-results/soak.json
+
+# Coverage-guided fuzzing of the compiled wire code (not in CI; ~3-5 min): atheris (libFuzzer) drives
+# tests/fuzz/fuzz_wire.py over the scanners, builder and packer built with Debian's clang into
+# build-fuzz/ (libFuzzer coverage + ASan + UBSan; the in-place build is untouched), each result
+# compared with the Python twin. FUZZ_RUNS executions; any crash, sanitizer report or difference fails.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	command -v clang >/dev/null && test -e "$$(clang -print-resource-dir)/share/asan_ignorelist.txt" || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang libclang-rt-dev; }
+	$(PY) -c 'import atheris' 2>/dev/null || $(PIP) install --quiet atheris
+	$(PY) tests/fuzz/run_fuzz.py --runs $(FUZZ_RUNS)
 
 # Headless Chromium (Debian's package): tests/local/test_report_html_chromium.py renders the HTML report in it.
 browser:
@@ -81,4 +99,4 @@ spark-check: install
 	$(PY) benchmarks/spark_check.py
 
 clean:
-	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so shadowgrpc/sketches/*.so ext/shadowgrpc/*.c ext/shadowgrpc/sketches/*.c .pytest_cache .hypothesis
+	rm -rf build $(VENV) *.egg-info shadowgrpc/*.so shadowgrpc/sketches/*.so ext/shadowgrpc/*.c ext/shadowgrpc/sketches/*.c .pytest_cache .hypothesis build-fuzz
