@@ -191,6 +191,15 @@ def _admin_client(args: argparse.Namespace) -> dict:
     return {"token": token, "credentials": creds, "server_name": args.server_name}
 
 
+def _add_admin_client_args(r) -> None:
+    """The options of a client of the admin port (report, reload): token and TLS (_admin_client)."""
+    r.add_argument("--token-file", metavar="FILE", help="the admin token (server.admin_token_file), sent as 'authorization: Bearer'; also env SHADOWGRPC_ADMIN_TOKEN")
+    r.add_argument("--ca", metavar="PEM", help="TLS to the admin port (server.admin_tls): its CA certificate (default: the system's roots when --cert is given)")
+    r.add_argument("--cert", metavar="PEM", help="a client certificate for an admin port with mTLS (server.admin_tls.client_ca); with --key")
+    r.add_argument("--key", metavar="PEM", help="the client certificate's private key")
+    r.add_argument("--server-name", default="", metavar="NAME", help="the name to check in the admin port's certificate (default: the target's host)")
+
+
 # -- reload ---------------------------------------------------------------------------------------
 def _add_reload_parser(sub) -> None:
     r = sub.add_parser(
@@ -213,11 +222,7 @@ def _add_reload_parser(sub) -> None:
         "as on SIGHUP); a later SIGHUP re-reads the front's own file again",
     )
     r.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30: the reload includes one repository poll)")
-    r.add_argument("--token-file", metavar="FILE", help="the admin token (server.admin_token_file), sent as 'authorization: Bearer'; also env SHADOWGRPC_ADMIN_TOKEN")
-    r.add_argument("--ca", metavar="PEM", help="TLS to the admin port (server.admin_tls): its CA certificate (default: the system's roots when --cert is given)")
-    r.add_argument("--cert", metavar="PEM", help="a client certificate for an admin port with mTLS (server.admin_tls.client_ca); with --key")
-    r.add_argument("--key", metavar="PEM", help="the client certificate's private key")
-    r.add_argument("--server-name", default="", metavar="NAME", help="the name to check in the admin port's certificate (default: the target's host)")
+    _add_admin_client_args(r)
     r.set_defaults(func=_cmd_reload)
 
 
@@ -344,11 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest report accepted, in MiB (default {DEFAULT_MAX_MESSAGE_MB}, like server.max_message_mb; 0: no limit); "
         "grpc's own default would be 4",
     )
-    r.add_argument("--token-file", metavar="FILE", help="the admin token (server.admin_token_file), sent as 'authorization: Bearer'; also env SHADOWGRPC_ADMIN_TOKEN")
-    r.add_argument("--ca", metavar="PEM", help="TLS to the admin port (server.admin_tls): its CA certificate (default: the system's roots when --cert is given)")
-    r.add_argument("--cert", metavar="PEM", help="a client certificate for an admin port with mTLS (server.admin_tls.client_ca); with --key")
-    r.add_argument("--key", metavar="PEM", help="the client certificate's private key")
-    r.add_argument("--server-name", default="", metavar="NAME", help="the name to check in the admin port's certificate (default: the target's host)")
+    _add_admin_client_args(r)
     r.set_defaults(func=_cmd_report)
 
     _add_reload_parser(sub)
