@@ -29,6 +29,8 @@ from shadowgrpc.report_html import write_html
 from shadowgrpc.slices import assign
 from shadowgrpc.state import FrontState
 
+pytestmark = pytest.mark.once  # once: the HTML page in Chromium; no twin-dependent result (make test's pure-Python pass skips it)
+
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_S = 60
 SIZE = (1280, 2000)

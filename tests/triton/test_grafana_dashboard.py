@@ -22,6 +22,8 @@ from shadowgrpc.examples.data import make_transactions
 from tests.frontctl import front_for
 from tests.kserve import INFER, fraud_request
 
+pytestmark = pytest.mark.once  # once: the dashboard against a real scrape; no twin-dependent result (make test's pure-Python pass skips it)
+
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "faulty", "model": "fraud_faulty"}]}
 FUNCTIONS = {"sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "clamp_min", "clamp_max", "abs"}

@@ -21,7 +21,7 @@ import pytest
 
 from tests.latency_driver import REQUESTS, run_pair
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: the latency gate on real latencies (sketch twins: tests/unit); no twin-dependent result (make test's pure-Python pass skips it)
 
 ATTEMPTS = 3  # fresh fronts, when a heavily loaded machine leaves the verdict open (see the test)
 QUIET_TAIL = 4.0  # live p99 / p50 at most this: the tail is the model's, not scheduling stalls

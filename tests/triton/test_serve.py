@@ -17,7 +17,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from tests.serveproc import serve
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: the serve process, its CLI and SIGTERM; no twin-dependent result (make test's pure-Python pass skips it)
 
 
 def _infer(port: int, model: str, rid: str, timeout: float = 15.0) -> bytes:

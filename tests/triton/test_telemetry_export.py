@@ -23,6 +23,8 @@ from tests.frontctl import front_for
 from tests.kserve import INFER, fraud_request
 from tests.otlp import HangingPort, OtlpReceiver, closed_port
 
+pytestmark = pytest.mark.once  # once: span/metric export and its faults; no twin-dependent result (make test's pure-Python pass skips it)
+
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 ROUTE = {"model": "fraud", "live": {"version": "1"}, "shadows": [{"name": "v2", "version": "2"}, {"name": "faulty", "model": "fraud_faulty"}]}

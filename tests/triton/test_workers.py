@@ -21,6 +21,8 @@ from shadowgrpc.v1 import shadow_pb2, shadow_pb2_grpc
 from tests.kserve import INFER, fraud_request
 from tests.serveproc import serve
 
+pytestmark = pytest.mark.once  # once: worker processes and their lifecycle; no twin-dependent result (make test's pure-Python pass skips it)
+
 ROUTES = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n[[routes.shadows]]\nname = "v2"\nversion = "2"\n'
 GRACE_S = 4.0
 STOP_BOUND_S = GRACE_S + 15 + 10  # the parent's own bound (grace + 15 s) and some slack
