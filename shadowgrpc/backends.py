@@ -8,6 +8,7 @@ Calls carry raw bytes: requests are forwarded and responses returned without a p
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import grpc
 
@@ -115,8 +116,14 @@ class Upstreams:
             self._old.append(old)
             task = asyncio.get_running_loop().create_task(old.close(grace_s))
             self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            task.add_done_callback(partial(self._retired, old))
         return len(plan)
+
+    def _retired(self, channel: grpc.aio.Channel, task: asyncio.Task[None]) -> None:
+        """A retired channel is closed: forget it (each reload would otherwise keep one per TLS upstream)."""
+        self._retiring.discard(task)
+        if channel in self._old:
+            self._old.remove(channel)
 
     async def close(self) -> None:
         for up in self._by_key.values():

@@ -154,3 +154,29 @@ def test_redact_table_and_request_bytes(tmp_path, monkeypatch):
     kept = service_pb2.ModelInferRequest.FromString(got[0]["request"])
     assert [i.name for i in kept.inputs] == ["keep"] and list(kept.raw_input_contents) == [np.float32(1.25).tobytes()]
     assert strip_inputs(b"\x0a\x01m", frozenset({"zz"})) == b"\x0a\x01m"
+
+
+def test_upstream_tls_reloads_retire_the_old_channels(pki):
+    """Every reload_tls swaps in new channels; the old ones close and are then forgotten (a front
+    reloaded daily must not keep one closed channel per TLS upstream per reload)."""
+    import asyncio
+
+    from shadowgrpc.backends import Upstreams
+
+    sec = Settings.from_dict({"server": {"default_live": "127.0.0.1:9001", "upstream_tls": {"ca": str(pki.ca)}}}).security
+
+    async def body():
+        ups = Upstreams(4 << 20, "none", sec)
+        first = ups.get("127.0.0.1:9001", "live")
+        ch0 = first.channel
+        for _ in range(3):
+            assert ups.reload_tls(sec, grace_s=0.0) == 1
+        assert first.channel is not ch0  # the same Upstream, a new channel
+        for _ in range(100):  # the close tasks run on this loop
+            if not ups._old and not ups._retiring:
+                break
+            await asyncio.sleep(0.01)
+        assert ups._old == [] and not ups._retiring
+        await ups.close()
+
+    asyncio.run(body())
