@@ -116,6 +116,9 @@ class Front:
         before anything changes: a bad file raises ConfigError naming its key and the old
         credentials stay. Call on the front's event loop (the SIGHUP path)."""
         sec = self.settings.security  # a reloaded config's files, keys and token apply
+        for key, t, new in (("server.tls", self.tls, sec.tls), ("server.admin_tls", self.admin_tls, sec.admin_tls)):
+            if (t is None) != (new is None):  # a reload refuses this first (reload.py); a direct call is told
+                log.warning("%s: TLS turned %s needs a restart; the port keeps its current mode", key, "on" if t is None else "off")
         sources = [(t, new) for t, new in ((self.tls, sec.tls), (self.admin_tls, sec.admin_tls)) if t is not None]
         fresh = [t.prepare(new) for t, new in sources]  # new None (TLS off in the new config): the port keeps its files
         self.upstreams.reload_tls(sec)  # prepares all its channels before swapping any
