@@ -339,6 +339,8 @@ async def parent_reload(control, path: str | None = None, text: str | None = Non
         sec = getattr(new, "security", None)
         if sec is not None and sec.admin_token != control.settings.security.admin_token:  # the parent's admin port and its worker channels hold it
             raise ReloadRefused("server.admin_token_file / admin_token_env: a new admin token needs a restart with serve --workers")
+        src = getattr(control, "admin_tls", None)  # the parent's own admin port: its files read and checked now
+        prepared = src.prepare(new.security.admin_tls) if src is not None else None
         if text is None:
             with open(path or control.config_path, encoding="utf-8") as f:
                 text = f.read()
@@ -358,6 +360,8 @@ async def parent_reload(control, path: str | None = None, text: str | None = Non
             raise ConfigError(why)
         raise ReloadRefused(f"applied by {len(results) - len(failed)} of {len(results)} workers; refused by {why}")
     control.settings = new
+    if src is not None:
+        src.apply(prepared)  # the next TLS handshake on the parent's admin port gets the new certificate
     changes = list(results[0].changes)
     log.info("config reloaded by %d workers: %s", len(results), "; ".join(changes) or "no change")
     return changes

@@ -262,8 +262,9 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     hs = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    control.admin_tls = server_source(settings.security.admin_tls)  # a reload reads its files again (reload.parent_reload)
     try:
-        admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen", server_source(settings.security.admin_tls))
+        admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen", control.admin_tls)
     except OSError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr, flush=True)
         return 1

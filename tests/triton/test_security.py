@@ -354,16 +354,32 @@ def test_reload_tls_picks_up_a_new_certificate(tls_front, pki):
 
 
 # -- serve --workers: the parent's admin port ----------------------------------------------------
-def test_workers_parent_admin_needs_the_token(triton, tmp_path):
+def test_workers_parent_admin_needs_the_token_and_reloads_its_certificate(triton, pki, tmp_path):
     (tmp_path / "token").write_text(TOKEN)
-    body = f'admin_token_file = "{tmp_path / "token"}"\n[[routes]]\nmodel = "fraud"\nlive = {{ version = "1" }}\n'
+    shutil.copy(pki.server[0], tmp_path / "admin.pem")
+    shutil.copy(pki.server[1], tmp_path / "admin.key")
+    body = (f'admin_token_file = "{tmp_path / "token"}"\n'
+            f'admin_tls = {{ cert = "{tmp_path / "admin.pem"}", key = "{tmp_path / "admin.key"}" }}\n'
+            '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n')  # fmt: skip
     proc, _, admin = serve(tmp_path, triton.grpc_address, body, args=("--workers", "2"), output=tmp_path / "out.txt")
+    creds = admin_credentials(str(pki.ca))
     try:
         with pytest.raises(grpc.RpcError) as e:
-            fetch_report(f"127.0.0.1:{admin}")
+            fetch_report(f"127.0.0.1:{admin}", credentials=creds)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        rep = fetch_report(f"127.0.0.1:{admin}", token=TOKEN)  # merged from the workers, called with the token
+        rep = fetch_report(f"127.0.0.1:{admin}", token=TOKEN, credentials=creds)  # merged from the workers, called with the token
         assert rep.replicas == 2 and rep.routes[0].model == "fraud"
+        # SIGHUP to the parent: its own admin port's certificate files are read again too
+        assert peer_cert("127.0.0.1", admin, pki.ca) == (1001, "server-1")
+        cert2, key2 = leaf(tmp_path, "server-2", (pki.ca, pki.ca_key), 1002)
+        shutil.copy(cert2, tmp_path / "admin.pem")
+        shutil.copy(key2, tmp_path / "admin.key")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while peer_cert("127.0.0.1", admin, pki.ca)[0] != 1002 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert peer_cert("127.0.0.1", admin, pki.ca) == (1002, "server-2")
+        assert fetch_report(f"127.0.0.1:{admin}", token=TOKEN, credentials=creds).replicas == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
