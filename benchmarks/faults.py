@@ -36,9 +36,7 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -75,23 +73,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG: the full-disk stand-in
-    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 10, 8 << 10))
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: pathlib.Path, live, own, twin, load) -> None:
         self.args, self.workdir, self.live, self.own, self.twin, self.load = args, workdir, live, own, twin, load
         self.blocks = max(2, round(args.seconds / args.block_s))
 
-    def fronts(self, name: str, base: str, fault: str, env: dict | None = None, preexec=None):
+    def fronts(self, name: str, base: str, fault: str, env: dict | None = None, wrap=()):
         from tests.faultprocs import serve_fronts
 
         d = self.workdir / name
         d.mkdir()
         fronts = serve_fronts(d, self.live.grpc_address, {"base": {"body": base, "env": (env or {}).get("base")},
-                                                           "fault": {"body": fault, "env": (env or {}).get("fault"), "preexec": preexec}})
+                                                           "fault": {"body": fault, "env": (env or {}).get("fault"), "wrap": wrap}})
         for label, f in fronts.items():
             self.load.open(label, f.address)
         self.load.mixed(("base", "fault"), 1.0, 2 * self.args.rate)  # warm-up
@@ -217,6 +210,7 @@ class Bench:
     def e(self):
         from tests.faultprocs import route_toml
         from tests.otlp import HangingPort, OtlpReceiver
+        from tests.serveproc import FULL_DISK
 
         hang = HangingPort()
         try:
@@ -226,7 +220,7 @@ class Bench:
                 d = self.workdir / "e-logs"
                 base, fault = self.fronts("e", f'[log]\npath = "{d / "ok"}"\nflush_s = 0.2\n' + route_toml({"name": "v2", "version": "2"}),
                                           f'[log]\npath = "{d / "full"}"\nflush_s = 0.2\n' + route_toml({"name": "faulty", "model": "fraud_faulty"}),
-                                          env=env, preexec=_limit_file_size)
+                                          env=env, wrap=FULL_DISK)
                 try:
                     cmp = self.measure(share=0.6)
                     rep = fault.report()

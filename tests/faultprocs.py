@@ -26,15 +26,15 @@ class ServedFront:
     """One ``shadowgrpc serve`` process; its output is drained by a thread (the last 400 lines kept),
     so a front that logs a lot never blocks on its pipe."""
 
-    def __init__(self, workdir: pathlib.Path, name: str, live: str, body: str, env: Mapping[str, str] | None, preexec, grace_s: float,
+    def __init__(self, workdir: pathlib.Path, name: str, live: str, body: str, env: Mapping[str, str] | None, wrap, grace_s: float,
                  server: str = "") -> None:
         cfg = workdir / f"{name}.toml"
         cfg.write_text(f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "{live}"\ngrace_s = {grace_s}\n' + server + body)
         self.name = name
         self.ready = workdir / f"{name}.ready"
         self.ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "shadowgrpc", "--log-level", "WARNING", "serve", "--config", str(cfg), "--ready-file", str(self.ready)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec,
+        cmd = [*(wrap or (sys.executable,)), "-m", "shadowgrpc", "--log-level", "WARNING", "serve", "--config", str(cfg), "--ready-file", str(self.ready)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
         self.lines: collections.deque[str] = collections.deque(maxlen=400)
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -102,9 +102,9 @@ class ServedFront:
 def serve_fronts(workdir: pathlib.Path, live: str, specs: Mapping[str, Mapping[str, Any]], start_s: float = 60.0,
                  grace_s: float = 2.0) -> dict[str, ServedFront]:
     """Start one front per ``specs`` entry (name -> {"body": TOML after [server], "server": more
-    [server] keys, "env": extra environment, "preexec": a preexec_fn}) side by side, and wait until
+    [server] keys, "env": extra environment, "wrap": serveproc.FULL_DISK or ()}) side by side, and wait until
     every one serves."""
-    fronts = {name: ServedFront(workdir, name, live, sp["body"], sp.get("env"), sp.get("preexec"), grace_s, sp.get("server", ""))
+    fronts = {name: ServedFront(workdir, name, live, sp["body"], sp.get("env"), sp.get("wrap"), grace_s, sp.get("server", ""))
               for name, sp in specs.items()}
     deadline = time.monotonic() + start_s
     try:

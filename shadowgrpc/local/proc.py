@@ -40,18 +40,25 @@ def _load_prctl() -> Any:
 _PRCTL = _load_prctl()
 
 
-def _make_preexec(parent_pid: int) -> Any:
+# Sets PR_SET_PDEATHSIG, then execs the command (the setting survives execve): run as the child's
+# first program instead of a preexec_fn, because a preexec_fn makes subprocess fork() rather than
+# vfork(), which runs gRPC's fork handlers in the child of a process whose gRPC threads are busy:
+# they restart a poller thread there, close_fds closes its epoll fd before exec, and the child
+# aborts ("epoll_wait error: Bad file descriptor") or segfaults instead of starting tritonserver.
+_PDEATHSIG_EXEC = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    f"libc.prctl(ctypes.c_int({_PR_SET_PDEATHSIG}), ctypes.c_ulong({int(signal.SIGKILL)}), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(1)  # the parent died before prctl took effect\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _with_pdeathsig(command: Sequence[str], parent_pid: int) -> list[str]:
+    """``command`` run so that it gets SIGKILL when the thread that started it dies (Linux)."""
     if _PRCTL is None:
-        return None
-    prctl = _PRCTL
-    sigkill = int(signal.SIGKILL)
-
-    def _child() -> None:  # runs in the child between fork and exec: keep it minimal
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return _child
+        return list(command)
+    return [sys.executable, "-c", _PDEATHSIG_EXEC, str(parent_pid), *command]
 
 
 _spawner_lock = threading.Lock()
@@ -93,14 +100,13 @@ def _popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
 def spawn(command: Sequence[str], *, log: IO[bytes], env: dict[str, str], cwd: str) -> subprocess.Popen:
     """Start ``command`` with its output in ``log``, in a new session, killed when we die."""
     return _popen(
-        command,
+        _with_pdeathsig(command, os.getpid()),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_make_preexec(os.getpid()),
         close_fds=True,
     )
 

@@ -15,8 +15,6 @@ The measured numbers are printed (``pytest -s``); benchmarks/faults.py runs the 
 from __future__ import annotations
 
 import os
-import resource
-import signal
 import threading
 import time
 
@@ -26,6 +24,7 @@ from tests.faultkit import LoadClient, interleave, rss_mib, wait_until
 from tests.faultprocs import KillableTriton, route_toml, serve_fronts
 from tests.fixtures_triton import TEST_MODELS, copy_models, require_pytriton
 from tests.otlp import HangingPort, OtlpReceiver
+from tests.serveproc import FULL_DISK
 
 pytestmark = [pytest.mark.triton, pytest.mark.once]
 
@@ -43,12 +42,12 @@ SLEEPY_S = 1.0  # the own Triton's fraud_sleepy: 10x the slow shadow's 100 ms de
 SLOW_DEADLINE_MS = 100
 
 
-def _pair(load, tmp_path, live: str, base: str, fault: str, env: dict | None = None, preexec=None) -> tuple:
+def _pair(load, tmp_path, live: str, base: str, fault: str, env: dict | None = None, wrap=()) -> tuple:
     """The baseline and the fault front (``shadowgrpc serve`` processes, repository poll every
     second: a shadow found down is checked again that soon), opened and warmed up."""
     server = "poll_s = 1.0\n"
     fronts = serve_fronts(tmp_path, live, {"base": {"body": base, "env": (env or {}).get("base"), "server": server},
-                                           "fault": {"body": fault, "env": (env or {}).get("fault"), "preexec": preexec, "server": server}})
+                                           "fault": {"body": fault, "env": (env or {}).get("fault"), "wrap": wrap, "server": server}})
     for label, f in fronts.items():
         load.open(label, f.address)
     load.mixed(("base", "fault"), 0.4, 2 * RATE)  # warm-up, not measured
@@ -250,11 +249,6 @@ def test_live_triton_killed_callers_get_unavailable_in_time_and_the_front_serves
         _stop(base, fault)
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG: the full-disk stand-in
-    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 10, 8 << 10))
-
-
 def test_hung_collector_and_full_disk_with_a_faulty_shadow_leave_live_unaffected(triton, load, tmp_path, monkeypatch):
     for k in [k for k in os.environ if k.startswith("OTEL_")]:
         monkeypatch.delenv(k)
@@ -269,7 +263,7 @@ def test_hung_collector_and_full_disk_with_a_faulty_shadow_leave_live_unaffected
             fronts = _pair(load, tmp_path, triton.grpc_address,
                            f'[log]\npath = "{tmp_path / "log-ok"}"\nflush_s = 0.2\n' + route_toml({"name": "v2", "version": "2"}),
                            f'[log]\npath = "{tmp_path / "log-full"}"\nflush_s = 0.2\n' + route_toml({"name": "faulty", "model": "fraud_faulty"}),
-                           env=env, preexec=_limit_file_size)
+                           env=env, wrap=FULL_DISK)
             base, fault = fronts
             cmp = _measure(load, share=0.6)  # spans and log rows on top
             rep = wait_until(lambda: (r := fault.report()).log.stopped and r, 10.0, "the full disk stops the log")

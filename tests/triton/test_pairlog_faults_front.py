@@ -5,7 +5,6 @@ mount) stops logging with a clear error and a counter, never the serving."""
 
 from __future__ import annotations
 
-import resource
 import signal
 import subprocess
 import threading
@@ -17,15 +16,15 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from tests.serveproc import serve
+from tests.serveproc import FULL_DISK, serve
 
 pytestmark = [pytest.mark.triton, pytest.mark.once]  # once: the log writer's faults in a serve process; no twin-dependent result (make test's pure-Python pass skips it)
 
 ROUTE = '[[routes]]\nmodel = "fraud"\nlive = { version = "1" }\n[[routes.shadows]]\nname = "v2"\nversion = "2"\n'
 
 
-def _serve(tmp_path: Path, triton: str, log: str, name: str, preexec=None) -> tuple[subprocess.Popen, int, int]:
-    return serve(tmp_path, triton, f"{log}\n{ROUTE}", name=name, grace_s=5.0, preexec=preexec)
+def _serve(tmp_path: Path, triton: str, log: str, name: str, wrap=()) -> tuple[subprocess.Popen, int, int]:
+    return serve(tmp_path, triton, f"{log}\n{ROUTE}", name=name, grace_s=5.0, wrap=wrap)
 
 
 class Traffic:
@@ -113,14 +112,9 @@ def test_kill_9_mid_write_loses_at_most_the_flush_window_and_the_next_start_cont
     assert both.live_ok == both.requests
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead of killing the process
-    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 10, 8 << 10))  # smaller than any Parquet file the log writes
-
-
 def test_a_disk_that_refuses_writes_stops_logging_never_serving(triton, tmp_path):
     log = f'[log]\npath = "{tmp_path / "log"}"\nflush_s = 0.2\n'
-    proc, port, admin = _serve(tmp_path, triton.grpc_address, log, "limited", preexec=_limit_file_size)
+    proc, port, admin = _serve(tmp_path, triton.grpc_address, log, "limited", wrap=FULL_DISK)
     try:
         traffic = Traffic(port, "c").start()
         deadline = time.monotonic() + 30
