@@ -6,7 +6,6 @@ The writer's other behaviour: test_pairlog_writer.py."""
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import logging
@@ -107,8 +106,8 @@ print(json.dumps({"before": before, "after": dataclasses.asdict(lg.stats), "call
 """
 
 
-def _child(script: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def _child(script: str, *args: str, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen([*wrap, sys.executable, "-c", textwrap.dedent(script), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def parquet_files(root) -> list[str]:
@@ -180,16 +179,22 @@ def test_kill_9_loses_at_most_the_flush_window_and_the_next_start_continues(tmp_
     assert rows[0] == (lg.writer_id, 5) and len(rows) == 3 and sum(n for _, n in rows) == counted + 5
 
 
-def _drop_dac_override() -> None:  # in the child, before exec: root then obeys file modes
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (PR_CAPBSET_DROP = 24)
-        if libc.prctl(24, cap, 0, 0, 0) != 0:
-            os._exit(97)
+# Drops the capabilities that let root ignore file modes from the bounding set, then execs the
+# child (the drop applies from that exec on): a wrapper, not a preexec_fn, which would make
+# subprocess fork() a process that may have gRPC threads running (see tests/serveproc.py FULL_DISK).
+DROP_DAC_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (PR_CAPBSET_DROP = 24)
+    if libc.prctl(24, cap, 0, 0, 0) != 0:
+        os._exit(97)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def _broken(tmp_path, fault: str) -> dict:
-    kw = {"preexec_fn": _drop_dac_override} if fault == "readonly" and os.geteuid() == 0 else {}
-    proc = _child(BROKEN, str(tmp_path), fault, **kw)
+    wrap = (sys.executable, "-c", DROP_DAC_EXEC) if fault == "readonly" and os.geteuid() == 0 else ()
+    proc = _child(BROKEN, str(tmp_path), fault, wrap=wrap)
     try:
         out, err = proc.communicate(timeout=120)
     finally:
