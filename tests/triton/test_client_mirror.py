@@ -224,7 +224,9 @@ def test_broken_shadow_endpoint_never_reaches_the_caller(triton, case):
         assert (r.requests, r.live_ok, dict(r.live_errors)) == (n, n, {}), repr(st)
         assert s.sampled == n and s.sampled == s.sent + s.shed + s.down and s.sent == s.ok + sum(s.errors.values())
         if case["shadow"] == "dead":
-            assert s.ok == 0 and s.errors.get("UNAVAILABLE", 0) >= 1 and s.down >= n // 2
+            # every call fails UNAVAILABLE or is not sent while the channel is known down (how many
+            # of each depends on how often gRPC retries the connection while the loop runs)
+            assert s.ok == 0 and set(s.errors) == {"UNAVAILABLE"} and s.down >= 1
         elif case.get("model") == "fraud_sleepy":
             # 4 calls go, time out after 0.3 s and eject the endpoint (5 s): the rest is shed, and
             # the collector still fails the target on its errors
