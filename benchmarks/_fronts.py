@@ -33,6 +33,14 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def write_json(path: str, result: dict) -> None:
+    """A benchmark's figures as JSON at ``path`` (folders made), and where they went."""
+    p = pathlib.Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=2, default=str))
+    print(f"JSON: {p}")
+
+
 # -------------------------------------------------------------------------------------------
 # /proc readings
 # -------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ Run:  python benchmarks/faults.py [--seconds 16] [--rate 150] [--scenarios aa,a,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -46,6 +45,8 @@ from typing import Any
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # tests.* (the fault kit and the model copy) live in this checkout
     sys.path.insert(0, str(REPO_ROOT))
+
+from _fronts import write_json  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 SCENARIOS = ("aa", "a", "b", "c", "d", "e")
 TARGET = 1.10
@@ -299,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             if server is not None:
                 server.close()
         if args.json:
-            path = pathlib.Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2, default=str))
-            print(f"JSON: {path}")
+            write_json(args.json, result)
         shutil.rmtree(workdir, ignore_errors=True)
     # Exit 1 on what is never noise (a live error, a changed answer, a hung call, d's outage out of
     # bounds); a p99 ratio over the target is printed FAIL but leaves the exit code alone.

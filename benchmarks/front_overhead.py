@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import pathlib
 import shutil
@@ -49,12 +48,12 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
 
 if __package__:
     from . import _load, _tracing
-    from ._fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats
+    from ._fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats, write_json
     from ._summary import fmt, print_tables, ratios, summarize, verdicts
 else:  # run as a script: benchmarks/ is sys.path[0]
     import _load
     import _tracing
-    from _fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats
+    from _fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats, write_json
     from _summary import fmt, print_tables, ratios, summarize, verdicts
 
 ClientProcess = _load.ClientProcess
@@ -350,10 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         down_sock.close()
         if args.json:
-            path = pathlib.Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2, default=str))
-            print(f"JSON: {path}")
+            write_json(args.json, result)
         if args.keep_temp or rc:
             log(f"temp dir kept: {workdir}")
         else:

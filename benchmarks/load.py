@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import importlib.util
 import ipaddress
-import json
 import os
 import pathlib
 import shutil
@@ -47,9 +46,9 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
     sys.path.append(str(REPO_ROOT))
 
 if __package__:
-    from ._fronts import FrontProcess, build_repository, closed_port, front_config, log, proc_mem_mb
+    from ._fronts import FrontProcess, build_repository, closed_port, front_config, log, proc_mem_mb, write_json
 else:  # run as a script: benchmarks/ is sys.path[0]
-    from _fronts import FrontProcess, build_repository, closed_port, front_config, log, proc_mem_mb
+    from _fronts import FrontProcess, build_repository, closed_port, front_config, log, proc_mem_mb, write_json
 
 MAX_DURATION_S = 600.0
 MAX_REQUESTS = 10_000_000
@@ -377,10 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 def finish(args: argparse.Namespace, result: dict[str, Any], workdir: pathlib.Path | None) -> int:
     rc = 1 if any(r["ok"] == 0 for r in result.get("results", [])) else 0
     if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
-        print(f"JSON: {path}")
+        write_json(args.json, result)
     if workdir is not None:
         if args.keep_temp or rc:
             log(f"temp dir kept: {workdir}")

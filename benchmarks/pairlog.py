@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import pathlib
 import platform
@@ -49,13 +48,13 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
 
 if __package__:
     from . import _load
-    from ._fronts import CONCURRENCY, log
+    from ._fronts import CONCURRENCY, log, write_json
     from ._pairlog_front import FrontAB, fraud_repository
     from ._pairlog_rows import OUTPUT_SHAPE, RAW_TENSOR_BYTES, build_rows, measure_analyze, measure_request_log, measure_writer
     from ._summary import fmt
 else:  # run as a script: benchmarks/ is sys.path[0]
     import _load
-    from _fronts import CONCURRENCY, log
+    from _fronts import CONCURRENCY, log, write_json
     from _pairlog_front import FrontAB, fraud_repository
     from _pairlog_rows import OUTPUT_SHAPE, RAW_TENSOR_BYTES, build_rows, measure_analyze, measure_request_log, measure_writer
     from _summary import fmt
@@ -268,10 +267,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['pyarrow']}, duckdb {m['duckdb']}, packing {m['packing']}; load average {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}")
     finally:
         if args.json:
-            out = pathlib.Path(args.json)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2, default=str))
-            print(f"JSON: {out}")
+            write_json(args.json, result)
         if args.keep_temp or rc:
             log(f"temp dir kept: {workdir}")
         else:

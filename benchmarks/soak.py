@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import json
 import os
 import pathlib
 import shutil
@@ -56,7 +55,7 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
     sys.path.append(str(REPO_ROOT))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _fronts import FrontProcess, log  # noqa: E402
+from _fronts import FrontProcess, log, write_json  # noqa: E402
 from _soak_parts import COUNTS, FlakyShadow, Reports, fraud_repository, rss_mb  # noqa: E402
 from load import Load, fd_count, loopback_address  # noqa: E402
 
@@ -324,10 +323,7 @@ sample_rate = 1.0
             shadow.close()
     print(f"load average at start {result['loadavg_start']}, at end {result.get('loadavg_end')} ({result['cpu_count']} CPUs, shared)")
     if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
-        print(f"JSON: {path}")
+        write_json(args.json, result)
     if args.keep_temp or not ok:
         log(f"temp dir kept: {workdir}")
     else:
