@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import pathlib
@@ -22,7 +23,10 @@ TEST_MODELS = REPO_ROOT / "tests" / "models"
 SLEEPY_SECONDS = 2.0
 DEADLINE_S = 1.0
 CONCURRENCY = 8
-BASE_SCENARIOS = ("direct", "shadow-off", "one-shadow", "shadow-down", "shadow-slow")
+FRONT_SCENARIOS = ("shadow-off", "one-shadow", "shadow-down", "shadow-slow")  # run once per data plane
+NGINX_SCENARIOS = ("nginx-pass", "nginx-mirror")  # benchmarks/_nginx.py
+BASE_SCENARIOS = ("direct", *FRONT_SCENARIOS, *NGINX_SCENARIOS)
+DATA_PLANES = ("grpcio", "nghttp2")  # [server] data_plane values a row can ask for ("auto" is the default)
 # Tracing scenarios: sampler ratio (None: tracing off) on the --trace-base front config.
 TRACE_SCENARIOS = {"trace-off": None, "trace-1": 1.0, "trace-0.01": 0.01, "trace-caller": 0.01}
 SCENARIOS = BASE_SCENARIOS + tuple(TRACE_SCENARIOS)
@@ -105,9 +109,58 @@ def closed_port() -> tuple[socket.socket, int]:
     return s, s.getsockname()[1]
 
 
-def front_config(scenario: str, triton: str, down_port: int) -> str:
+def data_plane_support() -> tuple[bool, bool]:
+    """(the front's config knows ``[server] data_plane``, the compiled plane ``shadowgrpc._h2_c`` imports)."""
+    from shadowgrpc.config import ConfigError, Settings
+
+    try:
+        Settings.from_dict({"server": {"data_plane": "grpcio"}})
+        key = True
+    except ConfigError:
+        key = False
+    try:
+        importlib.import_module("shadowgrpc._h2_c")
+        compiled = True
+    except ImportError:
+        compiled = False
+    return key, compiled
+
+
+def row_label(base: str, plane: str | None) -> str:
+    """A table row: ``shadow-off[nghttp2]`` for a front on a chosen data plane, else the scenario."""
+    return f"{base}[{plane}]" if plane else base
+
+
+def split_label(label: str) -> tuple[str, str | None]:
+    base, _, plane = label.partition("[")
+    return base, (plane.rstrip("]") or None)
+
+
+def plan_rows(args: argparse.Namespace, error) -> None:
+    """``args.rows``: the table's rows in run order (each front scenario once per data plane of
+    ``--data-plane``), ``args.plane_labels`` (None: rows without a plane suffix, when the front has no
+    ``data_plane`` key), ``args.skipped`` (nginx rows without nginx). ``error``: the parser's."""
+    key, compiled = data_plane_support()
+    planes = [x.strip() for x in (args.data_plane or ("grpcio,nghttp2" if key and compiled else "grpcio")).split(",") if x.strip()]
+    for pl in planes:
+        if pl not in DATA_PLANES:
+            error(f"--data-plane: unknown data plane {pl!r} (expected: {', '.join(DATA_PLANES)})")
+        if pl != "grpcio" and not key:
+            error(f"--data-plane {pl}: this front's config has no [server] data_plane key (only grpcio can run)")
+        if pl == "nghttp2" and not compiled:
+            error("--data-plane nghttp2: the compiled data plane shadowgrpc._h2_c does not import (run `make build`)")
+    args.data_planes = planes
+    args.plane_labels = list(dict.fromkeys(planes)) if key else [None]
+    args.rows = [row_label(sc, pl) for sc in args.scenario_list for pl in (args.plane_labels if sc in FRONT_SCENARIOS else [None])]
+    args.nginx = args.nginx or None  # --nginx "": run without the nginx rows
+    args.skipped = [r for r in args.rows if r in NGINX_SCENARIOS] if args.nginx is None else []
+    args.rows = [r for r in args.rows if r not in args.skipped]
+
+
+def front_config(scenario: str, triton: str, down_port: int, data_plane: str | None = None) -> str:
+    plane = f'data_plane = "{data_plane}"\n' if data_plane and data_plane != "auto" else ""  # only when asked: older fronts lack the key
     head = f"""[server]
-listen = "127.0.0.1:0"
+{plane}listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 default_live = "{triton}"
 grace_s = 5.0
@@ -287,7 +340,3 @@ def triton_model_stats(address: str) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}
 
-
-# -------------------------------------------------------------------------------------------
-# main
-# -------------------------------------------------------------------------------------------

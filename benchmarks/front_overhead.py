@@ -10,6 +10,12 @@ models of tests/models, ``SHADOWGRPC_SLEEPY_SECONDS=2``):
   shadow-down   the front, one shadow whose address is a closed loopback port
   shadow-slow   the front, one shadow on ``fraud_sleepy`` (sleeps 2 s, past the 1 s deadline that
                 the client sets on every call and that the shadow inherits)
+  nginx-pass    nginx (Debian's package) ``grpc_pass`` to the same Triton: the C-proxy yardstick
+  nginx-mirror  nginx ``grpc_pass`` plus ``mirror`` of every request to Triton again (same model;
+                benchmarks/_nginx.py; both skipped, saying so, without nginx: ``make sysdeps``)
+
+``--data-plane grpcio,nghttp2`` (the default when the front knows ``[server] data_plane`` and
+``shadowgrpc._h2_c`` imports) runs each front scenario once per plane: ``shadow-off[nghttp2]``, ...
 
 Each front scenario runs ``python -m shadowgrpc serve`` as its own process (its CPU time and RSS
 are read from /proc), stopped with SIGTERM. The load comes from a separate client process
@@ -47,17 +53,21 @@ if importlib.util.find_spec("shadowgrpc") is None:  # not installed: use this ch
     sys.path.append(str(REPO_ROOT))
 
 if __package__:
-    from . import _load, _tracing
+    from . import _load, _nginx, _tracing
+    from ._fronts import DATA_PLANES, NGINX_SCENARIOS, plan_rows, row_label, split_label
     from ._fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats, write_json
     from ._summary import fmt, print_tables, ratios, summarize, verdicts
 else:  # run as a script: benchmarks/ is sys.path[0]
     import _load
+    import _nginx
     import _tracing
+    from _fronts import DATA_PLANES, NGINX_SCENARIOS, plan_rows, row_label, split_label
     from _fronts import BASE_SCENARIOS, CONCURRENCY, DEADLINE_S, FrontProcess, SCENARIOS, SLEEPY_SECONDS, SOAK_STATES, TRACE_SCENARIOS, build_repository, closed_port, front_config, group_cpu_s, log, log_problems, machine_info, otlp_receiver, proc_cpu_s, proc_mem_mb, triton_model_stats, write_json
     from _summary import fmt, print_tables, ratios, summarize, verdicts
 
 ClientProcess = _load.ClientProcess
 Phase = _load.Phase
+NGINX_MISSING = "nginx: none (not on PATH nor /usr/sbin/nginx, or --nginx ''; `make sysdeps` installs Debian's): rows {} SKIPPED, not measured"
 
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: pathlib.Path, triton, client: ClientProcess, down_port: int) -> None:
@@ -75,8 +85,9 @@ class Bench:
         self.problems.append(msg)
         log(f"!!! PROBLEM: {msg}")
 
-    def measured(self, phase: Phase, front_pid: int | None, on_wait=None) -> dict[str, Any]:
-        f0 = proc_cpu_s(front_pid) if front_pid else None
+    def measured(self, phase: Phase, front_pid: int | None, on_wait=None, cpu_of=proc_cpu_s) -> dict[str, Any]:
+        """One phase; the proxy's CPU is ``cpu_of(front_pid)`` (nginx: its process group)."""
+        f0 = cpu_of(front_pid) if front_pid else None
         t0 = group_cpu_s(self.triton.pid)
         w0 = time.perf_counter()
         res = self.client.run(phase, on_wait=on_wait)
@@ -86,7 +97,7 @@ class Bench:
         res["triton_cpu_s"] = t1 - t0
         res["triton_cpu_us_per_req"] = (t1 - t0) / res["sent"] * 1e6 if res["sent"] else None
         if front_pid:
-            f1 = proc_cpu_s(front_pid)
+            f1 = cpu_of(front_pid)
             res["front_cpu_s"] = f1 - f0
             res["front_cpu_us_per_req"] = (f1 - f0) / res["sent"] * 1e6 if res["sent"] else None
             res["front_cpu_util"] = (f1 - f0) / window if window > 0 else None
@@ -108,9 +119,9 @@ class Bench:
             return False
         return True
 
-    def start_front(self, scenario: str, tag: str) -> FrontProcess:
+    def start_front(self, scenario: str, tag: str, plane: str | None = None) -> FrontProcess:
         base = self.args.trace_base if scenario in TRACE_SCENARIOS else scenario
-        cfg = front_config(base, self.triton.grpc_address, self.down_port)
+        cfg = front_config(base, self.triton.grpc_address, self.down_port, plane)
         front = FrontProcess(scenario, self.workdir, cfg, self.args.loop, tag)
         ratio = TRACE_SCENARIOS.get(scenario)
         if ratio is None:
@@ -135,19 +146,26 @@ class Bench:
             if errs:
                 self.problem(f"front {front.scenario}: live errors in its report: {errs}")
 
-    def scenario_run(self, scenario: str, rnd: int) -> dict[str, Any]:
+    def scenario_run(self, label: str, rnd: int) -> dict[str, Any]:
         a = self.args
         self._n += 1
-        tag = f"r{rnd}-{scenario}"
-        out: dict[str, Any] = {"scenario": scenario, "round": rnd, "loadavg_start": os.getloadavg()[0]}
-        front = None
+        scenario, plane = split_label(label)
+        tag = f"r{rnd}-{scenario}" + (f"-{plane}" if plane else "")
+        out: dict[str, Any] = {"scenario": label, "base": scenario, "data_plane": plane, "round": rnd, "loadavg_start": os.getloadavg()[0]}
+        front = proxy = None
+        cpu_of = proc_cpu_s
         try:
-            if scenario != "direct":
-                t0 = time.monotonic()
-                front = self.start_front(scenario, tag)
+            t0 = time.monotonic()
+            if scenario in NGINX_SCENARIOS:
+                proxy = _nginx.NginxProcess(scenario, self.workdir, self.triton.grpc_address, tag, a.nginx).start()
+                cpu_of = group_cpu_s  # master + worker: nginx runs in a process group of its own
+                out["nginx_config"] = proxy.config_path.read_text()
+            elif scenario != "direct":
+                front = self.start_front(scenario, tag, plane)
+            if front or proxy:
                 out["front_start_s"] = time.monotonic() - t0
-                out["front_pid"] = front.pid
-            target = front.address if front else self.triton.grpc_address
+                out["front_pid"] = (front or proxy).pid
+            target = (front or proxy).address if front or proxy else self.triton.grpc_address
             self.client.open(target)
             out["bytes_identical"] = self.check_bytes(f"round {rnd} {scenario}")
             out["warmup"] = self.client.run(Phase("warmup", a.warmup, CONCURRENCY, DEADLINE_S, max_seconds=60))
@@ -155,20 +173,29 @@ class Bench:
                 self.problem(f"LIVE ERRORS in round {rnd} {scenario} warm-up: {out['warmup']['errors']}")
             if front:
                 out["mem_after_warmup_mb"] = proc_mem_mb(front.pid)
-            pid = front.pid if front else None
+            pid = (front or proxy).pid if front or proxy else None
+            if proxy:
+                proxy.mark()
             caller = scenario == "trace-caller"  # every request carries a sampled traceparent
             spans0 = self.receiver.span_count if self.receiver else 0
             out["seq"] = self.measured(Phase(f"round {rnd} {scenario} seq", a.seq_requests, 1, DEADLINE_S, max_seconds=a.phase_max_s,
-                                             traceparent=caller), pid)
+                                             traceparent=caller), pid, cpu_of=cpu_of)
             out["conc"] = self.measured(
                 Phase(f"round {rnd} {scenario} {CONCURRENCY}-inflight", a.requests, CONCURRENCY, DEADLINE_S,
-                      max_seconds=a.phase_max_s, progress=a.requests >= 20000, traceparent=caller), pid)
+                      max_seconds=a.phase_max_s, progress=a.requests >= 20000, traceparent=caller), pid, cpu_of=cpu_of)
             if self.receiver:
                 out["spans_received"] = self.receiver.span_count - spans0  # what reached the collector during the phases
             if front:
                 out["mem_end_mb"] = proc_mem_mb(front.pid)
+            if proxy:
+                out["triton_calls_per_request"] = proxy.check_calls(out["seq"]["sent"] + out["conc"]["sent"], self.problem)
             self.client.close_channel()
         finally:
+            if proxy is not None:
+                if proxy.proc is not None and proxy.proc.poll() is None:
+                    proxy.finish(out, self.problem)
+                else:
+                    self.problem(f"{scenario} died during the run: exit {proxy.proc.returncode if proxy.proc else '?'}\n{proxy.log_tail()}")
             if front is not None:
                 if front.proc is not None and front.proc.poll() is None:
                     self.finish_front(front, out)
@@ -176,20 +203,21 @@ class Bench:
                     self.problem(f"front {scenario} died during the run: exit {front.proc.returncode if front.proc else '?'}\n{front.log_tail()}")
         c, s = out["conc"], out["seq"]
         cpu = c.get("front_cpu_us_per_req")
-        log(f"  {scenario:<12} seq p50 {fmt(s.get('p50_ms'), 3)} ms  p99 {fmt(s.get('p99_ms'), 3)} ms | "
+        log(f"  {label:<20} seq p50 {fmt(s.get('p50_ms'), 3)} ms  p99 {fmt(s.get('p99_ms'), 3)} ms | "
             f"{CONCURRENCY} in flight {c['rps']:.0f} req/s p50 {fmt(c.get('p50_ms'), 3)} p99 {fmt(c.get('p99_ms'), 3)} ms | "
-            f"front {fmt(cpu, 0)} CPU-us/req | errors {s['error_count'] + c['error_count']}")
+            f"proxy {fmt(cpu, 0)} CPU-us/req | errors {s['error_count'] + c['error_count']}")
         return out
 
-    def soak(self, state: str) -> dict[str, Any]:
+    def soak(self, label: str) -> dict[str, Any]:
         a = self.args
-        out: dict[str, Any] = {"state": state, "requests": a.soak_requests}
-        front = self.start_front(state, f"soak-{state}")
+        state, plane = split_label(label)
+        out: dict[str, Any] = {"state": label, "data_plane": plane, "requests": a.soak_requests}
+        front = self.start_front(state, f"soak-{state}" + (f"-{plane}" if plane else ""), plane)
         try:
             self.client.open(front.address)
-            out["warmup"] = self.client.run(Phase(f"soak {state} warm-up", a.soak_warmup, CONCURRENCY, DEADLINE_S, max_seconds=120))
+            out["warmup"] = self.client.run(Phase(f"soak {label} warm-up", a.soak_warmup, CONCURRENCY, DEADLINE_S, max_seconds=120))
             if out["warmup"]["error_count"]:
-                self.problem(f"LIVE ERRORS in soak {state} warm-up: {out['warmup']['errors']}")
+                self.problem(f"LIVE ERRORS in soak {label} warm-up: {out['warmup']['errors']}")
             base = proc_mem_mb(front.pid)
             out["mem_after_warmup_mb"] = base
             samples: list[tuple[float, float]] = []
@@ -203,9 +231,9 @@ class Bench:
                     with contextlib.suppress(OSError):
                         samples.append((round(now - t_start, 2), round(proc_mem_mb(front.pid)["VmRSS"], 2)))
 
-            log(f"soak {state}: {a.soak_requests} requests, {CONCURRENCY} in flight (front RSS after warm-up {base['VmRSS']:.1f} MB)")
+            log(f"soak {label}: {a.soak_requests} requests, {CONCURRENCY} in flight (front RSS after warm-up {base['VmRSS']:.1f} MB)")
             out["load"] = self.measured(
-                Phase(f"soak {state}", a.soak_requests, CONCURRENCY, DEADLINE_S, max_seconds=a.soak_max_s, progress=True),
+                Phase(f"soak {label}", a.soak_requests, CONCURRENCY, DEADLINE_S, max_seconds=a.soak_max_s, progress=True),
                 front.pid, on_wait=sample)
             end = proc_mem_mb(front.pid)
             out["mem_end_mb"] = end
@@ -217,17 +245,13 @@ class Bench:
             if front.proc is not None and front.proc.poll() is None:
                 self.finish_front(front, out)
             else:
-                self.problem(f"front soak {state} died: exit {front.proc.returncode if front.proc else '?'}\n{front.log_tail()}")
+                self.problem(f"front soak {label} died: exit {front.proc.returncode if front.proc else '?'}\n{front.log_tail()}")
         ld = out["load"]
-        log(f"  soak {state}: {ld['sent']} requests in {ld['wall_s']:.0f} s ({ld['rps']:.0f} req/s), p99 {fmt(ld.get('p99_ms'), 2)} ms, "
+        log(f"  soak {label}: {ld['sent']} requests in {ld['wall_s']:.0f} s ({ld['rps']:.0f} req/s), p99 {fmt(ld.get('p99_ms'), 2)} ms, "
             f"errors {ld['error_count']}, RSS {out['mem_after_warmup_mb']['VmRSS']:.1f} -> {end['VmRSS']:.1f} MB, HWM {end['VmHWM']:.1f} MB, "
             f"growth {out['rss_growth_mb']:.1f} MB")
         return out
 
-
-# -------------------------------------------------------------------------------------------
-# Summaries
-# -------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -249,6 +273,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(BASE_SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
     p.add_argument("--tracing", action="store_true",
                    help="run the tracing scenarios instead: " + ", ".join(TRACE_SCENARIOS) + " (no soak unless --soak-requests is given)")
+    p.add_argument("--data-plane", metavar="LIST",
+                   help="comma-separated data planes of the front rows, each row once per plane: " + ", ".join(DATA_PLANES)
+                   + " (the front's [server] data_plane); default: both when the front knows the key and shadowgrpc._h2_c imports, else grpcio")
+    p.add_argument("--nginx", metavar="PATH", default=_nginx.nginx_binary(),
+                   help="nginx binary of the nginx-pass and nginx-mirror rows (Debian's package; `make sysdeps` installs it); none found: those rows are skipped")
     p.add_argument("--trace-base", choices=["one-shadow", "shadow-off"], default="one-shadow", help="front config of the tracing scenarios")
     p.add_argument("--blocks", type=int, default=12, help="--tracing: interleaved blocks (every scenario once per block)")
     p.add_argument("--block-requests", type=int, default=1500, help=f"--tracing: requests per scenario and block, {CONCURRENCY} in flight")
@@ -271,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for s in args.scenario_list:
         if s not in SCENARIOS:
             p.error(f"--scenarios: unknown scenario {s!r} (expected: {', '.join(SCENARIOS)})")
+    plan_rows(args, p.error)
     for name in ("requests", "seq_requests", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be >= 1")
@@ -304,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         with triton:
             log(f"Triton ready in {triton.startup_seconds or 0:.1f} s at {triton.grpc_address} (pid {triton.pid}); starting the load client ...")
             result["machine"] = machine_info(args, triton)
+            result["machine"].update(nginx=_nginx.nginx_version(args.nginx) if args.nginx else None, data_planes=args.plane_labels)
+            if args.skipped:
+                log(NGINX_MISSING.format(", ".join(args.skipped)))
             with ClientProcess(label="client") as client, contextlib.ExitStack() as stack:
                 bench = Bench(args, workdir, triton, client, down_port)
                 if any(sc in TRACE_SCENARIOS for sc in args.scenario_list):
@@ -316,17 +349,18 @@ def main(argv: list[str] | None = None) -> int:
                 if args.tracing:
                     result["tracing"] = _tracing.interleaved(bench, args, args.scenario_list, Phase, CONCURRENCY, DEADLINE_S)
                 for rnd in range(1, args.rounds + 1 if not args.tracing else 1):
-                    order = list(args.scenario_list) if rnd % 2 else list(reversed(args.scenario_list))
+                    order = list(args.rows) if rnd % 2 else list(reversed(args.rows))
                     log(f"round {rnd}/{args.rounds}: {', '.join(order)}")
                     for sc in order:
                         runs.append(bench.scenario_run(sc, rnd))
                 soaks: dict[str, dict[str, Any]] = {}
                 if args.soak_requests:
                     for state in SOAK_STATES:
-                        soaks[state] = bench.soak(state)
+                        for pl in args.plane_labels:
+                            soaks[row_label(state, pl)] = bench.soak(row_label(state, pl))
                 result["triton_model_stats"] = triton_model_stats(triton.grpc_address)
             summary = summarize(runs)
-            r = ratios(summary, soaks)
+            r = ratios(summary, soaks, args.plane_labels)
             info = r.pop("info")
             verdict = verdicts(r)
             result.update(runs=runs, summary=summary, soak=soaks, ratios=r, ratios_info=info, targets=verdict,
@@ -338,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                     rc = 1
             else:
                 print_tables(runs, summary, soaks, verdict, info, args)
+                if args.skipped:
+                    print(NGINX_MISSING.format(", ".join(args.skipped)))
             if bench.problems:
                 print(f"\n!!! {len(bench.problems)} PROBLEM(S):")
                 for p in bench.problems:
