@@ -9,7 +9,9 @@ on uvloop, started fresh for every round:
 
 - ``direct``: the client calls Triton (run right before every other row: that row's baseline);
 - ``proto-off`` / ``proto-shadow``: the prototype h2 server, live Triton fraud v1 through the
-  compiled client; with one shadow (every request mirrored to fraud v2, counted, not compared);
+  compiled client (``H2Channel.call``, a task per call); with one shadow (every request mirrored
+  to fraud v2, counted, not compared); ``-cb``: the same without a task per call (H2Front's
+  ``callbacks``: the compiled client's future and a done-callback);
 - ``front-off`` / ``front-shadow``: the real front, benchmarks/_fronts.py's "shadow-off" and
   "one-shadow" configs (its default data plane: the compiled client where built), which also
   pairs and compares the shadow's answers.
@@ -46,10 +48,10 @@ if importlib.util.find_spec("shadowgrpc") is None:
     sys.path.append(str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-ROWS = ("direct", "proto-off", "proto-shadow", "front-off", "front-shadow")
+ROWS = ("direct", "proto-off", "proto-shadow", "proto-off-cb", "proto-shadow-cb", "front-off", "front-shadow")
 CONCURRENCY = 8
 DEADLINE_S = 2.0
-TARGETS = {"proto-off": (150.0, 0.75), "proto-shadow": (250.0, 0.48), "front-off": (150.0, 0.75), "front-shadow": (250.0, 0.48)}
+TARGETS = {r: ((250.0, 0.48) if "shadow" in r else (150.0, 0.75)) for r in ROWS[1:]}
 ADDED_P50_MS = 0.25
 
 
@@ -60,7 +62,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     live = H2Channel(args.live, 64 << 20)
     shadow = H2Channel(args.shadow, 64 << 20) if args.shadow else None
-    front = H2Front(live, shadow, route_model="fraud", shadow_model=args.shadow_model, shadow_version=args.shadow_version)
+    front = H2Front(live, shadow, route_model="fraud", shadow_model=args.shadow_model, shadow_version=args.shadow_version,
+                    callbacks=args.callbacks)
     port = await front.start("127.0.0.1", 0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,10 +79,12 @@ async def _serve(args: argparse.Namespace) -> None:
 class ProtoProcess:
     """``h2_server_spike.py --serve`` as a child process (the FrontProcess interface the rows use)."""
 
-    def __init__(self, workdir: pathlib.Path, live: str, shadow: str | None, tag: str) -> None:
+    def __init__(self, workdir: pathlib.Path, live: str, shadow: str | None, tag: str, callbacks: bool = False) -> None:
         self.ready = workdir / f"proto-{tag}.ready"
         self.log_path = workdir / f"proto-{tag}.log"
         self.cmd = [sys.executable, __file__, "--serve", "--live", live, "--ready-file", str(self.ready)]
+        if callbacks:
+            self.cmd.append("--callbacks")
         if shadow:
             self.cmd += ["--shadow", shadow, "--shadow-model", "fraud", "--shadow-version", "2"]
         self.proc: subprocess.Popen | None = None
@@ -131,7 +136,7 @@ def run_row(row: str, rnd: int, ctx: dict, args: argparse.Namespace) -> dict:
     tag = f"r{rnd}-{row}"
     front = None
     if row.startswith("proto"):
-        front = ProtoProcess(work, triton.grpc_address, triton.grpc_address if row == "proto-shadow" else None, tag).start()
+        front = ProtoProcess(work, triton.grpc_address, triton.grpc_address if "shadow" in row else None, tag, row.endswith("-cb")).start()
     elif row.startswith("front"):
         cfg = front_config("shadow-off" if row == "front-off" else "one-shadow", triton.grpc_address, 1)
         front = FrontProcess(row, work, cfg, "uvloop", tag).start()
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shadow-model", default="fraud", help=argparse.SUPPRESS)
     p.add_argument("--shadow-version", default="2", help=argparse.SUPPRESS)
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--callbacks", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         import uvloop

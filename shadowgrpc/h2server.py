@@ -12,6 +12,11 @@ with the upstream's code, details and trailing metadata (``abort_like``'s rule),
 failure as UNAVAILABLE. Everything else is UNIMPLEMENTED. The shadow's answer is counted, not
 compared (no pairing, sketches, telemetry, paired log).
 
+``callbacks=True`` skips the task per call: when the channel's connection is READY, the call goes
+straight to ``shadowgrpc._h2_c.Connection.submit`` with a future whose done-callback answers the
+caller (a prototype reaching into H2Channel: production wants a public callback form of ``call``);
+otherwise (connecting, a refused stream to retry) it takes the task path.
+
 Not here (what a production version needs): ModelStreamInfer and the other KServe RPCs (metadata,
 health, repository, statistics: forwarded raw or handed to the grpcio server), reflection, TLS
 (ALPN h2), drain on SIGTERM (``ServerConnection.goaway`` exists), telemetry context, config.
@@ -20,6 +25,7 @@ health, repository, statistics: forwarded raw or handed to the grpcio server), r
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from grpc.aio import AioRpcError
@@ -53,11 +59,39 @@ class _Session:
         if path != MODEL_INFER:
             self.conn.respond_error(sid, UNIMPLEMENTED, "Method not found!")
             return
-        self.tasks[sid] = self.front.loop.create_task(self.front.infer(self, sid, message, metadata, timeout))
+        front = self.front
+        if front.callbacks:
+            up = front.live._conn
+            if up is not None and up.usable:  # no task: the upstream call's future answers the caller
+                front.requests += 1
+                if timeout is None:
+                    timeout = DEFAULT_DEADLINE_S
+                if front.shadow is not None:
+                    front._mirror(message, metadata, timeout)
+                fut = front.loop.create_future()
+                self.tasks[sid] = (up, up.submit(MODEL_INFER, message, metadata, timeout, fut), message, metadata, timeout)
+                fut.add_done_callback(partial(self._answered, sid))
+                return
+        self.tasks[sid] = front.loop.create_task(front.infer(self, sid, message, metadata, timeout))
+
+    def _answered(self, sid: int, fut: asyncio.Future) -> None:
+        held = self.tasks.pop(sid, None)
+        e = None if fut.cancelled() else fut.exception()  # retrieved even when the caller is gone
+        if held is None or fut.cancelled():
+            return
+        if e is None:
+            self.conn.respond(sid, fut.result())
+        elif getattr(e, "refused", False):  # not processed (GOAWAY): H2Channel.call retries it on a new connection
+            _, _, message, metadata, timeout = held
+            self.tasks[sid] = self.front.loop.create_task(self.front.infer(self, sid, message, metadata, timeout, count=False))
+        else:
+            self.front.answer_error(self.conn, sid, e)
 
     def cancelled(self, sid: int) -> None:
         t = self.tasks.pop(sid, None)
-        if t is not None:
+        if type(t) is tuple:
+            t[0].cancel(t[1])
+        elif t is not None:
             t.cancel()
 
 
@@ -65,7 +99,7 @@ class H2Front:
     """The prototype front (see the module doc). ``live`` / ``shadow``: H2Channels to Triton."""
 
     def __init__(self, live: H2Channel, shadow: H2Channel | None = None, *, route_model: str = "", shadow_model: str = "",
-                 shadow_version: str = "", shadow_max_in_flight: int = 64, max_message: int = MAX_MESSAGE) -> None:
+                 shadow_version: str = "", shadow_max_in_flight: int = 64, max_message: int = MAX_MESSAGE, callbacks: bool = False) -> None:
         if ServerConnection is None:
             raise RuntimeError("shadowgrpc._h2srv_c is not built (libnghttp2 missing at build time)")
         self.live = live
@@ -75,6 +109,8 @@ class H2Front:
         self.shadow_version = shadow_version
         self.shadow_max = shadow_max_in_flight
         self.max_message = max_message
+        self.callbacks = callbacks  # True: no task per call (the H2 connection's future + a callback; see the module doc)
+        self.shadow_in_flight = 0
         self.loop: Any = None
         self.server: asyncio.AbstractServer | None = None
         self._shadow_tasks: set[asyncio.Task] = set()
@@ -94,28 +130,32 @@ class H2Front:
         self.server = await self.loop.create_server(self._protocol, host, port)
         return self.server.sockets[0].getsockname()[1]
 
-    async def infer(self, sess: _Session, sid: int, raw: bytes, metadata: tuple, timeout: float | None) -> None:
+    async def infer(self, sess: _Session, sid: int, raw: bytes, metadata: tuple, timeout: float | None, count: bool = True) -> None:
         conn = sess.conn
         try:
-            self.requests += 1
-            if timeout is None:
-                timeout = DEFAULT_DEADLINE_S
-            if self.shadow is not None:
-                self._mirror(raw, metadata, timeout)
+            if count:
+                self.requests += 1
+                if timeout is None:
+                    timeout = DEFAULT_DEADLINE_S
+                if self.shadow is not None:
+                    self._mirror(raw, metadata, timeout)
             try:
                 response = await self.live.call(MODEL_INFER, raw, timeout, metadata or None)
-            except AioRpcError as e:
-                self.live_errors += 1
-                md = e.trailing_metadata()
-                conn.respond_error(sid, e.code().value[0], e.details() or "", tuple(md) if md else ())
-                return
-            except Exception as e:  # noqa: BLE001 - the caller gets UNAVAILABLE, as abort_like gives it
-                self.live_errors += 1
-                conn.respond_error(sid, UNAVAILABLE, f"upstream Triton call failed: {e!r}")
+            except Exception as e:  # noqa: BLE001 - every failure answers the caller
+                self.answer_error(conn, sid, e)
                 return
             conn.respond(sid, response)
         finally:
             sess.tasks.pop(sid, None)
+
+    def answer_error(self, conn: Any, sid: int, e: BaseException) -> None:
+        """The upstream's code, details and trailing metadata; UNAVAILABLE for anything else (abort_like's rule)."""
+        self.live_errors += 1
+        if isinstance(e, AioRpcError):
+            md = e.trailing_metadata()
+            conn.respond_error(sid, e.code().value[0], e.details() or "", tuple(md) if md else ())
+        else:
+            conn.respond_error(sid, UNAVAILABLE, f"upstream Triton call failed: {e!r}")
 
     def _mirror(self, raw: bytes, metadata: tuple, timeout: float) -> None:
         try:
@@ -124,13 +164,28 @@ class H2Front:
             return  # not a ModelInferRequest we can read: live only
         if model != self.route_model or uses_shm:
             return
-        if len(self._shadow_tasks) >= self.shadow_max:
+        if self.shadow_in_flight >= self.shadow_max:
             self.shadow_shed += 1
             return
         self.shadow_sent += 1
-        t = self.loop.create_task(self._shadow(build_request(raw, self.shadow_model, self.shadow_version, True), metadata, timeout))
+        self.shadow_in_flight += 1
+        req = build_request(raw, self.shadow_model, self.shadow_version, True)
+        up = self.shadow._conn if self.callbacks else None
+        if up is not None and up.usable:
+            fut = self.loop.create_future()
+            up.submit(MODEL_INFER, req, metadata, timeout, fut)
+            fut.add_done_callback(self._shadow_done)
+            return
+        t = self.loop.create_task(self._shadow(req, metadata, timeout))
         self._shadow_tasks.add(t)
         t.add_done_callback(self._shadow_tasks.discard)
+
+    def _shadow_done(self, fut: asyncio.Future) -> None:
+        self.shadow_in_flight -= 1
+        if fut.cancelled() or fut.exception() is not None:
+            self.shadow_errors += 1
+        else:
+            self.shadow_ok += 1
 
     async def _shadow(self, req: bytes, metadata: tuple, timeout: float) -> None:
         assert self.shadow is not None
@@ -139,6 +194,8 @@ class H2Front:
             self.shadow_ok += 1
         except Exception:  # noqa: BLE001 - a shadow problem never reaches the caller
             self.shadow_errors += 1
+        finally:
+            self.shadow_in_flight -= 1
 
     async def close(self) -> None:
         if self.server is not None:

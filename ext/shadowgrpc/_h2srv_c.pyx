@@ -242,7 +242,8 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
         if s.metadata is None:
             s.metadata = []
         if namelen > 4 and memcmp(name + namelen - 4, "-bin", 4) == 0:
-            s.metadata.append((k.decode("latin-1"), _b64decode(v + b"=" * (-len(v) % 4))))
+            # padding: (4 - n % 4) % 4 written with & (under cdivision, -n % 4 is negative in C)
+            s.metadata.append((k.decode("latin-1"), _b64decode(v + b"=" * ((4 - (len(v) & 3)) & 3))))
         else:
             s.metadata.append((k.decode("latin-1"), v.decode("latin-1")))
         return 0
