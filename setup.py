@@ -17,6 +17,20 @@ EXACT_FP = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 # shadowgrpc/sketches/).
 SKETCHES = ("_c", "_core_c", "_divergence_c", "_paired_c")
 
+
+def nghttp2_found() -> bool:
+    """libnghttp2's header and library (Debian: libnghttp2-dev, installed by `make sysdeps`).
+    Without them the HTTP/2 data plane (shadowgrpc._h2_c) is not built and the front uses
+    grpc.aio (server.data_plane = "auto"); SHADOWGRPC_REQUIRE_NGHTTP2=1 makes that an error."""
+    import subprocess
+
+    try:
+        subprocess.run(["pkg-config", "--exists", "libnghttp2"], check=True, capture_output=True)
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return any(os.path.exists(f"{d}/nghttp2/nghttp2.h") for d in ("/usr/include", "/usr/local/include"))
+
 if NO_EXTENSIONS:
     print("*********************\n* Pure Python build *\n*********************")
     ext_modules = []
@@ -32,6 +46,13 @@ else:
     extensions += [Extension(f"shadowgrpc.sketches.{m}", [f"ext/shadowgrpc/sketches/{m}.pyx"], extra_compile_args=EXACT_FP,
                              **numpy_api)
                    for m in SKETCHES]
+    if nghttp2_found():
+        extensions.append(Extension("shadowgrpc._h2_c", ["ext/shadowgrpc/_h2_c.pyx"], libraries=["nghttp2"]))
+        extensions.append(Extension("shadowgrpc._h2srv_c", ["ext/shadowgrpc/_h2srv_c.pyx"], libraries=["nghttp2"]))  # issue 14 item 4 prototype
+    elif os.environ.get("SHADOWGRPC_REQUIRE_NGHTTP2"):
+        sys.exit("setup.py: libnghttp2 not found (Debian: apt-get install libnghttp2-dev) and SHADOWGRPC_REQUIRE_NGHTTP2 is set")
+    else:
+        print("setup.py: libnghttp2 not found: shadowgrpc._h2_c (the HTTP/2 data plane) is not built; the front uses grpc.aio")
     ext_modules = cythonize(
         extensions,
         include_path=["ext"],

@@ -12,6 +12,7 @@ so a bad config is refused at start, never discovered under traffic.
     shadow_grace_s = 2.0             # then for in-flight shadow calls (the rest are cancelled, counted)
     stop_timeout_s = 30.0            # the whole stop, log and span flush included (> grace_s + shadow_grace_s)
     upstream_compression = "none"    # or "gzip"/"deflate" for calls to Triton
+    data_plane = "auto"              # ModelInfer to Triton: "nghttp2" (compiled), "grpcio", auto = nghttp2 if built
     shadow_buffer_mb = 256           # bytes of in-flight shadow requests, all targets; past it: shed
     outcome_max_pairs = 50000        # prediction pairs waiting for ground truth (0: no join)
     outcome_max_mb = 256             # and at most this many MiB of their predictions (+ ~1 KiB a pair)
@@ -63,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import dataplane
 from . import _checks as check
 from ._checks import ConfigError
 from ._config_auto import AutoShadow, parse_auto
@@ -141,6 +143,7 @@ class Settings:
     shadow_grace_s: float = 2.0  # after the live drain: in-flight shadow calls finish, or are cancelled (counted)
     stop_timeout_s: float = 30.0  # the whole stop: live drain, shadow grace, paired log and span flush
     upstream_compression: str = "none"
+    data_plane: str = "auto"  # as asked; dataplane.resolve() gives the one used (nghttp2 or grpcio)
     shadow_buffer_bytes: int = 256 * 1024 * 1024
     outcome_max_pairs: int = 50_000
     outcome_max_bytes: int = 256 * 1024 * 1024
@@ -174,7 +177,7 @@ class Settings:
         check.only(data, "", {"server", "routes", "log"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = check.table(data, "server", "server")
-        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "shadow_grace_s", "stop_timeout_s", "upstream_compression", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"} | SECURITY_KEYS)
+        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "shadow_grace_s", "stop_timeout_s", "upstream_compression", "data_plane", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"} | SECURITY_KEYS)
         listen = check.address(server, "listen", "server.", d.listen, allow_wildcard=True)
         admin = check.address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
         if admin == listen and not listen.endswith(":0"):
@@ -190,6 +193,11 @@ class Settings:
         compression = server.get("upstream_compression", "none")
         if compression not in ("none", "gzip", "deflate"):
             raise ConfigError(f"server.upstream_compression: must be one of none, gzip, deflate, got {compression!r}")
+        plane = server.get("data_plane", "auto")
+        try:
+            dataplane.resolve(plane, compression)
+        except ValueError as e:
+            raise ConfigError(f"server.data_plane: {e}") from None
         shadow_mb = check.number(server, "shadow_buffer_mb", "server.", 256, lo=1, hi=65536, integer=True)
         max_pairs = check.number(server, "outcome_max_pairs", "server.", d.outcome_max_pairs, lo=0, hi=10_000_000, integer=True)
         pairs_mb = check.number(server, "outcome_max_mb", "server.", 256, lo=1, hi=1 << 20, integer=True)
@@ -208,7 +216,7 @@ class Settings:
             seen.add(routes[-1].model)
         return cls(
             listen=listen, admin_listen=admin, default_live=default_live,
-            max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression,
+            max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression, data_plane=plane,
             shadow_grace_s=float(shadow_grace), stop_timeout_s=float(stop_timeout),
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
             outcome_max_pairs=int(max_pairs), outcome_max_bytes=int(pairs_mb) * 1024 * 1024, outcome_ttl_s=float(ttl), poll_s=float(poll),

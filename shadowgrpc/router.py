@@ -228,7 +228,7 @@ class Router:
                 if sq is not None:  # sequence: not sent breaks it (sequences.py)
                     sq.table.not_sent(sq)
                 continue
-            if ss.upstream.channel.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
+            if ss.upstream.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
                 # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
                 s.down += 1
                 if rl is not None:

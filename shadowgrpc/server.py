@@ -44,7 +44,7 @@ class Front:
 
     def __init__(self, settings: Settings, telemetry: TelemetryOptions | None = None) -> None:
         self.settings = settings
-        self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression, settings.security)
+        self.upstreams = Upstreams(settings.max_message_bytes, settings.upstream_compression, settings.security, settings.data_plane)
         self.router = Router(settings, self.upstreams)
         self.telemetry = Telemetry(telemetry if telemetry is not None else TelemetryOptions.from_env(), self.router)
         self.router.telemetry = self.telemetry.hooks
@@ -88,6 +88,7 @@ class Front:
         self.port = self._bind(self.server, s.listen, "server.listen", self.tls)
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen", self.admin_tls)
         self.telemetry.start()  # the Prometheus endpoint, when asked for
+        log.info("data plane to Triton for ModelInfer: %s (%s)", self.upstreams.data_plane, self.upstreams.data_plane_why)
         await self.watcher.start()  # the checks before traffic: no target is sent to before its own
         if self.pairlog is not None:
             self.pairlog.start()  # creates the folders; one that cannot be made stops the log (reported), not the front
