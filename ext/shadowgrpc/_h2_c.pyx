@@ -216,7 +216,7 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
             return 0
         v = PyBytes_FromStringAndSize(<const char *>value, valuelen)
         if k.endswith(b"-bin"):
-            value_obj = _b64decode(v + b"=" * (-len(v) % 4))
+            value_obj = _b64decode(v + b"=" * ((4 - (len(v) & 3)) & 3))  # gRPC sends it unpadded
         else:
             value_obj = v.decode("latin-1")
         # a first header block with END_STREAM is a trailers-only answer: grpc gives it as trailers

@@ -93,7 +93,9 @@ async def both(address: str, request: bytes, timeout: float | None = 5.0, metada
 def test_answers_statuses_and_trailers_as_grpc_aio_gets_them():
     async def main():
         async with server() as (address, _, _):
-            for req, md in ((b"hello", None), (b"empty", None), (b"", None), (b"fail", (("x-a", "1"), ("x-b-bin", b"\x00\xff\x10")))):
+            cases = ((b"hello", None), (b"empty", None), (b"", None), (b"fail", (("x-a", "1"), ("x-b-bin", b"\x00\xff\x10"))),
+                     (b"fail", (("x-c-bin", b"\x01\x02"), ("x-d-bin", b"\x01"))))  # unpadded base64 on the wire
+            for req, md in cases:
                 g, c = await both(address, req, metadata=md)
                 assert g == c, (req, g, c)
             g, c = await both(address, b"fail", metadata=(("x-a", "v"),))
