@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs += [base, r]
                 c = r["conc"]
                 cpu = r["front_cpu_us_per_req"]
-                print(f"  round {rnd + 1} {row:13s} {c['rps']:7.0f} req/s ({c['rps'] / r['direct_rps']:.2f}x direct {r['direct_rps']:.0f})"
+                print(f"  round {rnd + 1} {row:15s} {c['rps']:7.0f} req/s ({c['rps'] / r['direct_rps']:.2f}x direct {r['direct_rps']:.0f})"
                       f"  p50 {c['p50_ms']:.3f} ms  front "
                       f"{'-' if cpu is None else f'{cpu:.0f}'} CPU-us/req  errors {c['error_count']}  identical {r['bytes_identical']}"
                       f"  shadow/req {r['shadow_calls_per_req']:.2f}", file=sys.stderr, flush=True)
@@ -246,12 +246,12 @@ def report(runs: list[dict], rows: list[str], args: argparse.Namespace) -> int:
     print(f"\nmedians over {args.rounds} rounds; {args.requests} calls at {CONCURRENCY} in flight; fraud v1, 1 row; "
           f"cpus {len(os.sched_getaffinity(0))}; load average at row starts {min(r['loadavg_start'] for r in runs):.1f}-"
           f"{max(r['loadavg_start'] for r in runs):.1f}")
-    print(f"{'row':13} {'req/s':>7} {'x direct (min-max)':>18} {'p50 ms':>7} {'seq p50':>8} {'+seq p50':>8} {'CPU-us/req (min-max)':>20} "
+    print(f"{'row':15} {'req/s':>7} {'x direct (min-max)':>18} {'p50 ms':>7} {'seq p50':>8} {'+seq p50':>8} {'CPU-us/req (min-max)':>20} "
           f"{'shadow/req':>10} {'errors':>6} {'identical':>9}")
     for row in rows:
         x = s[row]
         cpu = "-" if x["cpu"] is None else f"{x['cpu']:.0f} ({x['cpu_min']:.0f}-{x['cpu_max']:.0f})"
-        print(f"{row:13} {x['rps']:7.0f} {x['x']:6.2f} ({x['x_min']:.2f}-{x['x_max']:.2f}) {x['p50_ms']:7.3f} {x['seq_p50_ms']:8.3f} "
+        print(f"{row:15} {x['rps']:7.0f} {x['x']:6.2f} ({x['x_min']:.2f}-{x['x_max']:.2f}) {x['p50_ms']:7.3f} {x['seq_p50_ms']:8.3f} "
               f"{x['seq_p50_ms'] - d['seq_p50_ms']:+8.3f} {cpu:>20} {x['shadow']:10.2f} {x['errors']:6d} {str(x['identical']):>9}")
     print("\nissue 14 targets: front CPU <= 150 / 250 us (shadow off / one shadow), >= 0.75x / 0.48x of direct, +seq p50 <= 0.25 ms")
     for row in rows:
@@ -261,7 +261,7 @@ def report(runs: list[dict], rows: list[str], args: argparse.Namespace) -> int:
         x = s[row]
         ratio = x["x"]
         added = x["seq_p50_ms"] - d["seq_p50_ms"]
-        print(f"  {row:13} CPU {x['cpu']:.0f} us <= {cpu_t:.0f}: {'yes' if x['cpu'] <= cpu_t else 'NO'};  "
+        print(f"  {row:15} CPU {x['cpu']:.0f} us <= {cpu_t:.0f}: {'yes' if x['cpu'] <= cpu_t else 'NO'};  "
               f"{ratio:.2f}x >= {x_t:.2f}x: {'yes' if ratio >= x_t else 'NO'};  +p50 {added:+.3f} ms <= {ADDED_P50_MS}: "
               f"{'yes' if added <= ADDED_P50_MS else 'NO'}")
     for a, b in (("proto-off", "front-off"), ("proto-shadow", "front-shadow")):

@@ -9,7 +9,9 @@ client (``shadowgrpc.h2.H2Channel``) and, when a shadow channel is given and the
 (the model renamed with ``build_request(raw, shadow_model, shadow_version, True)``, as
 router.py's ``_shadow`` does). The live answer goes back byte for byte; a live error goes back
 with the upstream's code, details and trailing metadata (``abort_like``'s rule), any other
-failure as UNAVAILABLE. Everything else is UNIMPLEMENTED. The shadow's answer is counted, not
+failure as UNAVAILABLE. The other unary KServe RPCs (ServerLive, ModelMetadata, ...) are
+forwarded raw to the live Triton; everything else (ModelStreamInfer, health, reflection) is
+UNIMPLEMENTED. The shadow's answer is counted, not
 compared (no pairing, sketches, telemetry, paired log).
 
 ``callbacks=True`` skips the task per call: when the channel's connection is READY, the call goes
@@ -17,19 +19,22 @@ straight to ``shadowgrpc._h2_c.Connection.submit`` with a future whose done-call
 caller (a prototype reaching into H2Channel: production wants a public callback form of ``call``);
 otherwise (connecting, a refused stream to retry) it takes the task path.
 
-Not here (what a production version needs): ModelStreamInfer and the other KServe RPCs (metadata,
-health, repository, statistics: forwarded raw or handed to the grpcio server), reflection, TLS
-(ALPN h2), drain on SIGTERM (``ServerConnection.goaway`` exists), telemetry context, config.
+Not here (what a production version needs): ModelStreamInfer (bidirectional streams), the front's
+own services on the data port (health, reflection: answered here or handed to a grpcio server),
+per-model routing of the pass-through RPCs, TLS (ALPN h2), drain on SIGTERM
+(``ServerConnection.goaway`` exists), telemetry context, the pairing/compare stage, config.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from functools import partial
 from typing import Any
 
 from grpc.aio import AioRpcError
 
+from .codec import SERVICE, UNARY_METHODS
 from .h2 import H2Channel
 from .packing import build_request, scan_request
 
@@ -39,7 +44,8 @@ except ImportError:  # not built (no libnghttp2 at build time), or pure-Python b
     ServerConnection = None  # type: ignore[assignment,misc]
 
 AVAILABLE = ServerConnection is not None
-MODEL_INFER = b"/inference.GRPCInferenceService/ModelInfer"
+MODEL_INFER = f"/{SERVICE}/ModelInfer".encode()
+PASSTHROUGH = frozenset(f"/{SERVICE}/{m}".encode() for m in UNARY_METHODS if m != "ModelInfer")
 UNIMPLEMENTED, UNAVAILABLE = 12, 14
 DEFAULT_DEADLINE_S = 30.0  # when the caller set none
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -56,10 +62,13 @@ class _Session:
         self.tasks: dict[int, asyncio.Task] = {}
 
     def handler(self, sid: int, path: bytes, metadata: tuple, timeout: float | None, message: bytes) -> None:
-        if path != MODEL_INFER:
-            self.conn.respond_error(sid, UNIMPLEMENTED, "Method not found!")
-            return
         front = self.front
+        if path != MODEL_INFER:
+            if path in PASSTHROUGH:
+                self.tasks[sid] = front.loop.create_task(front.passthrough(self, sid, path, message, metadata, timeout))
+            else:
+                self.conn.respond_error(sid, UNIMPLEMENTED, "Method not found!")
+            return
         if front.callbacks:
             up = front.live._conn
             if up is not None and up.usable:  # no task: the upstream call's future answers the caller
@@ -111,6 +120,7 @@ class H2Front:
         self.max_message = max_message
         self.callbacks = callbacks  # True: no task per call (the H2 connection's future + a callback; see the module doc)
         self.shadow_in_flight = 0
+        self.conns: weakref.WeakSet[Any] = weakref.WeakSet()  # accepted connections (the transports hold them)
         self.loop: Any = None
         self.server: asyncio.AbstractServer | None = None
         self._shadow_tasks: set[asyncio.Task] = set()
@@ -120,6 +130,7 @@ class H2Front:
 
     def _protocol(self) -> Any:
         conn = ServerConnection(self.loop, None, None, self.max_message)
+        self.conns.add(conn)
         s = _Session(self, conn)
         conn.bind(s.handler, s.cancelled)
         return conn
@@ -145,6 +156,17 @@ class H2Front:
                 self.answer_error(conn, sid, e)
                 return
             conn.respond(sid, response)
+        finally:
+            sess.tasks.pop(sid, None)
+
+    async def passthrough(self, sess: _Session, sid: int, path: bytes, raw: bytes, metadata: tuple, timeout: float | None) -> None:
+        """Another unary KServe RPC: raw to the live Triton and back (Router.unary's pass-through, one upstream here)."""
+        try:
+            response = await self.live.call(path, raw, DEFAULT_DEADLINE_S if timeout is None else timeout, metadata or None)
+        except Exception as e:  # noqa: BLE001 - every failure answers the caller
+            self.answer_error(sess.conn, sid, e)
+        else:
+            sess.conn.respond(sid, response)
         finally:
             sess.tasks.pop(sid, None)
 
@@ -200,6 +222,8 @@ class H2Front:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+        for conn in list(self.conns):  # asyncio's Server.close() leaves accepted connections open
+            conn.close()
         for t in list(self._shadow_tasks):
             t.cancel()
         await self.live.close()

@@ -340,6 +340,7 @@ cdef class ServerConnection:
     cdef nghttp2_session *session
     cdef readonly dict streams
     cdef readonly object transport
+    cdef object __weakref__  # H2Front keeps its connections in a WeakSet (closed at shutdown)
     cdef object loop
     cdef object handler
     cdef object cancelled
