@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         down_sock.close()
         if args.json:
             write_json(args.json, result)
-        if args.keep_temp or rc:
+        if args.keep_temp or rc or sys.exc_info()[0] is not None:  # kept for a look after a failure
             log(f"temp dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
