@@ -23,9 +23,14 @@ Spans (tracing on):
   mean |live - shadow| and contract mismatch. Both carry target, address, deadline, gRPC status
   and latency, and send their own ``traceparent`` to Triton, whose OpenTelemetry trace mode then
   puts its spans under them.
-- Export through a bounded batch processor (over gRPC: the SDK's exporter with a ~4x cheaper
-  encoding of the same request, ``telemetry.otlp``): a dead or hung collector costs the live path nothing;
-  spans past the queue (``OTEL_BSP_MAX_QUEUE_SIZE``) or in failed exports are dropped and counted
+- Cheap on the request path (``telemetry.records``): each span is a compact record (ids, times,
+  status, a reference to the target's cached attributes and a few per-request values) appended to
+  a bounded queue; a background thread turns batches of records into the SDK's ``ReadableSpan``
+  and hands them to the configured exporter's public ``export`` (over gRPC: the SDK's exporter
+  with a ~4x cheaper encoding of the same request, ``telemetry.otlp``), batching as the SDK's
+  ``BatchSpanProcessor`` (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``, ``_MAX_EXPORT_BATCH_SIZE``).
+  Sampling is the configured sampler's (``OTEL_TRACES_SAMPLER``). A dead or hung collector costs
+  the live path nothing; spans past the queue or in failed exports are dropped and counted
   (``shadowgrpc.telemetry.spans.dropped``, and a log line at shutdown). The few OpenTelemetry SDK
   internals this takes (for speed, or where no public API exists) are all in ``telemetry._sdk``, each
   with a public fallback, pinned to the SDK versions verified by ``tests/unit/test_otel_sdk.py``.
@@ -44,11 +49,13 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .. import __version__
-from .export import CountingBatchSpanProcessor, TelemetryError, check_env, metric_readers, span_exporter
+from .export import CountingExporter, TelemetryError, check_env, metric_readers, span_exporter
 from .logs import JsonFormatter, configure_logging
 from .metrics import RouterMetrics
+from .records import RecordProcessor, SpanRecord, bsp_settings
 from .spans import Hooks, LiveCall, ShadowCall, inject
 
 log = logging.getLogger("shadowgrpc.telemetry")
@@ -86,6 +93,14 @@ def make_resource() -> Resource:
     return r.merge(Resource(extra)) if extra else r
 
 
+_BSP_VARS = {"max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE", "schedule_delay_millis": "OTEL_BSP_SCHEDULE_DELAY",
+             "max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"}
+
+
+def _discard(record: SpanRecord) -> None:
+    """OTEL_TRACES_EXPORTER=none: spans are made (trace context still sent to Triton), not exported."""
+
+
 class Telemetry:
     """Providers, exporters and the Prometheus endpoint of one Front. ``hooks`` is what the
     router calls: None unless tracing is on (metrics read the router's stats when collected)."""
@@ -94,13 +109,19 @@ class Telemetry:
         self.options = options
         self.metrics_port: int | None = None
         self.tracer_provider: TracerProvider | None = None
-        self.processor: CountingBatchSpanProcessor | None = None
+        self.processor: RecordProcessor | None = None
         self.hooks: Hooks | None = None
         self._http = None
         if not options.trace and options.metrics_port is None:
             self.meter_provider = None
             return
         check_env(options.trace)
+        if options.trace:
+            try:
+                bsp_settings()
+            except ValueError as e:  # the SDK's words, which name the processor's arguments
+                names = [v for k, v in _BSP_VARS.items() if k in str(e)]
+                raise TelemetryError(f"{' / '.join(names) or 'OTEL_BSP_*'}: {e}") from None
         resource = make_resource()
         readers, self.registry = metric_readers(options.trace, options.metrics_port is not None)
         self.meter_provider = None
@@ -108,17 +129,16 @@ class Telemetry:
             from opentelemetry.sdk.metrics import MeterProvider
 
             self.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
-        tracer = None
         if options.trace:
-            self.tracer_provider = TracerProvider(resource=resource)
+            # The provider: the configured sampler (OTEL_TRACES_SAMPLER), id generator and resource;
+            # spans never go through it (records do, telemetry.records), so no span processor.
+            self.tracer_provider = p = TracerProvider(resource=resource)
             exporter = span_exporter()
             if exporter is not None:
-                self.processor = CountingBatchSpanProcessor(exporter, self.meter_provider)
-                self.tracer_provider.add_span_processor(self.processor)
-            tracer = self.tracer_provider.get_tracer("shadowgrpc", __version__)
+                self.processor = RecordProcessor(CountingExporter(exporter), p.resource, InstrumentationScope("shadowgrpc", __version__, None, None))
+            self.hooks = Hooks(p.sampler, p.id_generator, self.processor.emit if self.processor is not None else _discard)
         if self.meter_provider is not None:
             RouterMetrics(self.meter_provider.get_meter("shadowgrpc", __version__), router, self)
-        self.hooks = Hooks(tracer) if tracer is not None else None
 
     def start(self) -> None:
         """Serve /metrics for Prometheus when a metrics port was asked for."""
@@ -151,6 +171,7 @@ class Telemetry:
         if self.tracer_provider is not None:
             if self.processor is not None:
                 self.processor.shutdown_millis = ms
+                self.processor.shutdown()
             self.tracer_provider.shutdown()
             d = self.spans_dropped()
             exported = self.processor.exporter.exported if self.processor else 0

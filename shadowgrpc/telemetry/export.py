@@ -1,5 +1,5 @@
-"""Exporters chosen by the standard OTEL_* variables, and a batch span processor that counts what
-it drops (see telemetry/__init__.py)."""
+"""Exporters chosen by the standard OTEL_* variables, and the exporter wrapper that counts what is
+exported and what failed (the queue in front of it: ``telemetry.records``; see telemetry/__init__.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import logging
 import os
 from typing import Any
 
-from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
-
-from ._sdk import batch_span_queue, shutdown_batch_span_processor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 log = logging.getLogger("shadowgrpc.telemetry")
-_DEFAULT_MAX_QUEUE_SIZE = 2048  # OTEL_BSP_MAX_QUEUE_SIZE's default (OpenTelemetry specification)
 
 
 class TelemetryError(ValueError):
@@ -89,17 +85,6 @@ def metric_readers(otlp: bool, prometheus: bool) -> tuple[list[Any], Any]:
     return readers, registry
 
 
-def bsp_max_queue_size() -> int:
-    """The span queue's bound as the SDK's BatchSpanProcessor reads it: OTEL_BSP_MAX_QUEUE_SIZE,
-    else (unset or not an integer) the specification's 2048; passed to it explicitly, so known
-    here without reading the processor."""
-    try:
-        return int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, _DEFAULT_MAX_QUEUE_SIZE))
-    except ValueError:
-        log.warning("%s: not an integer, using %d", OTEL_BSP_MAX_QUEUE_SIZE, _DEFAULT_MAX_QUEUE_SIZE)
-        return _DEFAULT_MAX_QUEUE_SIZE
-
-
 class CountingExporter(SpanExporter):
     """Passes batches on; counts the spans handed to it (``taken``: they left the processor's
     queue), those exported, and those whose export failed (dropped). Shuts down once."""
@@ -134,40 +119,3 @@ class CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
-
-
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's BatchSpanProcessor (queue bounded by OTEL_BSP_MAX_QUEUE_SIZE; the worker thread
-    exports, never the event loop), counting the spans it drops because the queue is full, and
-    shutting down within ``shutdown_millis`` even when the collector hangs (telemetry._sdk)."""
-
-    def __init__(self, exporter: SpanExporter, meter_provider: Any = None) -> None:
-        self.exporter = CountingExporter(exporter)
-        self.max_queue_size = bsp_max_queue_size()
-        super().__init__(self.exporter, max_queue_size=self.max_queue_size, meter_provider=meter_provider)
-        # The SDK's deque (a full one evicts the oldest span), or None: its length from counts.
-        self._span_queue = batch_span_queue(self, self.max_queue_size)
-        self.queued = 0  # spans handed to the SDK's processor
-        self.queue_full = 0
-        self.shutdown_millis = 30_000
-        self._shut = False
-
-    def queue_length(self) -> int:
-        q = self._span_queue
-        if q is not None:
-            return len(q)
-        return max(0, self.queued - self.queue_full - self.exporter.taken)
-
-    def on_end(self, span) -> None:
-        if not span.context.trace_flags.sampled:
-            return
-        if not self._shut:  # after shutdown the SDK's processor ignores spans (and says so)
-            q = self._span_queue
-            if (len(q) if q is not None else self.queue_length()) >= self.max_queue_size:
-                self.queue_full += 1
-            self.queued += 1
-        BatchSpanProcessor.on_end(self, span)
-
-    def shutdown(self) -> None:
-        self._shut = True
-        shutdown_batch_span_processor(self, self.exporter, self.shutdown_millis)

@@ -22,6 +22,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ._sdk import span_attributes, with_request_encoder
+from .records import RecordSpan
 
 _CACHE_MAX = 8192
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
@@ -93,6 +94,58 @@ def _span(s) -> bytes:
     return b"".join(parts)
 
 
+_statics: dict[int, tuple[dict, bytes]] = {}
+_names: dict[tuple[str, object], bytes] = {}
+_float_keys: dict[str, bytes] = {}
+_tails: dict[tuple[str | None, bool], bytes] = {}
+
+
+def _float_attribute(key: str, value: float) -> bytes:
+    """``_attribute(key, value)`` for a float, uncached (latencies never repeat): a float's
+    KeyValue has a fixed length, so all but its 8 value bytes is per key."""
+    p = _float_keys.get(key)
+    if p is None:
+        k = _len(b"\x0a", key.encode())
+        p = _float_keys[key] = b"\x4a" + _varint(len(k) + 11) + k + b"\x12\x09\x21"
+    return p + _F64(value)
+
+
+def _record_span(s: RecordSpan) -> bytes:
+    """``_span(s)`` for a span made from a ``telemetry.records.SpanRecord``: its target's fixed
+    attributes encoded once (``record.static``, never written), name and kind, status and flags
+    cached; the same bytes as ``_span`` (the attributes in the same order: static, then own)."""
+    r = s.record
+    static, attrs = r.static, r.attrs
+    if attrs and not attrs.keys().isdisjoint(static):
+        return _span(s)
+    sb = _statics.get(id(static))
+    if sb is None or sb[0] is not static:
+        if len(_statics) >= 1024:
+            _statics.clear()
+        sb = _statics[id(static)] = (static, b"".join([_attribute(k, v) for k, v in static.items()]))
+    parts = [b"\x0a\x10", r.trace_id.to_bytes(16, "big"), b"\x12\x08", r.span_id.to_bytes(8, "big")]
+    if r.trace_state:
+        parts.append(_len(b"\x1a", r.trace_state.to_header().encode()))
+    p = s.parent
+    if p is not None:
+        parts += (b"\x22\x08", p.span_id.to_bytes(8, "big"))
+    nk = _names.get((r.name, r.kind))
+    if nk is None:
+        if len(_names) >= 1024:
+            _names.clear()
+        nk = _names[(r.name, r.kind)] = _len(b"\x2a", r.name.encode()) + b"\x30" + _varint(r.kind.value + 1)
+    parts += (nk, b"\x39", _U64(r.start), b"\x41", _U64(r.end), sb[1])
+    parts += [_float_attribute(k, v) if type(v) is float else _attribute(k, v) for k, v in attrs.items()]
+    remote = p is not None and p.is_remote
+    tail = _tails.get((r.error, remote))
+    if tail is None:
+        d = (r.error or "").encode()
+        status = (b"\x12" + _varint(len(d)) + d if d else b"") + (b"\x18\x02" if r.error is not None else b"")
+        tail = _tails[(r.error, remote)] = _len(b"\x7a", status) + b"\x85\x01" + _U32(_HAS_IS_REMOTE | (_IS_REMOTE if remote else 0))
+    parts.append(tail)
+    return b"".join(parts)
+
+
 _headers: dict[tuple[int, int], tuple[bytes, bytes, object, object]] = {}
 
 
@@ -117,7 +170,7 @@ def encode_request(spans: Sequence) -> bytes:
     """The wire bytes of ``encode_spans(spans)`` (equal once parsed)."""
     groups: dict[tuple, list[bytes]] = {}
     for s in spans:
-        groups.setdefault(_header(s), []).append(_len(b"\x12", _span(s)))
+        groups.setdefault(_header(s), []).append(_len(b"\x12", _record_span(s) if type(s) is RecordSpan else _span(s)))
     by_resource: dict[bytes, list[bytes]] = {}
     for (resource, scope), encoded in groups.items():
         by_resource.setdefault(resource, []).append(_len(b"\x12", scope + b"".join(encoded)))

@@ -1,13 +1,12 @@
 """The OpenTelemetry SDK internals shadowgrpc reaches (shadowgrpc/telemetry/_sdk.py), pinned: the installed
 SDK is a verified version, each internal still exists with the expected type (an upgrade that
-breaks one fails here, loudly), and each fallback gives the fast path's result."""
+breaks one fails here, loudly), and each fallback gives the fast path's result. Also what
+telemetry.records reads through public names as the SDK reads it (the OTEL_BSP_* settings)."""
 
 from __future__ import annotations
 
-import collections
 import os
 import threading
-import time
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -20,12 +19,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import INVALID_SPAN, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from shadowgrpc.telemetry import _sdk as _otel_sdk
-from shadowgrpc.telemetry import export as _telemetry_export
 from shadowgrpc.telemetry import otlp as _telemetry_otlp
-from shadowgrpc.telemetry.export import CountingBatchSpanProcessor, bsp_max_queue_size
+from shadowgrpc.telemetry.records import RecordProcessor, SpanRecord, bsp_settings
+from shadowgrpc.telemetry.export import CountingExporter
 from tests.otlp import OtlpReceiver
 
 
@@ -74,7 +73,7 @@ def _ended_spans(n: int, provider: TracerProvider | None = None) -> list[Readabl
     tracer = p.get_tracer("t", "1")
     for i in range(n):
         span = tracer.start_span(f"s{i}", kind=SpanKind.CLIENT, attributes={"shadowgrpc.i": i, "shadowgrpc.role": "shadow"})
-        _otel_sdk.set_span_attributes(span, {"shadowgrpc.latency_ms": 1.5 * i, "shadowgrpc.compared": bool(i % 2)})
+        span.set_attributes({"shadowgrpc.latency_ms": 1.5 * i, "shadowgrpc.compared": bool(i % 2)})
         span.end()
     return keep.spans
 
@@ -94,42 +93,6 @@ def test_installed_sdk_is_a_verified_version():
     assert not _otel_sdk.sdk_verified("1.0.0") and not _otel_sdk.sdk_verified("99.0.0")
 
 
-def test_span_attribute_internals():
-    span = _provider().get_tracer("t").start_span("s")
-    a = span._attributes
-    assert type(a) is BoundedAttributes
-    assert type(a._dict) is dict and a._immutable is False
-    assert a.max_value_len is None and (a.maxlen is None or isinstance(a.maxlen, int))
-    a._dict["k"] = "v"
-    assert dict(span.attributes) == {"k": "v"}
-    span.end()
-    assert a._immutable is True
-    assert _otel_sdk.FAST_ATTRIBUTES and _otel_sdk.set_span_attributes is _otel_sdk.set_span_attributes_fast
-
-
-def test_batch_processor_internals():
-    keep = Keep(block_first=True)
-    bsp = BatchSpanProcessor(keep, max_queue_size=8, schedule_delay_millis=3_600_000, max_export_batch_size=8)
-    try:
-        bp = bsp._batch_processor
-        q = bp._queue
-        assert type(q) is collections.deque and q.maxlen == 8
-        assert _otel_sdk.batch_span_queue(bsp, 8) is q
-        assert _otel_sdk.batch_span_queue(bsp, 9) is None  # another bound: not the queue we think
-        assert _otel_sdk._takes(bp.shutdown, "timeout_millis")
-        # emit appends left, the worker pops right, a full deque evicts the oldest: what queue_full counts
-        spans = _ended_spans(18)
-        for s in spans[:8]:
-            bsp.on_end(s)
-        assert keep.entered.wait(10) and len(q) == 0  # the 8th woke the worker: it took all 8
-        for s in spans[8:]:
-            bsp.on_end(s)
-        assert len(q) == 8 and q[-1].name == "s10" and q[0].name == "s17"
-    finally:
-        keep.release.set()
-        bsp.shutdown()
-
-
 def test_otlp_exporter_encoding_hook():
     assert _otel_sdk.otlp_encoding_hook_works(OTLPSpanExporter)
     fast = _telemetry_otlp.FastOTLPSpanExporter
@@ -144,117 +107,47 @@ def test_readable_span_attribute_internals():
     assert _otel_sdk.span_attributes(s) is a._dict and list(a._dict.items()) == list(s.attributes.items())
 
 
-def test_our_processor_attributes_do_not_shadow_the_sdks():
-    bsp = BatchSpanProcessor(Keep())
+def test_suppress_instrumentation_marks_the_export_thread_only():
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+    seen = []
+
+    class Look(Keep):
+        def export(self, spans):
+            seen.append((get_value(_SUPPRESS_INSTRUMENTATION_KEY), threading.current_thread().name))
+            return super().export(spans)
+
+    p = RecordProcessor(CountingExporter(Look()), Resource.get_empty(), None)
     try:
-        sdk_names = set(vars(bsp)) | set(dir(BatchSpanProcessor))
+        p.emit(SpanRecord("r", SpanKind.SERVER, 1, 2, 1, None, None, {}, {}))
+        assert p.force_flush() is True  # here, on this thread: not marked
+        p.emit(SpanRecord("r", SpanKind.SERVER, 1, 3, 1, None, None, {}, {}))
+    finally:
+        p.shutdown()  # the rest: the export thread, marked
+    assert seen == [(None, threading.current_thread().name), (True, "shadowgrpc-span-export")]
+    assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None
+
+
+@pytest.mark.parametrize(("queue", "delay", "batch"), [(None, None, None), ("32", "100", "8"), ("not-a-number", "x", "y"),
+                                                       ("4", "100", "8"), ("0", "100", "1"), ("8", "-1", "4")])
+def test_bsp_settings_equal_the_sdks_reading(monkeypatch, queue, delay, batch):
+    for var, v in (("OTEL_BSP_MAX_QUEUE_SIZE", queue), ("OTEL_BSP_SCHEDULE_DELAY", delay), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch)):
+        if v is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, v)
+    try:
+        bsp = BatchSpanProcessor(Keep())
+    except ValueError as e:
+        with pytest.raises(ValueError) as ours:
+            bsp_settings()
+        assert str(ours.value) == str(e)
+        return
+    try:
+        bp = bsp._batch_processor
+        assert bsp_settings() == (bp._schedule_delay_millis, bp._max_queue_size, bp._max_export_batch_size)
     finally:
         bsp.shutdown()
-    ours = CountingBatchSpanProcessor(Keep())
-    try:
-        assert set(vars(ours)) & sdk_names == {"_batch_processor"}  # set by the SDK's __init__ only
-    finally:
-        ours.shutdown()
-
-
-# --- fallbacks give the fast path's result ------------------------------------------------------
-
-
-def _attribute_runs(put) -> list:
-    """The attributes (and dropped counts) of spans written through ``put``, under no limits, a
-    count limit, a value-length limit, after end, and on a non-recording span."""
-    out = []
-    for limits in ({}, {"max_span_attributes": 3}, {"max_span_attribute_length": 4}):
-        span = _provider(**limits).get_tracer("t").start_span("s", attributes={"a": "first"})
-        put(span, {"shadowgrpc.route": "fraud", "shadowgrpc.shadowed": False, "n": 3})
-        put(span, {"shadowgrpc.shadowed": True, "x": 0.25, "a": "second-long-value"})
-        span.end()
-        put(span, {"late": 1})  # ended: ignored
-        out.append((dict(span.attributes), span.dropped_attributes))
-    put(INVALID_SPAN, {"k": 1})  # non-recording: nothing, no error
-    return out
-
-
-def test_attribute_fallback_equals_fast_path():
-    fast, public = _attribute_runs(_otel_sdk.set_span_attributes_fast), _attribute_runs(_otel_sdk.set_span_attributes_public)
-    assert fast == public
-    assert fast[0][0] == {"a": "second-long-value", "shadowgrpc.route": "fraud", "shadowgrpc.shadowed": True, "n": 3, "x": 0.25}
-    assert fast[1][1] > 0 and fast[2][0]["a"] == "seco"  # the SDK's limits applied on both paths
-
-
-def test_max_queue_size_equals_the_sdks_reading(monkeypatch):
-    for value in (None, "32", "not-a-number"):
-        if value is None:
-            monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
-        else:
-            monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", value)
-        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "8")
-        bsp = BatchSpanProcessor(Keep())
-        try:
-            assert bsp_max_queue_size() == bsp._batch_processor._max_queue_size
-        finally:
-            bsp.shutdown()
-
-
-def _queue_run(monkeypatch, fallback: bool) -> list:
-    """Queue length, queue_full and the exporter's counts through a scenario: 3 spans queued,
-    a 4th wakes the worker, whose export blocks; 12 more overflow the queue of 8; released."""
-    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "8")
-    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
-    if fallback:
-        monkeypatch.setattr(_telemetry_export, "batch_span_queue", lambda processor, capacity: None)
-    keep = Keep(block_first=True)
-    p = CountingBatchSpanProcessor(keep)
-    assert (p._span_queue is None) is fallback
-    spans = _ended_spans(16)
-    seen = []
-    try:
-        for s in spans[:3]:
-            p.on_end(s)
-        seen.append((p.queue_length(), p.queue_full))
-        p.on_end(spans[3])
-        assert keep.entered.wait(10)
-        seen.append((p.queue_length(), p.queue_full, p.exporter.taken))
-        for s in spans[4:]:
-            p.on_end(s)
-        seen.append((p.queue_length(), p.queue_full))
-        keep.release.set()
-        p.force_flush()
-        seen.append((p.queue_length(), p.queue_full, p.exporter.exported, [s.name for s in keep.spans]))
-    finally:
-        keep.release.set()
-        p.shutdown()
-    seen.append((p.queue_length(), keep.shutdowns))
-    return seen
-
-
-def test_queue_fallback_equals_fast_path(monkeypatch):
-    fast = _queue_run(monkeypatch, fallback=False)
-    public = _queue_run(monkeypatch, fallback=True)
-    assert fast == public
-    assert fast[:3] == [(3, 0), (0, 0, 4), (8, 4)]
-    assert fast[3][:3] == (0, 4, 12) and fast[4] == (0, 1)
-
-
-def _shutdown_run(shutdown, hang: bool) -> tuple:
-    keep = Keep(hang=hang)
-    exporter = _telemetry_export.CountingExporter(keep)
-    bsp = BatchSpanProcessor(exporter, max_queue_size=64, schedule_delay_millis=3_600_000, max_export_batch_size=8)
-    for s in _ended_spans(20):
-        bsp.on_end(s)  # 2 batches go at once (the worker wakes at 8), the rest at shutdown
-    t0 = time.monotonic()
-    shutdown(bsp, exporter, 500)
-    took = time.monotonic() - t0
-    return took, exporter.closed, keep.shutdowns, (0 if hang else len(keep.spans))
-
-
-def test_shutdown_fallback_equals_fast_path():
-    for hang in (False, True):
-        fast = _shutdown_run(_otel_sdk.shutdown_batch_span_processor, hang)
-        public = _shutdown_run(_otel_sdk._shutdown_public, hang)
-        assert fast[0] < 2 and public[0] < 2, (hang, fast, public)  # bounded even when the export hangs
-        assert fast[1:] == public[1:] == (True, 1, 0 if hang else 20)
 
 
 def test_fast_path_is_taken_and_requests_reach_a_collector():

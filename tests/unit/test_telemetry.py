@@ -1,6 +1,8 @@
 """OpenTelemetry without Triton: off by default, unusable OTEL_* settings refused, JSON logs with
-trace and span ids, traceparent injection, and the fast OTLP encoding equal to the SDK's. Spans,
-metrics and logs exported against the real Triton: tests/triton/test_telemetry_export.py."""
+trace and span ids (inside a traced request too), traceparent injection, the fast OTLP encoding
+equal to the SDK's, a call's status from its error, the comparison attributes equal to numpy's
+means. Spans as records: tests/unit/test_telemetry_records.py. Spans, metrics and logs exported
+against the real Triton: tests/triton/test_telemetry_export.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -32,7 +35,8 @@ def test_off_by_default_means_no_hooks_and_plain_handlers(monkeypatch):
     assert front.telemetry.tracer_provider is None and front.telemetry.meter_provider is None
 
 
-@pytest.mark.parametrize(("var", "value"), [("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"), ("OTEL_TRACES_EXPORTER", "zipkin")])
+@pytest.mark.parametrize(("var", "value"), [("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"), ("OTEL_TRACES_EXPORTER", "zipkin"),
+                                            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"), ("OTEL_BSP_SCHEDULE_DELAY", "-5"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096")])
 def test_unusable_otel_setting_is_refused_naming_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(TelemetryError, match=var):
@@ -59,6 +63,21 @@ def test_json_logs_carry_trace_and_span_ids():
     outside, inside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert outside["level"] == "WARNING" and outside["message"] == "outside" and "trace_id" not in outside
     assert inside["message"] == "inside 1" and inside["trace_id"] == f"{ctx.trace_id:032x}" and inside["span_id"] == f"{ctx.span_id:016x}"
+
+
+def test_json_logs_inside_a_traced_request_carry_its_server_span():
+    """Inside a traced request the current span is the request's SERVER record (telemetry.records.CURRENT), not an attached OTel context."""
+    from opentelemetry.trace import SpanKind
+
+    from shadowgrpc.telemetry.records import CURRENT, SpanRecord
+
+    rec = SpanRecord("inference.GRPCInferenceService/ModelInfer", SpanKind.SERVER, 0xABC, 0xDEF, 1, None, None, {}, {})
+    token = CURRENT.set(rec)
+    try:
+        doc = json.loads(JsonFormatter().format(logging.LogRecord("x", logging.INFO, __file__, 1, "in request", None, None)))
+    finally:
+        CURRENT.reset(token)
+    assert doc["trace_id"] == f"{0xABC:032x}" and doc["span_id"] == f"{0xDEF:016x}"
 
 
 def test_configure_logging_json_sets_level_and_formatter():
@@ -134,3 +153,47 @@ def test_fast_otlp_encoding_equals_the_sdk_encoder():
         assert exporter._translate_data([*spans, Keep.spans[-1]]) == encode_spans([*spans, Keep.spans[-1]])
     finally:
         exporter.shutdown()
+
+
+def test_status_of_a_call_from_its_error():
+    """A span's gRPC status: grpc.aio's error, any RpcError with a code() (another upstream client),
+    a cancelled task, anything else UNAVAILABLE."""
+    import grpc
+
+    from shadowgrpc.telemetry.spans import _grpc_code
+
+    class Other(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    aio = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "late")
+    assert [_grpc_code(e) for e in (None, aio, Other(), asyncio.CancelledError(), OSError("reset"), grpc.RpcError())] == [
+        "OK", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED", "UNAVAILABLE", "UNAVAILABLE"]
+
+
+def test_comparison_attributes_equal_numpys_means():
+    """A shadow span's agreement and mean |live - shadow| (computed without np.mean's overhead) are
+    numpy's means; non-finite differences are left out, none at all leaves no attribute."""
+    import numpy as np
+    from opentelemetry.trace import SpanKind
+
+    from shadowgrpc.telemetry.records import SpanRecord
+    from shadowgrpc.telemetry.spans import ShadowCall
+
+    rng = np.random.default_rng(7)
+    stats = types.SimpleNamespace(compared=1, contract_mismatch=0)
+    x = rng.random((5, 3)).astype(np.float32)
+    y = rng.random((5, 3))
+    bad = y.copy()
+    bad[1, 1], bad[2, 0] = np.nan, np.inf
+    for live, shadow in ((x, y), (x, bad), (x, np.full_like(y, np.nan)), (x[:, :1], y[:, :1])):
+        sc = ShadowCall(SpanRecord("s", SpanKind.CLIENT, 1, 2, 1, None, None, {}, {}), None)
+        sc.compared(stats, (0, 0), (live, shadow))
+        a = sc.rec.attrs
+        d = np.abs(live.astype(np.float64) - shadow)
+        d = d[np.isfinite(d)]
+        assert a["shadowgrpc.rows"] == 5 and a["shadowgrpc.compared"] is True
+        assert a.get("shadowgrpc.mean_abs_diff") == (float(d.mean()) if d.size else None)
+        want = float(np.mean(live.argmax(axis=1) == shadow.argmax(axis=1))) if live.shape[1] > 1 else None
+        assert a.get("shadowgrpc.agreement") == want
+        assert all(type(v) in (int, float, bool) for v in a.values())
