@@ -72,13 +72,22 @@ def _getter(summary: dict[str, dict[str, Any]]):
         a, d = get(sc, "seq_p50_ms"), get("direct", "seq_p50_ms")
         return a - d if a is not None and d is not None else None
 
-    return get, div, added
+    def cpu_total(sc: str) -> float | None:  # client + Triton + proxy CPU-us per request (8 in flight)
+        c, t = get(sc, "client_cpu_us_per_req"), get(sc, "triton_cpu_us_per_req")
+        return c + t + (get(sc, "front_cpu_us_per_req") or 0.0) if c is not None and t is not None else None
+
+    def cpu_x(sc: str) -> float | None:
+        """x direct from CPU time, robust to other load: what the throughput ratio is when client,
+        Triton and proxy saturate the machine (the issue's 2-core setting)."""
+        return div(cpu_total("direct"), cpu_total(sc))
+
+    return get, div, added, cpu_x
 
 
 def ratios(summary: dict[str, dict[str, Any]], soaks: dict[str, dict[str, Any]], planes: list[str | None] | None = None) -> dict[str, Any]:
     """The target figures per data plane (``planes``: a row's plane, None for unsuffixed rows),
     plus ``info``: context without a target, the nginx rows' ratios among it."""
-    get, div, added = _getter(summary)
+    get, div, added, cpu_x = _getter(summary)
     r: dict[str, Any] = {}
     info: dict[str, Any] = {}
     for plane in planes or [None]:
@@ -106,9 +115,12 @@ def ratios(summary: dict[str, dict[str, Any]], soaks: dict[str, dict[str, Any]],
             f"throughput_shadow_down_over_shadow_off{sfx}": div(get(down, "conc_rps"), get(off, "conc_rps")),
             f"throughput_shadow_slow_over_shadow_off{sfx}": div(get(slow, "conc_rps"), get(off, "conc_rps")),
         })  # fmt: skip
+        for b in ("shadow-off", "one-shadow"):
+            info[f"throughput_from_cpu_{b.replace('-', '_')}_over_direct{sfx}"] = cpu_x(row_label(b, plane))
     for sc in NGINX_SCENARIOS:  # the C-proxy yardstick (issue 14): one hop, and a mirror of the same model
         k = sc.replace("-", "_")
         info[f"throughput_{k}_over_direct"] = div(get(sc, "conc_rps"), get("direct", "conc_rps"))
+        info[f"throughput_from_cpu_{k}_over_direct"] = cpu_x(sc)
         info[f"proxy_cpu_us_per_req_{k}"] = get(sc, "front_cpu_us_per_req")
         info[f"added_seq_p50_ms_{k}"] = added(sc)
     r["info"] = info
@@ -135,25 +147,27 @@ def verdicts(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def print_tables(runs, summary, soaks, verdict, info, args) -> None:
     w = sys.stdout.write
-    get, div, added = _getter(summary)
+    get, div, added, cpu_x = _getter(summary)
     lw = max([12, *(len(sc) for sc in summary)])
     hdr = (f"{'scenario':<{lw}} {'seq p50 ms':>10} {'+p50 ms':>8} {'seq p99 ms':>10} {f'{CONCURRENCY}-infl req/s':>14} {'x direct':>8} "
-           f"{'p50 ms':>8} {'p99 ms':>8} {'proxy CPU-us/req':>16} {'errors':>6}")
+           f"{'x (CPU)':>7} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU-us/req':>16} {'errors':>6}")
     w(f"\nfront overhead: median of {args.rounds} round(s); front loop {args.loop}; {args.seq_requests} sequential + "
       f"{args.requests} requests at {CONCURRENCY} in flight per scenario and round; deadline {DEADLINE_S:g} s\n"
       f"(+p50: sequential p50 minus Triton direct's; x direct: {CONCURRENCY}-in-flight throughput / Triton direct's; proxy CPU: "
-      f"the front process, or nginx's master + 1 worker, per request at {CONCURRENCY} in flight)\n")
+      f"the front process, or nginx's master + 1 worker, per request at {CONCURRENCY} in flight; x (CPU): the throughput ratio "
+      f"from CPU time, robust to other load: (client + Triton CPU/req, direct) / (client + Triton + proxy CPU/req, this row))\n")
     w(hdr + "\n" + "-" * len(hdr) + "\n")
     for sc, s in summary.items():
         err = s["errors"]
         w(f"{sc:<{lw}} {fmt(s['seq_p50_ms'], 3):>10} {fmt(added(sc), 3):>8} {fmt(s['seq_p99_ms'], 3):>10} {fmt(s['conc_rps'], 0):>14} "
-          f"{fmt(div(s['conc_rps'], get('direct', 'conc_rps')), 2):>8} "
+          f"{fmt(div(s['conc_rps'], get('direct', 'conc_rps')), 2):>8} {fmt(cpu_x(sc), 2):>7} "
           f"{fmt(s['conc_p50_ms'], 3):>8} {fmt(s['conc_p99_ms'], 3):>8} {fmt(s['front_cpu_us_per_req'], 0):>16} "
           f"{err:>6}{'  <-- LIVE ERRORS' if err else ''}\n")
     side = [sc for sc in summary if split_label(sc)[0] in ("shadow-off", "one-shadow", *NGINX_SCENARIOS)]
     if "direct" in summary and side:
-        w("vs Triton direct (throughput, proxy CPU-us/req, added seq p50 ms): "
-          + "; ".join(f"{sc} {fmt(div(get(sc, 'conc_rps'), get('direct', 'conc_rps')), 2)}x, {fmt(get(sc, 'front_cpu_us_per_req'), 0)} us, "
+        w("vs Triton direct (throughput x direct / x from CPU, proxy CPU-us/req, added seq p50 ms): "
+          + "; ".join(f"{sc} {fmt(div(get(sc, 'conc_rps'), get('direct', 'conc_rps')), 2)}x / {fmt(cpu_x(sc), 2)}x, "
+                      f"{fmt(get(sc, 'front_cpu_us_per_req'), 0)} us, "
                       f"{fmt(added(sc), 3)} ms" for sc in side) + "\n")
     traced = [sc for sc in TRACE_SCENARIOS if sc in summary and sc != "trace-off"]
     if traced:
