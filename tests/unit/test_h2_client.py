@@ -54,11 +54,11 @@ class Echo:
 
 
 @contextlib.asynccontextmanager
-async def server(port: int = 0, **options):
+async def server(port: int = 0, compression: grpc.Compression | None = None, **options):
     echo = Echo()
     opts = [("grpc.max_send_message_length", 256 << 20), ("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)]
     opts += list(options.items())
-    s = grpc.aio.server(options=opts)
+    s = grpc.aio.server(options=opts, compression=compression)
     handler = grpc.unary_unary_rpc_method_handler(echo.echo)
     s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
     port = s.add_insecure_port(f"127.0.0.1:{port}")
@@ -106,6 +106,17 @@ def test_answers_statuses_and_trailers_as_grpc_aio_gets_them():
                 await hc.call(b"/test.Echo/Nope", b"x", 5.0)
             assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
             await hc.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_compressed_answers_are_decompressed(compression):
+    async def main():
+        async with server(compression=compression) as (address, _, _):
+            payload = b"compress me " * 5000
+            g, c = await both(address, payload)
+            assert g == c == payload
 
     asyncio.run(main())
 
