@@ -12,6 +12,10 @@ on uvloop, started fresh for every round:
   compiled client (``H2Channel.call``, a task per call); with one shadow (every request mirrored
   to fraud v2, counted, not compared); ``-cb``: the same without a task per call (H2Front's
   ``callbacks``: the compiled client's future and a done-callback);
+- ``router-off`` / ``router-shadow``: the prototype server in front of the real front's Router
+  (``H2Front(router=...)``: its routing, sampling, shadows, pairing and compare, statistics; a
+  stand-in for the ServicerContext), the same configs as the front rows: what the data port on
+  the compiled layer would cost with today's Python logic behind it;
 - ``front-off`` / ``front-shadow``: the real front, benchmarks/_fronts.py's "shadow-off" and
   "one-shadow" configs (its default data plane: the compiled client where built), which also
   pairs and compares the shadow's answers.
@@ -50,7 +54,7 @@ if importlib.util.find_spec("shadowgrpc") is None:
     sys.path.append(str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-ROWS = ("direct", "proto-off", "proto-shadow", "proto-off-cb", "proto-shadow-cb", "front-off", "front-shadow")
+ROWS = ("direct", "proto-off", "proto-shadow", "proto-off-cb", "proto-shadow-cb", "router-off", "router-shadow", "front-off", "front-shadow")
 CONCURRENCY = 8
 DEADLINE_S = 2.0
 TARGETS = {r: ((250.0, 0.48) if "shadow" in r else (150.0, 0.75)) for r in ROWS[1:]}
@@ -62,10 +66,19 @@ async def _serve(args: argparse.Namespace) -> None:
     from shadowgrpc.h2 import H2Channel
     from shadowgrpc.h2server import H2Front, stats
 
-    live = H2Channel(args.live, 64 << 20)
-    shadow = H2Channel(args.shadow, 64 << 20) if args.shadow else None
-    front = H2Front(live, shadow, route_model="fraud", shadow_model=args.shadow_model, shadow_version=args.shadow_version,
-                    callbacks=args.callbacks)
+    real = None
+    if args.config:  # router mode: the real front (its grpc.aio ports idle) and its Router behind the compiled server
+        from shadowgrpc.config import Settings
+        from shadowgrpc.server import Front
+
+        real = Front(Settings.load(args.config))
+        await real.start()
+        front = H2Front(None, router=real.router)
+    else:
+        live = H2Channel(args.live, 64 << 20)
+        shadow = H2Channel(args.shadow, 64 << 20) if args.shadow else None
+        front = H2Front(live, shadow, route_model="fraud", shadow_model=args.shadow_model, shadow_version=args.shadow_version,
+                        callbacks=args.callbacks)
     port = await front.start("127.0.0.1", 0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,18 +88,22 @@ async def _serve(args: argparse.Namespace) -> None:
     tmp.rename(args.ready_file)
     await stop.wait()
     await front.close()
+    if real is not None:
+        await real.stop()
     print(json.dumps(stats(front)), flush=True)
 
 
 class ProtoProcess:
     """``h2_server_spike.py --serve`` as a child process (the FrontProcess interface the rows use)."""
 
-    def __init__(self, workdir: pathlib.Path, live: str, shadow: str | None, tag: str, callbacks: bool = False) -> None:
+    def __init__(self, workdir: pathlib.Path, live: str, shadow: str | None, tag: str, callbacks: bool = False, config: str = "") -> None:
         self.ready = workdir / f"proto-{tag}.ready"
         self.log_path = workdir / f"proto-{tag}.log"
         self.cmd = [sys.executable, __file__, "--serve", "--live", live, "--ready-file", str(self.ready)]
         if callbacks:
             self.cmd.append("--callbacks")
+        if config:
+            self.cmd += ["--config", config]
         if shadow:
             self.cmd += ["--shadow", shadow, "--shadow-model", "fraud", "--shadow-version", "2"]
         self.proc: subprocess.Popen | None = None
@@ -139,6 +156,10 @@ def run_row(row: str, rnd: int, ctx: dict, args: argparse.Namespace) -> dict:
     front = None
     if row.startswith("proto"):
         front = ProtoProcess(work, triton.grpc_address, triton.grpc_address if "shadow" in row else None, tag, row.endswith("-cb")).start()
+    elif row.startswith("router"):
+        cfg = work / f"router-{tag}.toml"
+        cfg.write_text(front_config("shadow-off" if row == "router-off" else "one-shadow", triton.grpc_address, 1))
+        front = ProtoProcess(work, triton.grpc_address, None, tag, config=str(cfg)).start(60.0)
     elif row.startswith("front"):
         cfg = front_config("shadow-off" if row == "front-off" else "one-shadow", triton.grpc_address, 1)
         front = FrontProcess(row, work, cfg, "uvloop", tag).start()
@@ -187,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shadow-version", default="2", help=argparse.SUPPRESS)
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--callbacks", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         import uvloop

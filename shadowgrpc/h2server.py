@@ -28,6 +28,7 @@ per-model routing of the pass-through RPCs, TLS (ALPN h2), drain on SIGTERM
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from functools import partial
 from typing import Any
@@ -47,6 +48,7 @@ AVAILABLE = ServerConnection is not None
 MODEL_INFER = f"/{SERVICE}/ModelInfer".encode()
 PASSTHROUGH = frozenset(f"/{SERVICE}/{m}".encode() for m in UNARY_METHODS if m != "ModelInfer")
 UNIMPLEMENTED, UNAVAILABLE = 12, 14
+_monotonic = time.monotonic
 DEFAULT_DEADLINE_S = 30.0  # when the caller set none
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -63,6 +65,12 @@ class _Session:
 
     def handler(self, sid: int, path: bytes, metadata: tuple, timeout: float | None, message: bytes) -> None:
         front = self.front
+        if front.router is not None:  # the real front's Router behind the compiled server
+            if path == MODEL_INFER or path in PASSTHROUGH:
+                self.tasks[sid] = front.loop.create_task(front.routed(self, sid, path, message, metadata, timeout))
+            else:
+                self.conn.respond_error(sid, UNIMPLEMENTED, "Method not found!")
+            return
         if path != MODEL_INFER:
             if path in PASSTHROUGH:
                 self.tasks[sid] = front.loop.create_task(front.passthrough(self, sid, path, message, metadata, timeout))
@@ -104,13 +112,42 @@ class _Session:
             t.cancel()
 
 
-class H2Front:
-    """The prototype front (see the module doc). ``live`` / ``shadow``: H2Channels to Triton."""
+class _Abort(Exception):
+    def __init__(self, code: Any, details: str, trailing: Any) -> None:
+        super().__init__(details)
+        self.code, self.details, self.trailing = code, details, trailing
 
-    def __init__(self, live: H2Channel, shadow: H2Channel | None = None, *, route_model: str = "", shadow_model: str = "",
-                 shadow_version: str = "", shadow_max_in_flight: int = 64, max_message: int = MAX_MESSAGE, callbacks: bool = False) -> None:
+
+class _Context:
+    """What Router.infer / Router.unary use of grpc.aio's ServicerContext."""
+
+    __slots__ = ("_md", "_deadline")
+
+    def __init__(self, metadata: tuple, timeout: float | None) -> None:
+        self._md = metadata
+        self._deadline = None if timeout is None else _monotonic() + timeout
+
+    def invocation_metadata(self) -> tuple:
+        return self._md
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(self._deadline - _monotonic(), 0.0)
+
+    async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
+        raise _Abort(code, details, trailing_metadata)
+
+
+class H2Front:
+    """The prototype front (see the module doc). ``live`` / ``shadow``: H2Channels to Triton;
+    ``router``: instead of them, the real front's ``Router`` (its routing, sampling, shadows,
+    pairing and statistics) answers ModelInfer and the unary pass-through RPCs."""
+
+    def __init__(self, live: H2Channel | None, shadow: H2Channel | None = None, *, route_model: str = "", shadow_model: str = "",
+                 shadow_version: str = "", shadow_max_in_flight: int = 64, max_message: int = MAX_MESSAGE, callbacks: bool = False,
+                 router: Any = None) -> None:
         if ServerConnection is None:
             raise RuntimeError("shadowgrpc._h2srv_c is not built (libnghttp2 missing at build time)")
+        self.router = router
         self.live = live
         self.shadow = shadow
         self.route_model = route_model
@@ -155,6 +192,25 @@ class H2Front:
             except Exception as e:  # noqa: BLE001 - every failure answers the caller
                 self.answer_error(conn, sid, e)
                 return
+            conn.respond(sid, response)
+        finally:
+            sess.tasks.pop(sid, None)
+
+    async def routed(self, sess: _Session, sid: int, path: bytes, raw: bytes, metadata: tuple, timeout: float | None) -> None:
+        """Router mode: Router.infer / Router.unary with a context stand-in; its abort becomes the answer."""
+        conn = sess.conn
+        self.requests += 1
+        ctx = _Context(metadata, timeout)
+        try:
+            if path == MODEL_INFER:
+                response = await self.router.infer(raw, ctx)
+            else:
+                response = await self.router.unary(path.rpartition(b"/")[2].decode(), raw, ctx)
+        except _Abort as a:
+            conn.respond_error(sid, a.code.value[0], a.details or "", tuple(a.trailing) if a.trailing else ())
+        except Exception as e:  # noqa: BLE001 - as grpc answers a handler that raised
+            conn.respond_error(sid, 2, f"Exception calling application: {e}")
+        else:
             conn.respond(sid, response)
         finally:
             sess.tasks.pop(sid, None)
@@ -226,7 +282,8 @@ class H2Front:
             conn.close()
         for t in list(self._shadow_tasks):
             t.cancel()
-        await self.live.close()
+        if self.live is not None:
+            await self.live.close()
         if self.shadow is not None:
             await self.shadow.close()
 
