@@ -6,11 +6,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/shadowgrpc/v1/*.proto)
 
-.PHONY: all install build proto check-proto test test-py demo bench trace-screenshot browser report-screenshot spark-check soak fuzz clean
+.PHONY: all install build nghttp2-dev proto check-proto test test-py demo bench sysdeps trace-screenshot browser report-screenshot spark-check soak fuzz clean
 
 all: install
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py | nghttp2-dev
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[local,test,bench,dev,html]'
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP) build
 
 # (Re)build the Cython extensions in place; `pip install .` does the same for a wheel.
-build: $(STAMP)
-	$(PY) setup.py --quiet build_ext --inplace
+# SHADOWGRPC_REQUIRE_NGHTTP2: here a missing libnghttp2 is an error, not a grpc.aio-only build.
+build: $(STAMP) nghttp2-dev
+	SHADOWGRPC_REQUIRE_NGHTTP2=1 $(PY) setup.py --quiet build_ext --inplace
+
+# Debian's libnghttp2-dev (the compiled HTTP/2 data plane's C library and header), when missing.
+nghttp2-dev:
+	dpkg-query -W -f='$${Status}' libnghttp2-dev 2>/dev/null | grep -q 'ok installed' || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnghttp2-dev; }
 
 # The generated code in shadowgrpc/v1 comes only from here; never edit it by hand.
 proto: $(STAMP)
@@ -43,8 +48,13 @@ test: install check-proto browser
 demo: install
 	$(VENV)/bin/shadowgrpc demo
 
+# Debian packages, each installed when missing: libnghttp2-dev (above) and nginx (front_overhead.py's
+# nginx-pass / nginx-mirror rows).
+sysdeps: nghttp2-dev
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+
 # Every benchmark, each printing its table and ratios; JSON figures land in bench-results/.
-bench: install
+bench: sysdeps install
 	mkdir -p bench-results
 	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
 	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
