@@ -58,7 +58,9 @@ bench: sysdeps install
 	mkdir -p bench-results
 	$(PY) benchmarks/packing_micro.py --json bench-results/packing_micro.json
 	$(PY) benchmarks/sketches.py --json bench-results/sketches.json
+	$(PY) benchmarks/h2_spike.py --json bench-results/h2_spike.json
 	$(PY) benchmarks/front_overhead.py --json bench-results/front_overhead.json
+	$(PY) benchmarks/h2_server_spike.py --json bench-results/h2_server_spike.json
 	$(PY) benchmarks/front_overhead.py --tracing --json bench-results/tracing.json
 	$(PY) benchmarks/latency_gate.py --json bench-results/latency_gate.json
 	$(PY) benchmarks/pairlog.py --json bench-results/pairlog.json

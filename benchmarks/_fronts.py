@@ -190,7 +190,31 @@ sample_rate = 1.0
     return text
 
 
-class FrontProcess:
+class LoopbackProcess:
+    """A server the benchmark runs as a child process on a loopback port: ``proc``, ``port`` and
+    ``log_path`` are set by the subclass."""
+
+    proc: subprocess.Popen | None = None
+    port = 0
+    log_path: pathlib.Path
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class FrontProcess(LoopbackProcess):
     """``python -m shadowgrpc serve`` as a child process, on loopback, free ports."""
 
     def __init__(self, scenario: str, workdir: pathlib.Path, config_text: str, loop: str, tag: str) -> None:
@@ -225,23 +249,8 @@ class FrontProcess:
         raise RuntimeError(f"front ({self.scenario}) not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
     def admin_address(self) -> str:
         return f"127.0.0.1:{self.admin_port}"
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def report(self) -> dict[str, Any] | None:
         try:

@@ -27,9 +27,9 @@ import time
 from typing import Any
 
 if __package__:
-    from ._fronts import NGINX_SCENARIOS, triton_model_stats
+    from ._fronts import NGINX_SCENARIOS, LoopbackProcess, triton_model_stats
 else:  # run as a script: benchmarks/ is sys.path[0]
-    from _fronts import NGINX_SCENARIOS, triton_model_stats
+    from _fronts import NGINX_SCENARIOS, LoopbackProcess, triton_model_stats
 
 MIRROR_LOCATION = "/_shadowgrpc_bench_mirror"
 MAX_BODY = "256m"  # the front's default server.max_message_mb
@@ -121,7 +121,7 @@ http {{
 """
 
 
-class NginxProcess:
+class NginxProcess(LoopbackProcess):
     """nginx for one scenario: ``start()`` (ready when its port accepts and its worker runs),
     ``cpu_s()`` (master + worker, from /proc), ``stop()``."""
 
@@ -193,20 +193,6 @@ class NginxProcess:
                         out.append(int(entry))
         return out
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def log_problems(self) -> list[str]:
         """error-log lines at level error or worse."""

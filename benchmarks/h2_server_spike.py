@@ -53,6 +53,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("shadowgrpc") is None:
     sys.path.append(str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from _fronts import LoopbackProcess  # noqa: E402 (benchmarks/ is on the path only now)
 
 ROWS = ("direct", "proto-off", "proto-shadow", "proto-off-cb", "proto-shadow-cb", "router-off", "router-shadow", "front-off", "front-shadow")
 CONCURRENCY = 8
@@ -93,7 +94,7 @@ async def _serve(args: argparse.Namespace) -> None:
     print(json.dumps(stats(front)), flush=True)
 
 
-class ProtoProcess:
+class ProtoProcess(LoopbackProcess):
     """``h2_server_spike.py --serve`` as a child process (the FrontProcess interface the rows use)."""
 
     def __init__(self, workdir: pathlib.Path, live: str, shadow: str | None, tag: str, callbacks: bool = False, config: str = "") -> None:
@@ -122,15 +123,6 @@ class ProtoProcess:
             time.sleep(0.05)
         self.proc.kill()
         raise RuntimeError("prototype not ready")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 15.0) -> dict:
         assert self.proc is not None

@@ -127,25 +127,14 @@ class H2Channel:
         conn = self._conn
         if conn is None or not conn.usable:
             conn = await self._ready(timeout)
-        fut = asyncio.get_running_loop().create_future()
-        sid = conn.submit(path, request, tuple(metadata) if metadata else (), timeout, fut)
+        md = tuple(metadata) if metadata else ()
         try:
-            return await fut
-        except asyncio.CancelledError:
-            conn.cancel(sid)
-            raise
+            return await _call_on(conn, path, request, md, timeout)
         except H2Error as e:
             if not e.refused or self._closed:
                 raise
         # Refused unprocessed (GOAWAY, or the connection broke before the request left): once more.
-        conn = await self._ready(timeout)
-        fut = asyncio.get_running_loop().create_future()
-        sid = conn.submit(path, request, tuple(metadata) if metadata else (), timeout, fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            conn.cancel(sid)
-            raise
+        return await _call_on(await self._ready(timeout), path, request, md, timeout)
 
     async def _ready(self, timeout: float | None) -> Any:
         if self._closed:
@@ -221,6 +210,16 @@ class H2Channel:
         end = _perf() + 1.0
         while self._open and _perf() < end:
             await asyncio.sleep(0.005)
+
+
+async def _call_on(conn: Any, path: bytes, request: bytes, metadata: tuple, timeout: float | None) -> bytes:
+    fut = asyncio.get_running_loop().create_future()
+    sid = conn.submit(path, request, metadata, timeout, fut)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        conn.cancel(sid)  # RST_STREAM: the server stops working on it
+        raise
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

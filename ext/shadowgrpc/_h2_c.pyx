@@ -30,37 +30,16 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdio cimport snprintf
-from libc.string cimport memcmp, memcpy
 
+from shadowgrpc._h2_common cimport *
 from shadowgrpc._nghttp2 cimport *
 
 import base64
 import heapq
 import time
-import zlib
 from urllib.parse import unquote_to_bytes
 
-# gRPC status codes (grpc.StatusCode values) used here.
-cdef enum:
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    DEADLINE_EXCEEDED = 4
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    UNAUTHENTICATED = 16
-
-cdef enum:
-    WINDOW = 1 << 24         # per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE)
-    CONN_WINDOW = 1 << 30    # connection receive window
-    MAX_FRAME = 1 << 20      # largest DATA frame we accept
-    MAX_HEADER_LIST = 1 << 24
-
 cdef object _monotonic = time.monotonic
-cdef object _b64decode = base64.b64decode
 cdef object _b64encode = base64.b64encode
 cdef bytes _EMPTY = b""
 
@@ -81,14 +60,6 @@ def grpc_timeout(double seconds):
     cdef char buf[24]
     cdef size_t n = _grpc_timeout(buf, seconds)
     return buf[:n]
-
-
-cdef inline void _nv(nghttp2_nv *nv, const char *name, size_t namelen, const char *value, size_t valuelen) noexcept:
-    nv.name = <uint8_t *>name
-    nv.namelen = namelen
-    nv.value = <uint8_t *>value
-    nv.valuelen = valuelen
-    nv.flags = NGHTTP2_NV_FLAG_NONE
 
 
 cdef size_t _grpc_timeout(char *buf, double seconds) noexcept:
@@ -112,8 +83,7 @@ cdef class Call:
     """One unary call: the request being sent and the response being received."""
     cdef readonly object future
     cdef bytes payload
-    cdef unsigned char prefix[5]
-    cdef Py_ssize_t sent, total
+    cdef MessageOut out
     cdef readonly int32_t stream_id
     cdef double deadline
     cdef bint done
@@ -122,13 +92,8 @@ cdef class Call:
     cdef bytes grpc_message
     cdef list initial
     cdef list trailing
-    cdef bint in_trailers
-    cdef unsigned char rprefix[5]
-    cdef int rprefix_n
+    cdef MessageIn msg_in
     cdef bytes message
-    cdef Py_ssize_t mlen, mgot
-    cdef int compressed
-    cdef int nmessages
     cdef int local_code
     cdef str local_details
     cdef bytes encoding
@@ -142,32 +107,11 @@ cdef ssize_t _read_request(nghttp2_session *session, int32_t stream_id, uint8_t 
                            nghttp2_data_source *source, void *user_data) noexcept:
     # nghttp2 pulls the request body: the 5-byte prefix, then the payload, no copy before this one.
     cdef Call c = <Call>source.ptr
-    cdef size_t n = 0, k
-    cdef Py_ssize_t off
-    if c.sent < 5:
-        k = 5 - c.sent
-        if k > length:
-            k = length
-        memcpy(buf, c.prefix + c.sent, k)
-        c.sent += k
-        n = k
-    if c.sent >= 5 and n < length:
-        off = c.sent - 5
-        k = c.total - c.sent
-        if k > length - n:
-            k = length - n
-        if k:
-            memcpy(buf + n, PyBytes_AS_STRING(c.payload) + off, k)
-            c.sent += k
-            n += k
-    if c.sent >= c.total:
+    cdef size_t n = out_copy(&c.out, PyBytes_AS_STRING(c.payload), buf, length)
+    if c.out.sent >= c.out.total:
         data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
         c.payload = None  # the caller's bytes are not held past sending
     return <ssize_t>n
-
-
-cdef inline bint _is(const uint8_t *name, size_t namelen, const char *lit, size_t n) noexcept:
-    return namelen == n and memcmp(name, lit, n) == 0
 
 
 cdef inline int _atoi(const uint8_t *p, size_t n) noexcept:
@@ -195,20 +139,20 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
         if c is None:
             return 0
         if namelen and name[0] == 58:  # a pseudo-header
-            if _is(name, namelen, ":status", 7):
+            if name_is(name, namelen, ":status", 7):
                 c.http_status = _atoi(value, valuelen)
             return 0
-        if _is(name, namelen, "grpc-status", 11):
+        if name_is(name, namelen, "grpc-status", 11):
             c.grpc_status = _atoi(value, valuelen)
             if c.grpc_status == -2:
                 c.grpc_status = UNKNOWN
             return 0
-        if _is(name, namelen, "content-type", 12) or _is(name, namelen, "grpc-accept-encoding", 20):
+        if name_is(name, namelen, "content-type", 12) or name_is(name, namelen, "grpc-accept-encoding", 20):
             return 0
-        if _is(name, namelen, "grpc-message", 12):
+        if name_is(name, namelen, "grpc-message", 12):
             c.grpc_message = PyBytes_FromStringAndSize(<const char *>value, valuelen)
             return 0
-        if _is(name, namelen, "grpc-encoding", 13):
+        if name_is(name, namelen, "grpc-encoding", 13):
             c.encoding = PyBytes_FromStringAndSize(<const char *>value, valuelen)
             return 0
         k = PyBytes_FromStringAndSize(<const char *>name, namelen)
@@ -216,7 +160,7 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
             return 0
         v = PyBytes_FromStringAndSize(<const char *>value, valuelen)
         if k.endswith(b"-bin"):
-            value_obj = _b64decode(v + b"=" * ((4 - (len(v) & 3)) & 3))  # gRPC sends it unpadded
+            value_obj = bin_value(v)
         else:
             value_obj = v.decode("latin-1")
         # a first header block with END_STREAM is a trailers-only answer: grpc gives it as trailers
@@ -241,48 +185,24 @@ cdef int _on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id, co
                   void *user_data) noexcept:
     cdef Connection conn = <Connection>user_data
     cdef Call c
-    cdef size_t i = 0, k
-    cdef unsigned long mlen
+    cdef size_t i = 0
     try:
         c = _call_of(conn, stream_id)
         if c is None or c.local_code:
             return 0
-        while i < length:
-            if c.rprefix_n < 5:
-                k = 5 - c.rprefix_n
-                if k > length - i:
-                    k = length - i
-                memcpy(c.rprefix + c.rprefix_n, data + i, k)
-                c.rprefix_n += k
-                i += k
-                if c.rprefix_n < 5:
-                    break
-                mlen = (<unsigned long>c.rprefix[1] << 24) | (<unsigned long>c.rprefix[2] << 16) | (<unsigned long>c.rprefix[3] << 8) | c.rprefix[4]
-                if c.nmessages:
-                    c.local_code = UNIMPLEMENTED
-                    c.local_details = "more than one response message for a unary call"
-                    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL)
-                    return 0
-                if mlen > <unsigned long>conn.max_message:
-                    c.local_code = RESOURCE_EXHAUSTED
-                    # grpc-core's client wording (grpcio 1.8x), so both data planes say the same
-                    c.local_details = f"Stream removed (CLIENT: Received message larger than max ({mlen} vs. {conn.max_message}))"
-                    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL)
-                    return 0
-                c.compressed = c.rprefix[0]
-                c.mlen = mlen
-                c.mgot = 0
-                c.message = PyBytes_FromStringAndSize(NULL, mlen) if mlen else _EMPTY
-            k = c.mlen - c.mgot
-            if k > length - i:
-                k = length - i
-            if k:
-                memcpy(PyBytes_AS_STRING(c.message) + c.mgot, data + i, k)
-                c.mgot += k
-                i += k
-            if c.mgot == c.mlen:
-                c.nmessages += 1
-                c.rprefix_n = 0
+        while in_feed(&c.msg_in, data, length, &i):  # a message's prefix: check, then its storage
+            if c.msg_in.nmessages:
+                c.local_code = UNIMPLEMENTED
+                c.local_details = "more than one response message for a unary call"
+            elif c.msg_in.mlen > conn.max_message:
+                c.local_code = RESOURCE_EXHAUSTED
+                # grpc-core's client wording (grpcio 1.8x), so both data planes say the same
+                c.local_details = f"Stream removed (CLIENT: Received message larger than max ({c.msg_in.mlen} vs. {conn.max_message}))"
+            if c.local_code:
+                nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL)
+                return 0
+            c.message = PyBytes_FromStringAndSize(NULL, c.msg_in.mlen) if c.msg_in.mlen else _EMPTY
+            c.msg_in.buf = PyBytes_AS_STRING(c.message)
         return 0
     except BaseException as e:
         conn.note_error(e)
@@ -343,7 +263,6 @@ cdef class Connection:
     def __init__(self, loop, bytes authority, bytes scheme, Py_ssize_t max_message, fail, on_lost, bytes user_agent=b"shadowgrpc-nghttp2"):
         cdef nghttp2_session_callbacks *cbs
         cdef nghttp2_option *opt
-        cdef nghttp2_settings_entry iv[4]
         cdef int rv
         self.loop = loop
         self.authority = authority
@@ -373,16 +292,7 @@ cdef class Connection:
         nghttp2_option_del(opt)
         if rv != 0:
             raise MemoryError(nghttp2_strerror(rv).decode())
-        iv[0].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH
-        iv[0].value = 0
-        iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
-        iv[1].value = WINDOW
-        iv[2].settings_id = NGHTTP2_SETTINGS_MAX_FRAME_SIZE
-        iv[2].value = MAX_FRAME
-        iv[3].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
-        iv[3].value = MAX_HEADER_LIST
-        nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 4)
-        nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW)
+        settings(self.session, 0)
 
     def __dealloc__(self):
         if self.session is not NULL:
@@ -459,18 +369,18 @@ cdef class Connection:
             if nva is NULL:
                 raise MemoryError()
         try:
-            _nv(&nva[nh], ":method", 7, "POST", 4); nh += 1
-            _nv(&nva[nh], ":scheme", 7, PyBytes_AS_STRING(self.scheme), PyBytes_GET_SIZE(self.scheme)); nh += 1
-            _nv(&nva[nh], ":path", 5, PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path)); nh += 1
-            _nv(&nva[nh], ":authority", 10, PyBytes_AS_STRING(self.authority), PyBytes_GET_SIZE(self.authority)); nh += 1
-            _nv(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
-            _nv(&nva[nh], "te", 2, "trailers", 8); nh += 1
-            _nv(&nva[nh], "user-agent", 10, PyBytes_AS_STRING(self.user_agent), PyBytes_GET_SIZE(self.user_agent)); nh += 1
-            _nv(&nva[nh], "grpc-accept-encoding", 20, "identity,deflate,gzip", 21); nh += 1
+            nv_set(&nva[nh], ":method", 7, "POST", 4); nh += 1
+            nv_set(&nva[nh], ":scheme", 7, PyBytes_AS_STRING(self.scheme), PyBytes_GET_SIZE(self.scheme)); nh += 1
+            nv_set(&nva[nh], ":path", 5, PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path)); nh += 1
+            nv_set(&nva[nh], ":authority", 10, PyBytes_AS_STRING(self.authority), PyBytes_GET_SIZE(self.authority)); nh += 1
+            nv_set(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
+            nv_set(&nva[nh], "te", 2, "trailers", 8); nh += 1
+            nv_set(&nva[nh], "user-agent", 10, PyBytes_AS_STRING(self.user_agent), PyBytes_GET_SIZE(self.user_agent)); nh += 1
+            nv_set(&nva[nh], "grpc-accept-encoding", 20, "identity,deflate,gzip", 21); nh += 1
             if timeout_s is not None:
-                _nv(&nva[nh], "grpc-timeout", 12, tbuf, _grpc_timeout(tbuf, timeout_s)); nh += 1
+                nv_set(&nva[nh], "grpc-timeout", 12, tbuf, _grpc_timeout(tbuf, timeout_s)); nh += 1
             if compressed:
-                _nv(&nva[nh], "grpc-encoding", 13, PyBytes_AS_STRING(encoding), PyBytes_GET_SIZE(encoding)); nh += 1
+                nv_set(&nva[nh], "grpc-encoding", 13, PyBytes_AS_STRING(encoding), PyBytes_GET_SIZE(encoding)); nh += 1
             if nmd:
                 keep = []
                 for key, value in metadata:
@@ -481,14 +391,9 @@ cdef class Connection:
                         v = value.encode("ascii") if isinstance(value, str) else value
                     keep.append(k)
                     keep.append(v)
-                    _nv(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
+                    nv_set(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
             c.payload = payload
-            c.total = n + 5
-            c.prefix[0] = 1 if compressed else 0
-            c.prefix[1] = (n >> 24) & 0xFF
-            c.prefix[2] = (n >> 16) & 0xFF
-            c.prefix[3] = (n >> 8) & 0xFF
-            c.prefix[4] = n & 0xFF
+            out_start(&c.out, n, compressed)
             c.future = future
             c.grpc_status = -1
             prd.source.ptr = <void *>c
@@ -576,10 +481,10 @@ cdef class Connection:
             code = INTERNAL
             details = "Stream ended without a grpc-status"
         if code == OK:
-            if c.nmessages == 0:
+            if c.msg_in.nmessages == 0:
                 code, details = UNIMPLEMENTED, "No response message for a unary call"
-            elif c.compressed:
-                message = _decompress(c.message, c.encoding)
+            elif c.msg_in.compressed:
+                message = decompress(c.message, c.encoding)
                 if message is None:
                     code, details = INTERNAL, f"Unexpected compressed message (grpc-encoding {c.encoding!r})"
             else:
@@ -591,23 +496,14 @@ cdef class Connection:
                                         error_code == NGHTTP2_REFUSED_STREAM and c.http_status == 0))
 
     def _flush(self):
-        cdef const uint8_t *data
-        cdef ssize_t n
-        cdef list chunks
         self.flush_pending = False
         if self.transport is None or self.closed or self.paused:
             return
-        chunks = []
-        while True:
-            n = nghttp2_session_mem_send(self.session, &data)
-            if n < 0:
-                self._abort(f"HTTP/2 error: {nghttp2_strerror(<int>n).decode()}")
-                return
-            if n == 0:
-                break
-            chunks.append(PyBytes_FromStringAndSize(<const char *>data, n))
-        if chunks:
-            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        out = session_output(self.session)
+        if type(out) is int:
+            self._abort(f"HTTP/2 error: {nghttp2_strerror(out).decode()}")
+        elif out is not None:
+            self.transport.write(out)
 
     cdef _abort(self, str why):
         if self.transport is not None:
@@ -637,14 +533,6 @@ cdef class Connection:
             if not c.done:
                 c.done = True
                 if not c.future.done():
-                    c.future.set_exception(self.fail(UNAVAILABLE, why, (), (), c.http_status == 0 and c.sent == 0))
+                    c.future.set_exception(self.fail(UNAVAILABLE, why, (), (), c.http_status == 0 and c.out.sent == 0))
         if self.on_lost is not None:
             self.on_lost(self, exc)
-
-
-cdef object _decompress(bytes message, bytes encoding):
-    if encoding == b"gzip":
-        return zlib.decompress(message, 16 + zlib.MAX_WBITS)
-    if encoding == b"deflate":
-        return zlib.decompress(message)
-    return None

@@ -32,44 +32,20 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdio cimport snprintf
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp
 
+from shadowgrpc._h2_common cimport *
 from shadowgrpc._nghttp2 cimport *
 from shadowgrpc._nghttp2_server cimport *
 
 import base64
-import zlib
 
 cdef enum:
-    OK = 0
-    UNKNOWN = 2
-    RESOURCE_EXHAUSTED = 8
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-
-cdef enum:
-    WINDOW = 1 << 24         # per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE)
-    CONN_WINDOW = 1 << 30    # connection receive window
-    MAX_FRAME = 1 << 20      # largest DATA frame we accept
-    MAX_HEADER_LIST = 1 << 24
     MAX_STREAMS = 1024       # SETTINGS_MAX_CONCURRENT_STREAMS (grpc-core: unlimited)
 
-cdef object _b64decode = base64.b64decode
 cdef object _b64encode = base64.b64encode
 cdef bytes _EMPTY = b""
 cdef const char *_HEX = "0123456789ABCDEF"
-
-
-cdef inline void _nv(nghttp2_nv *nv, const char *name, size_t namelen, const char *value, size_t valuelen) noexcept:
-    nv.name = <uint8_t *>name
-    nv.namelen = namelen
-    nv.value = <uint8_t *>value
-    nv.valuelen = valuelen
-    nv.flags = NGHTTP2_NV_FLAG_NONE
-
-
-cdef inline bint _is(const uint8_t *name, size_t namelen, const char *lit, size_t n) noexcept:
-    return namelen == n and memcmp(name, lit, n) == 0
 
 
 cdef double _parse_timeout(const uint8_t *p, size_t n) noexcept:
@@ -133,20 +109,15 @@ cdef class Stream:
     cdef list metadata
     cdef double timeout
     cdef bytes encoding
-    cdef unsigned char qprefix[5]
-    cdef int qprefix_n
+    cdef MessageIn msg_in
     cdef bytes message
-    cdef Py_ssize_t mlen, mgot
-    cdef int compressed
-    cdef int nmessages
     cdef int error_code
     cdef str error_details
     cdef bint handed      # the handler has it
     cdef bint answered    # respond / respond_error submitted
     # the answer
     cdef bytes payload
-    cdef unsigned char prefix[5]
-    cdef Py_ssize_t sent, total
+    cdef MessageOut out
     cdef list trailer_keep  # trailing metadata of an OK answer: [k0, v0, k1, v1, ...] (bytes)
 
 
@@ -158,26 +129,11 @@ cdef ssize_t _read_response(nghttp2_session *session, int32_t stream_id, uint8_t
                             nghttp2_data_source *source, void *user_data) noexcept:
     # nghttp2 pulls the answer: the 5-byte prefix, then the message; at the end the trailers.
     cdef Stream s = <Stream>source.ptr
-    cdef size_t n = 0, k
+    cdef size_t n = out_copy(&s.out, PyBytes_AS_STRING(s.payload), buf, length)
     cdef nghttp2_nv fixed[16]
     cdef nghttp2_nv *nva = fixed
     cdef Py_ssize_t i, nt
-    if s.sent < 5:
-        k = 5 - s.sent
-        if k > length:
-            k = length
-        memcpy(buf, s.prefix + s.sent, k)
-        s.sent += k
-        n = k
-    if s.sent >= 5 and n < length:
-        k = s.total - s.sent
-        if k > length - n:
-            k = length - n
-        if k:
-            memcpy(buf + n, PyBytes_AS_STRING(s.payload) + (s.sent - 5), k)
-            s.sent += k
-            n += k
-    if s.sent >= s.total:
+    if s.out.sent >= s.out.total:
         data_flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM
         s.payload = None
         nt = 1 + (len(s.trailer_keep) // 2 if s.trailer_keep is not None else 0)
@@ -185,9 +141,9 @@ cdef ssize_t _read_response(nghttp2_session *session, int32_t stream_id, uint8_t
             nva = <nghttp2_nv *>PyMem_Malloc(nt * sizeof(nghttp2_nv))
             if nva is NULL:
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-        _nv(&nva[0], "grpc-status", 11, "0", 1)
+        nv_set(&nva[0], "grpc-status", 11, "0", 1)
         for i in range(1, nt):
-            _nv(&nva[i], PyBytes_AS_STRING(s.trailer_keep[2 * i - 2]), PyBytes_GET_SIZE(s.trailer_keep[2 * i - 2]),
+            nv_set(&nva[i], PyBytes_AS_STRING(s.trailer_keep[2 * i - 2]), PyBytes_GET_SIZE(s.trailer_keep[2 * i - 2]),
                 PyBytes_AS_STRING(s.trailer_keep[2 * i - 1]), PyBytes_GET_SIZE(s.trailer_keep[2 * i - 1]))
         nghttp2_submit_trailer(session, stream_id, nva, nt)  # copies the fields
         if nva is not fixed:
@@ -225,16 +181,16 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
         if s is None:
             return 0
         if namelen and name[0] == 58:  # a pseudo-header
-            if _is(name, namelen, ":path", 5):
+            if name_is(name, namelen, ":path", 5):
                 s.path = PyBytes_FromStringAndSize(<const char *>value, valuelen)
             return 0
-        if _is(name, namelen, "grpc-timeout", 12):
+        if name_is(name, namelen, "grpc-timeout", 12):
             s.timeout = _parse_timeout(value, valuelen)
             return 0
-        if (_is(name, namelen, "content-type", 12) or _is(name, namelen, "te", 2) or _is(name, namelen, "user-agent", 10)
-                or _is(name, namelen, "grpc-accept-encoding", 20)):
+        if (name_is(name, namelen, "content-type", 12) or name_is(name, namelen, "te", 2) or name_is(name, namelen, "user-agent", 10)
+                or name_is(name, namelen, "grpc-accept-encoding", 20)):
             return 0
-        if _is(name, namelen, "grpc-encoding", 13):
+        if name_is(name, namelen, "grpc-encoding", 13):
             s.encoding = PyBytes_FromStringAndSize(<const char *>value, valuelen)
             return 0
         k = PyBytes_FromStringAndSize(<const char *>name, namelen)
@@ -243,7 +199,7 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
             s.metadata = []
         if namelen > 4 and memcmp(name + namelen - 4, "-bin", 4) == 0:
             # padding: (4 - n % 4) % 4 written with & (under cdivision, -n % 4 is negative in C)
-            s.metadata.append((k.decode("latin-1"), _b64decode(v + b"=" * ((4 - (len(v) & 3)) & 3))))
+            s.metadata.append((k.decode("latin-1"), bin_value(v)))
         else:
             s.metadata.append((k.decode("latin-1"), v.decode("latin-1")))
         return 0
@@ -259,46 +215,23 @@ cdef int _on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id, co
                   void *user_data) noexcept:
     cdef ServerConnection conn = <ServerConnection>user_data
     cdef Stream s
-    cdef size_t i = 0, k
-    cdef unsigned long mlen
+    cdef size_t i = 0
     try:
         s = _stream_of(conn, stream_id)
         if s is None or s.error_code:
             return 0
-        while i < length:
-            if s.qprefix_n < 5:
-                k = 5 - s.qprefix_n
-                if k > length - i:
-                    k = length - i
-                memcpy(s.qprefix + s.qprefix_n, data + i, k)
-                s.qprefix_n += k
-                i += k
-                if s.qprefix_n < 5:
-                    break
-                mlen = (<unsigned long>s.qprefix[1] << 24) | (<unsigned long>s.qprefix[2] << 16) | (<unsigned long>s.qprefix[3] << 8) | s.qprefix[4]
-                if s.nmessages:
-                    s.error_code = INTERNAL
-                    s.error_details = "Too many messages for a unary call"
-                    s.message = None
-                    return 0
-                if mlen > <unsigned long>conn.max_message:
-                    s.error_code = RESOURCE_EXHAUSTED
-                    s.error_details = f"Received message larger than max ({mlen} vs. {conn.max_message})"
-                    return 0
-                s.compressed = s.qprefix[0]
-                s.mlen = mlen
-                s.mgot = 0
-                s.message = PyBytes_FromStringAndSize(NULL, mlen) if mlen else _EMPTY
-            k = s.mlen - s.mgot
-            if k > length - i:
-                k = length - i
-            if k:
-                memcpy(PyBytes_AS_STRING(s.message) + s.mgot, data + i, k)
-                s.mgot += k
-                i += k
-            if s.mgot == s.mlen:
-                s.nmessages += 1
-                s.qprefix_n = 0
+        while in_feed(&s.msg_in, data, length, &i):  # a message's prefix: check, then its storage
+            if s.msg_in.nmessages:
+                s.error_code = INTERNAL
+                s.error_details = "Too many messages for a unary call"
+                s.message = None
+                return 0
+            if s.msg_in.mlen > conn.max_message:
+                s.error_code = RESOURCE_EXHAUSTED
+                s.error_details = f"Received message larger than max ({s.msg_in.mlen} vs. {conn.max_message})"
+                return 0
+            s.message = PyBytes_FromStringAndSize(NULL, s.msg_in.mlen) if s.msg_in.mlen else _EMPTY
+            s.msg_in.buf = PyBytes_AS_STRING(s.message)
         return 0
     except BaseException as e:
         conn.note_error(e)
@@ -401,18 +334,8 @@ cdef class ServerConnection:
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
-        cdef nghttp2_settings_entry iv[4]
         self.transport = transport
-        iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
-        iv[0].value = MAX_STREAMS
-        iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
-        iv[1].value = WINDOW
-        iv[2].settings_id = NGHTTP2_SETTINGS_MAX_FRAME_SIZE
-        iv[2].value = MAX_FRAME
-        iv[3].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
-        iv[3].value = MAX_HEADER_LIST
-        nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 4)
-        nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW)
+        settings(self.session, MAX_STREAMS)
         self._flush()
 
     def data_received(self, data):
@@ -453,13 +376,13 @@ cdef class ServerConnection:
         if s.error_code:
             self._error(s, s.error_code, s.error_details, None)
             return
-        if s.nmessages == 0:
+        if s.msg_in.nmessages == 0:
             self._error(s, INTERNAL, "No request message for a unary call", None)  # grpc-core: "Missing request message"
             return
         message = s.message
         s.message = None
-        if s.compressed:
-            message = _decompress(message, s.encoding)
+        if s.msg_in.compressed:
+            message = decompress(message, s.encoding)
             if message is None:
                 self._error(s, UNIMPLEMENTED, f"Compression algorithm {s.encoding!r} not supported", None)
                 return
@@ -492,20 +415,15 @@ cdef class ServerConnection:
                 if nva is NULL:
                     raise MemoryError()
         try:
-            _nv(&nva[nh], ":status", 7, "200", 3); nh += 1
-            _nv(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
+            nv_set(&nva[nh], ":status", 7, "200", 3); nh += 1
+            nv_set(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
             for i in range(ni):
                 k = keep[2 * i]
                 v = keep[2 * i + 1]
-                _nv(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
+                nv_set(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
             s.trailer_keep = _encode_md(trailing) if trailing else None
             s.payload = message
-            s.total = n + 5
-            s.prefix[0] = 0
-            s.prefix[1] = (n >> 24) & 0xFF
-            s.prefix[2] = (n >> 16) & 0xFF
-            s.prefix[3] = (n >> 8) & 0xFF
-            s.prefix[4] = n & 0xFF
+            out_start(&s.out, n, False)
             prd.source.ptr = <void *>s
             prd.read_callback = _read_response
             rv = nghttp2_submit_response(self.session, stream_id, nva, nh, &prd)  # copies the fields
@@ -542,15 +460,15 @@ cdef class ServerConnection:
             if nva is NULL:
                 raise MemoryError()
         try:
-            _nv(&nva[nh], ":status", 7, "200", 3); nh += 1
-            _nv(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
-            _nv(&nva[nh], "grpc-status", 11, cbuf, snprintf(cbuf, 16, "%d", code)); nh += 1
+            nv_set(&nva[nh], ":status", 7, "200", 3); nh += 1
+            nv_set(&nva[nh], "content-type", 12, "application/grpc", 16); nh += 1
+            nv_set(&nva[nh], "grpc-status", 11, cbuf, snprintf(cbuf, 16, "%d", code)); nh += 1
             if msg is not None:
-                _nv(&nva[nh], "grpc-message", 12, PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg)); nh += 1
+                nv_set(&nva[nh], "grpc-message", 12, PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg)); nh += 1
             for i in range(nt):
                 k = keep[2 * i]
                 v = keep[2 * i + 1]
-                _nv(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
+                nv_set(&nva[nh], PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)); nh += 1
             rv = nghttp2_submit_response(self.session, s.stream_id, nva, nh, NULL)  # END_STREAM on the HEADERS
         finally:
             if nva is not fixed:
@@ -568,23 +486,14 @@ cdef class ServerConnection:
             self.loop.call_soon(self._flush)
 
     def _flush(self):
-        cdef const uint8_t *data
-        cdef ssize_t n
-        cdef list chunks
         self.flush_pending = False
         if self.transport is None or self.closed or self.paused:
             return
-        chunks = []
-        while True:
-            n = nghttp2_session_mem_send(self.session, &data)
-            if n < 0:
-                self._abort(ConnectionError(f"HTTP/2 error: {nghttp2_strerror(<int>n).decode()}"))
-                return
-            if n == 0:
-                break
-            chunks.append(PyBytes_FromStringAndSize(<const char *>data, n))
-        if chunks:
-            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        out = session_output(self.session)
+        if type(out) is int:
+            self._abort(ConnectionError(f"HTTP/2 error: {nghttp2_strerror(out).decode()}"))
+        elif out is not None:
+            self.transport.write(out)
 
     def goaway(self):
         """Graceful shutdown: GOAWAY naming the last stream taken; those finish, no new ones."""
@@ -635,14 +544,3 @@ cdef list _encode_md(md):
         else:
             out.append(value.encode("ascii") if isinstance(value, str) else value)
     return out
-
-
-cdef object _decompress(bytes message, bytes encoding):
-    try:
-        if encoding == b"gzip":
-            return zlib.decompress(message, 16 + zlib.MAX_WBITS)
-        if encoding == b"deflate":
-            return zlib.decompress(message)
-    except zlib.error:
-        return None
-    return None
