@@ -206,10 +206,14 @@ class H2Channel:
             while any(c.in_flight for c in self._open) and _perf() < end:
                 await asyncio.sleep(0.05)
         for c in list(self._open):
-            c.close()
+            c.close(abort=self._tls is not None)  # TLS: no close_notify wait (asyncio's is up to 30 s)
         end = _perf() + 1.0
         while self._open and _perf() < end:
             await asyncio.sleep(0.005)
+        for c in list(self._open):  # a plaintext close that did not finish in time: the socket now
+            c.close(abort=True)
+        if self._open:
+            await asyncio.sleep(0)  # connection_lost runs on the next loop turn
 
 
 async def _call_on(conn: Any, path: bytes, request: bytes, metadata: tuple, timeout: float | None) -> bytes:
