@@ -18,8 +18,13 @@ from shadowgrpc import h2
 
 pytestmark = [pytest.mark.c_extension]
 
-if not h2.AVAILABLE:  # deselected in the pure-Python pass (c_extension); here a missing build is an error
-    pytest.fail("shadowgrpc._h2_c is not built: `make sysdeps build`", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    """Deselected in the pure-Python pass (c_extension); in the compiled one a missing build fails."""
+    if not h2.AVAILABLE:
+        pytest.fail("shadowgrpc._h2_c is not built: `make build` (libnghttp2-dev)", pytrace=False)
 
 ECHO = b"/test.Echo/Echo"
 BIG = 80 * 1024 * 1024 + 7
