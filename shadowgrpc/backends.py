@@ -37,12 +37,13 @@ class Upstream:
 
     def __init__(
         self, address: str, role: str, max_message_bytes: int, compression: str = "none", tls: ClientTls | None = None, extra_options: list | None = None,
-        data_plane: str = "grpcio",
+        data_plane: str = "grpcio", max_metadata_bytes: int = 0,
     ) -> None:  # fmt: skip
         self.address = address
         self.role = role
         self.tls = tls
         self._max = max_message_bytes
+        self._max_md = max_metadata_bytes  # server.max_metadata_kb (0: grpc's default), on the compiled client too
         self.compiled = data_plane == "nghttp2" and h2.split_address(address) is not None
         self._compression = COMPRESSION[compression]
         self._options = [
@@ -73,9 +74,9 @@ class Upstream:
         if not self.compiled:
             return channel, None
         if tls is None:
-            return channel, h2.H2Channel(self.address, self._max)
+            return channel, h2.H2Channel(self.address, self._max, max_metadata_bytes=self._max_md)
         ctx = h2.ssl_context(_read(tls.ca, tls.where + ".ca") if tls.ca else b"", tls.cert, tls.key)
-        return channel, h2.H2Channel(self.address, self._max, ctx, tls.server_name)
+        return channel, h2.H2Channel(self.address, self._max, ctx, tls.server_name, self._max_md)
 
     def _use(self, channels: tuple[grpc.aio.Channel, h2.H2Channel | None]) -> None:
         channel, self.h2 = channels
@@ -140,7 +141,7 @@ class Upstreams:
         up = self._by_key.get(key)
         if up is None:
             sec = self._security
-            up = self._by_key[key] = Upstream(address, role, self._max, self._compression, sec.upstream_for(address), metadata_options(sec), self.data_plane)
+            up = self._by_key[key] = Upstream(address, role, self._max, self._compression, sec.upstream_for(address), metadata_options(sec), self.data_plane, sec.max_metadata_bytes)
         return up
 
     def reload_tls(self, security: Security | None = None, grace_s: float = RETIRE_GRACE_S) -> int:

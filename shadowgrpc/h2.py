@@ -81,7 +81,9 @@ def ssl_context(ca: bytes = b"", cert: str = "", key: str = "") -> ssl.SSLContex
 class H2Channel:
     """Unary gRPC calls to one address over one HTTP/2 connection at a time (see the module doc)."""
 
-    def __init__(self, address: str, max_message_bytes: int, tls: ssl.SSLContext | None = None, server_name: str = "") -> None:
+    def __init__(
+        self, address: str, max_message_bytes: int, tls: ssl.SSLContext | None = None, server_name: str = "", max_metadata_bytes: int = 0,
+    ) -> None:  # fmt: skip
         if Connection is None:
             raise RuntimeError("shadowgrpc._h2_c is not built (libnghttp2 missing at build time)")
         hp = split_address(address)
@@ -94,6 +96,7 @@ class H2Channel:
         self._tls = tls
         self._server_name = server_name or self.host
         self._max = max_message_bytes
+        self._max_md = max_metadata_bytes  # per received header block; 0 = grpc's default (16 KiB)
         self._conn: Any = None  # the connection new calls use, once READY
         self._connecting: asyncio.Future[Any] | None = None
         self._state = _S.IDLE
@@ -159,7 +162,7 @@ class H2Channel:
 
     async def _connect(self, fut: asyncio.Future[Any]) -> None:
         loop = asyncio.get_running_loop()
-        conn = Connection(loop, self._authority, self._scheme, self._max, H2Error, self._lost)
+        conn = Connection(loop, self._authority, self._scheme, self._max, H2Error, self._lost, max_metadata=self._max_md)
         conn.on_gone = self._open.discard
         try:
             kw: dict[str, Any] = {"ssl": self._tls, "server_hostname": self._server_name} if self._tls is not None else {}

@@ -95,6 +95,8 @@ cdef class Call:
     cdef MessageIn msg_in
     cdef bytes message
     cdef int local_code
+    cdef Py_ssize_t md_bytes  # size of the header block being received (HPACK's name + value + 32)
+    cdef int md_cat           # which block: the response headers or the trailers
     cdef str local_details
     cdef bytes encoding
 
@@ -136,7 +138,16 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
         if frame.hd.type != NGHTTP2_HEADERS:
             return 0
         c = _call_of(conn, frame.hd.stream_id)
-        if c is None:
+        if c is None or c.local_code == RESOURCE_EXHAUSTED:
+            return 0
+        if frame.headers.cat != c.md_cat:
+            c.md_cat = frame.headers.cat
+            c.md_bytes = 0
+        c.md_bytes += namelen + valuelen + 32
+        if c.md_bytes > conn.max_metadata:  # as grpc's hard limit (server.max_metadata_kb, else 16 KiB)
+            c.local_code = RESOURCE_EXHAUSTED
+            c.local_details = f"Stream removed (received metadata size exceeds hard limit ({c.md_bytes} vs. {conn.max_metadata}))"
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame.hd.stream_id, NGHTTP2_CANCEL)
             return 0
         if namelen and name[0] == 58:  # a pseudo-header
             if name_is(name, namelen, ":status", 7):
@@ -242,6 +253,7 @@ cdef class Connection:
     cdef bytes scheme
     cdef bytes user_agent
     cdef readonly Py_ssize_t max_message
+    cdef readonly Py_ssize_t max_metadata
     cdef list deadlines
     cdef object timer
     cdef double timer_at
@@ -260,7 +272,8 @@ cdef class Connection:
     def __cinit__(self):
         self.session = NULL
 
-    def __init__(self, loop, bytes authority, bytes scheme, Py_ssize_t max_message, fail, on_lost, bytes user_agent=b"shadowgrpc-nghttp2"):
+    def __init__(self, loop, bytes authority, bytes scheme, Py_ssize_t max_message, fail, on_lost, bytes user_agent=b"shadowgrpc-nghttp2",
+                 Py_ssize_t max_metadata=0):
         cdef nghttp2_session_callbacks *cbs
         cdef nghttp2_option *opt
         cdef int rv
@@ -269,6 +282,7 @@ cdef class Connection:
         self.scheme = scheme
         self.user_agent = user_agent
         self.max_message = max_message
+        self.max_metadata = max_metadata if max_metadata > 0 else 16384  # grpc's default hard limit
         self.fail = fail
         self.on_lost = on_lost
         self.calls = {}

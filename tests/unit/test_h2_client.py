@@ -51,6 +51,8 @@ class Echo:
         if request.startswith(b"fail"):
             md = tuple((k, v) for k, v in context.invocation_metadata() if k.startswith("x-"))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad thing: 100% \u00fcnicode\nline 2", trailing_metadata=md)
+        if request.startswith(b"trailer"):  # an error with trailing metadata of this many bytes
+            await context.abort(grpc.StatusCode.INTERNAL, "big trailer", trailing_metadata=(("x-t", "v" * int(request[7:])),))
         if request == b"empty":
             return b""
         if request == b"big":
@@ -74,18 +76,19 @@ async def server(port: int = 0, compression: grpc.Compression | None = None, **o
         await s.stop(None)
 
 
-async def both(address: str, request: bytes, timeout: float | None = 5.0, metadata=None, max_message: int = 256 << 20):
+async def both(address: str, request: bytes, timeout: float | None = 5.0, metadata=None, max_message: int = 256 << 20, max_metadata: int = 0):
     """(grpc.aio's outcome, the compiled client's outcome): the response bytes, or (code, details,
-    trailing metadata) of the error."""
+    trailing metadata) of the error. ``max_metadata``: as server.max_metadata_kb sets both."""
     out = []
+    md_opts = [("grpc.max_metadata_size", max_metadata), ("grpc.absolute_max_metadata_size", max_metadata)] if max_metadata else []
     async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", max_message),
-                                                           ("grpc.max_send_message_length", 256 << 20)]) as ch:
+                                                           ("grpc.max_send_message_length", 256 << 20), *md_opts]) as ch:
         mc = ch.unary_unary(ECHO.decode(), request_serializer=None, response_deserializer=None)
         try:
             out.append(await mc(request, timeout=timeout, metadata=metadata))
         except grpc.aio.AioRpcError as e:
             out.append((e.code(), e.details(), tuple(e.trailing_metadata())))
-    hc = h2.H2Channel(address, max_message)
+    hc = h2.H2Channel(address, max_message, max_metadata_bytes=max_metadata)
     try:
         out.append(await hc.call(ECHO, request, timeout, metadata))
     except grpc.aio.AioRpcError as e:
@@ -122,6 +125,24 @@ def test_compressed_answers_are_decompressed(compression):
             payload = b"compress me " * 5000
             g, c = await both(address, payload)
             assert g == c == payload
+
+    asyncio.run(main())
+
+
+def test_received_metadata_limits_as_grpc_aio():
+    """Trailers from the server past the limit: RESOURCE_EXHAUSTED on both clients (grpc's default
+    hard limit 16 KiB, or max_metadata_kb); under it the same answer. (Between grpc's 8 KiB soft and
+    16 KiB hard limits grpc refuses at random; the compiled client applies the hard one.)"""
+    async def main():
+        async with server() as (address, _, _):
+            g, c = await both(address, b"trailer7000")
+            assert g == c and g[0] is grpc.StatusCode.INTERNAL and len(c[2][0][1]) == 7000
+            g, c = await both(address, b"trailer20000")
+            assert g[0] is c[0] is grpc.StatusCode.RESOURCE_EXHAUSTED and "exceeds hard limit" in c[1] and "16384" in c[1], (g, c)
+            g, c = await both(address, b"trailer5000", max_metadata=4096)
+            assert g[0] is c[0] is grpc.StatusCode.RESOURCE_EXHAUSTED and "4096" in c[1], (g, c)
+            g, c = await both(address, b"trailer3000", max_metadata=4096)
+            assert g == c and g[0] is grpc.StatusCode.INTERNAL
 
     asyncio.run(main())
 
