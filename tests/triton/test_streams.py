@@ -40,6 +40,15 @@ def tokens_request(n: int, rid: str, final: bool = True) -> bytes:
     return req.SerializeToString()
 
 
+def _per_request(responses: list[bytes]) -> dict[str, list[bytes]]:
+    """Stream responses grouped by their request id, each group in the order it arrived."""
+    out: dict[str, list[bytes]] = {}
+    for raw in responses:
+        r = pb.ModelStreamInferResponse.FromString(raw)
+        out.setdefault(r.infer_response.id, []).append(raw)
+    return out
+
+
 def stream(address: str, msgs: list[bytes]) -> list[bytes]:
     """Every response of one ModelStreamInfer carrying ``msgs``, as raw bytes."""
     with grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", BIG)]) as ch:
@@ -83,7 +92,12 @@ def test_a_mixed_stream_reaches_the_caller_unchanged_and_every_mirrored_response
         ft.drain()
         direct = stream(triton.grpc_address, msgs)  # after the front's sequences ended
         assert sorted(via) == sorted(direct)
-        assert via_tokens == stream(triton.grpc_address, tokens)  # one model: in Triton's order
+        # One decoupled model: each request's responses in Triton's order. Across requests Triton
+        # itself does not keep one order (two direct runs interleave t1's last tokens and t2's
+        # empty final differently under load), so the streams are compared per request id.
+        direct_tokens = stream(triton.grpc_address, tokens)
+        assert sorted(via_tokens) == sorted(direct_tokens)
+        assert _per_request(via_tokens) == _per_request(direct_tokens)
 
         r = ft.router.routes
         assert (r["fraud"].stats.stream_requests, r["seq_sum"].stats.stream_requests, r["tokens"].stats.stream_requests) == (7, 6, 4)
