@@ -116,15 +116,6 @@ class H2Channel:
             self._start_connect()
         return self._state
 
-    async def channel_ready(self) -> None:
-        """Wait until READY (connecting as often as it takes, like grpc's ``channel_ready``)."""
-        while True:
-            try:
-                await self._ready(None)
-                return
-            except H2Error:
-                await asyncio.sleep(max(self._retry_at - _perf(), 0.05))
-
     # -- calls --------------------------------------------------------------------------------
     async def call(self, path: bytes, request: bytes, timeout: float | None = None, metadata: Any = None) -> bytes:
         conn = self._conn
