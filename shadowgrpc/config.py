@@ -69,6 +69,7 @@ from . import _checks as check
 from ._checks import ConfigError
 from ._config_auto import AutoShadow, parse_auto
 from ._config_log import LogSettings, parse_log
+from ._config_rollout import Budget, MirrorRules, parse_budget, parse_capacity, parse_mirror
 from ._config_security import SECURITY_KEYS, Security, parse_security
 from ._config_parts import MAX_BUCKETS, MISSING, OTHER, OUTPUT_KINDS, OutputSpec, Slice, parse_outputs, parse_slices  # noqa: F401 (re-exported)
 
@@ -97,6 +98,10 @@ class ShadowTarget:
     max_in_flight: int = 64
     noise_floor: bool = False  # an A/A replica of live: its differences are jitter, not change
     metrics_url: str = ""  # "" = none (live's when the shadow's address is live's)
+    amplify: int = 1  # capacity: each mirrored request sent this many times (copies not compared)
+    constant_qps: float = 0.0  # capacity: > 0 = mirrored requests released at this rate (capacity.py)
+    qps_queue: int = 1024  # constant_qps: queued requests; the oldest dropped when full
+    budget: Budget | None = None  # spent: mirroring to this target pauses (budget.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,8 @@ class Route:
     outputs: tuple[tuple[str, OutputSpec], ...] = ()
     slices: tuple[Slice, ...] = ()
     auto: AutoShadow | None = None  # routes[].shadow: targets chosen from Triton's repository (_config_auto.py)
+    identical_sample: bool = False  # several shadows: the same requests to all of them, or to none (nway.py)
+    mirror: MirrorRules = MirrorRules()  # [routes.mirror]: what may leave live (rules.py)
 
     def output_spec(self, name: str) -> OutputSpec:
         for n, spec in self.outputs:
@@ -227,7 +234,7 @@ class Settings:
 def _route(r: Any, where: str, default_live: str) -> Route:
     if not isinstance(r, Mapping):
         raise ConfigError(f"{where[:-1]}: must be a table")
-    check.only(r, where, {"model", "live", "shadows", "shadow", "gates", "outputs", "slices"})
+    check.only(r, where, {"model", "live", "shadows", "shadow", "gates", "outputs", "slices", "identical_sample", "mirror"})
     model = check.string(r, "model", where, required=True)
     live_t = check.table(r, "live", where + "live")
     check.only(live_t, where + "live.", {"address", "model", "version", "deadline_ms", "metrics_url", "tls"})
@@ -247,7 +254,7 @@ def _route(r: Any, where: str, default_live: str) -> Route:
         sw = f"{where}shadows[{j}]."
         if not isinstance(s, Mapping):
             raise ConfigError(f"{sw[:-1]}: must be a table")
-        check.only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor", "metrics_url", "tls"})
+        check.only(s, sw, {"name", "address", "model", "version", "sample_rate", "deadline_ms", "max_in_flight", "noise_floor", "metrics_url", "tls", "amplify", "constant_qps", "qps_queue", "budget"})
         noise_floor = s.get("noise_floor", False)
         if not isinstance(noise_floor, bool):
             raise ConfigError(f"{sw}noise_floor: must be true or false, got {noise_floor!r}")
@@ -258,6 +265,7 @@ def _route(r: Any, where: str, default_live: str) -> Route:
             raise ConfigError(f"{sw}name: {name!r} is already used in this route")
         names.add(name)
         saddress = check.address(s, "address", sw, live.address)
+        amplify, qps, qps_queue = parse_capacity(s, sw)
         shadows.append(
             ShadowTarget(
                 name=name,
@@ -269,13 +277,31 @@ def _route(r: Any, where: str, default_live: str) -> Route:
                 max_in_flight=int(check.number(s, "max_in_flight", sw, 64, lo=1, hi=100_000, integer=True)),
                 noise_floor=noise_floor,
                 metrics_url=check.url(s, "metrics_url", sw, live.metrics_url if saddress == live.address else ""),
+                amplify=amplify, constant_qps=qps, qps_queue=qps_queue, budget=parse_budget(s, sw),
             )
         )
         same = (shadows[-1].address, smodel, sversion) == (live.address, live.model, live.version) and sversion
         if same and not noise_floor:
             raise ConfigError(f"{sw}version: this shadow is the live target itself; set noise_floor = true if an A/A noise-floor target is intended")
     auto = parse_auto(r, where, live.model, live.address, live.version)
-    return Route(model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where), outputs=parse_outputs(r, where), slices=parse_slices(r, where), auto=auto)
+    identical = r.get("identical_sample", False)
+    if not isinstance(identical, bool):
+        raise ConfigError(f"{where}identical_sample: must be true or false, got {identical!r}")
+    if identical:
+        if auto is not None:
+            raise ConfigError(f"{where}identical_sample: needs shadows named in [[routes.shadows]], not an auto-shadow policy (routes[].shadow)")
+        if len(shadows) < 2:
+            raise ConfigError(f"{where}identical_sample: needs at least 2 shadows in this route, got {len(shadows)}")
+        rates = {t.sample_rate for t in shadows}
+        if len(rates) > 1:
+            raise ConfigError(f"{where}identical_sample: every shadow needs the same sample_rate, got {sorted(rates)}")
+        if any(t.constant_qps for t in shadows):
+            raise ConfigError(f"{where}identical_sample: constant_qps releases requests at each target's own rate; leave it out")
+    slices = parse_slices(r, where)
+    return Route(
+        model=model, live=live, shadows=tuple(shadows), gates=_gates(r, where), outputs=parse_outputs(r, where), slices=slices, auto=auto,
+        identical_sample=identical, mirror=parse_mirror(r, where, slices),
+    )  # fmt: skip
 
 
 # Gate key -> (lo, hi, integer): the ranges config accepts.

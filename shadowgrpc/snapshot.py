@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from .completeness import InputsState, InputStats
 from ._config_auto import AutoShadow
+from ._config_rollout import Budget, MirrorRule, MirrorRules
 from .config import Gates, LiveTarget, OutputSpec, Route, ShadowTarget, Slice
 from .outcomes import OutcomeStats, PairCounts, Scores
 from .parity import Mismatch
@@ -139,12 +140,27 @@ def _unroute_config(d: dict) -> Route:
     return Route(
         model=d["model"],
         live=LiveTarget(**d["live"]),
-        shadows=tuple(ShadowTarget(**s) for s in d["shadows"]),
+        shadows=tuple(shadow_target(s) for s in d["shadows"]),
         gates=Gates(**d["gates"]),
         outputs=tuple((n, OutputSpec(**{**o, "edges": tuple(o["edges"])})) for n, o in d["outputs"]),
         slices=tuple(Slice(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}) for s in d["slices"]),
         auto=AutoShadow(**{**d["auto"], "versions": tuple(d["auto"]["versions"])}) if d.get("auto") else None,
+        identical_sample=d.get("identical_sample", False),
+        mirror=_mirror_rules(d["mirror"]) if d.get("mirror") else MirrorRules(),
     )
+
+
+def shadow_target(d: dict) -> ShadowTarget:
+    """A ShadowTarget from its ``dataclasses.asdict`` form (its budget a nested dict)."""
+    b = d.get("budget")
+    return ShadowTarget(**{**d, "budget": Budget(**b) if b else None})
+
+
+def _mirror_rules(d: dict) -> MirrorRules:
+    def rules(rs: list) -> tuple[MirrorRule, ...]:
+        return tuple(MirrorRule(**{**r, "equals": tuple(r["equals"])}) for r in rs)
+
+    return MirrorRules(include=rules(d["include"]), exclude=rules(d["exclude"]), max_request_bytes=d["max_request_bytes"])
 
 
 def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None) -> bytes:
@@ -213,7 +229,7 @@ def _view(doc: dict) -> FrontState:
         targets = {t.name: t for t in route.shadows}
         shadows = []
         for s in r["shadows"]:
-            target = ShadowTarget(**s["target"]) if "target" in s else targets[s["name"]]  # auto targets are not in the config
+            target = shadow_target(s["target"]) if "target" in s else targets[s["name"]]  # auto targets are not in the config
             ts = TargetState(target, _unshadow_stats(s["stats"]), _unoutcomes(s["outcomes"]), s["in_flight"], s["drift_edges_differ"])
             for k, v in s.get("window", {"status": "MIRRORING", "reason": ""}).items():
                 setattr(ts, k, v)
