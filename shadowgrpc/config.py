@@ -6,6 +6,7 @@ so a bad config is refused at start, never discovered under traffic.
     [server]
     listen = "0.0.0.0:8001"          # data port: KServe v2 gRPC, health, reflection
     admin_listen = "127.0.0.1:8011"  # ShadowControl; keep it off the data port's network
+    gate_listen = ""                 # e.g. "127.0.0.1:8012": the rollout gate over HTTP (gate_http.py); "" = off
     default_live = "127.0.0.1:9001"  # Triton for unrouted models and every non-infer RPC
     max_message_mb = 256             # largest request/response, both directions
     grace_s = 10.0                   # on SIGTERM: time for in-flight live requests to finish
@@ -144,6 +145,7 @@ _DEFAULT_SPEC = OutputSpec()
 class Settings:
     listen: str = "0.0.0.0:8001"
     admin_listen: str = "127.0.0.1:8011"
+    gate_listen: str = ""  # the rollout gate's HTTP endpoint (Flagger webhook, Argo web metric); "" = off
     default_live: str = "127.0.0.1:9001"
     max_message_bytes: int = 256 * 1024 * 1024
     grace_s: float = 10.0
@@ -184,11 +186,14 @@ class Settings:
         check.only(data, "", {"server", "routes", "log"})
         d = cls()  # defaults (slots dataclass: class attributes are descriptors)
         server = check.table(data, "server", "server")
-        check.only(server, "server.", {"listen", "admin_listen", "default_live", "max_message_mb", "grace_s", "shadow_grace_s", "stop_timeout_s", "upstream_compression", "data_plane", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"} | SECURITY_KEYS)
+        check.only(server, "server.", {"listen", "admin_listen", "gate_listen", "default_live", "max_message_mb", "grace_s", "shadow_grace_s", "stop_timeout_s", "upstream_compression", "data_plane", "shadow_buffer_mb", "outcome_max_pairs", "outcome_max_mb", "outcome_ttl_s", "poll_s"} | SECURITY_KEYS)
         listen = check.address(server, "listen", "server.", d.listen, allow_wildcard=True)
         admin = check.address(server, "admin_listen", "server.", d.admin_listen, allow_wildcard=True)
         if admin == listen and not listen.endswith(":0"):
             raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is not served on the data port)")
+        gate = check.address(server, "gate_listen", "server.", "", allow_wildcard=True) if "gate_listen" in server else ""
+        if gate and gate in (listen, admin) and not gate.endswith(":0"):
+            raise ConfigError("server.gate_listen: must differ from server.listen and server.admin_listen (HTTP, not gRPC)")
         default_live = check.address(server, "default_live", "server.", d.default_live)
         max_mb = check.number(server, "max_message_mb", "server.", 256, lo=4, hi=2047, integer=True)
         grace = check.number(server, "grace_s", "server.", d.grace_s, lo=0.0, hi=3600.0)
@@ -222,7 +227,7 @@ class Settings:
                 raise ConfigError(f"routes[{i}].model: duplicate route for model {routes[-1].model!r}")
             seen.add(routes[-1].model)
         return cls(
-            listen=listen, admin_listen=admin, default_live=default_live,
+            listen=listen, admin_listen=admin, gate_listen=gate, default_live=default_live,
             max_message_bytes=int(max_mb) * 1024 * 1024, grace_s=float(grace), upstream_compression=compression, data_plane=plane,
             shadow_grace_s=float(shadow_grace), stop_timeout_s=float(stop_timeout),
             shadow_buffer_bytes=int(shadow_mb) * 1024 * 1024,
