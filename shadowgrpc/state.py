@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .completeness import InputsState
 from .coverage import CoverageState
@@ -57,6 +58,9 @@ class TargetState:
     parity: list | None = None  # parity.Mismatch list; None: the configs could not be read
     parity_error: str = ""
     honours_shadow: bool | None = None  # the model's config declares it skips side effects for shadows
+    budget: Any = None  # budget.BudgetState when the target has a [routes.shadows.budget] (Router.publish)
+    capacity: Any = None  # capacity.CapacityState when the target has amplify > 1 or constant_qps (Router.publish)
+    pacer: Any = None  # capacity.Pacer when the target has constant_qps (Router.publish)
 
 
 @dataclass(slots=True)
@@ -91,6 +95,7 @@ class RouteState:
     shadows: list[TargetState] = field(default_factory=list)
     auto: AutoState | None = None
     coverage: CoverageState = field(default_factory=CoverageState)  # per slice bucket, estimated (coverage.py)
+    nway: Any = None  # nway.NWayState when the route has identical_sample (Router.publish)
 
 
 @dataclass(slots=True)
