@@ -5,12 +5,12 @@ The path, in order (DESIGN.md "A request's path"):
 2. Live: the bytes go to live Triton unchanged (rewritten only when the route renames or pins the
    live model) and live's response bytes go back unchanged; a live error is re-raised with
    Triton's exact status, message and trailing metadata.
-3. Shadow: chosen by ``sample_key(id)`` (the same requests on every replica) or at random when
-   the caller set no id; the shadow request is ``build_request(raw, model, version, shadow=True)``
-   (a wire-level append, one copy) sent with metadata ``x-shadow-request: 1`` and the live
-   deadline, as a task held in a set. Past ``max_in_flight`` per target, or past the byte budget
-   for all in-flight shadow requests, the shadow is shed and counted; while the target's
-   connection is down (TRANSIENT_FAILURE) it is not sent and counted as ``down``.
+3. Shadow: which targets get it is admission.py (the route's mirror rules, the sample by
+   ``sample_key(id)`` (the same requests on every replica) or at random when the caller set no
+   id, in-flight and byte bounds (shed), down targets, budgets, identical_sample, constant_qps
+   and amplify), each decision counted in the coverage ledger; the shadow request is
+   ``build_request(raw, model, version, shadow=True)`` (a wire-level append, one copy) sent with
+   metadata ``x-shadow-request: 1`` and the live deadline, as a task held in a set.
 4. When the shadow has answered, ``pairing.Pairing`` takes over (decode once, completeness,
    slices, compare, pair store, paired log): this module only routes and schedules.
 
@@ -34,14 +34,15 @@ from functools import partial
 import grpc
 
 from . import coverage
+from .admission import Admission
 from .backends import Upstream, Upstreams
 from .codec import MODEL_SCOPED
-from .config import FALLBACK_SHADOW_DEADLINE_S, Settings
+from .config import Settings
 from .outcomes import PairStore
 from .packing import build_request, sample_key, scan_request
 from .pairing import MirroredRequest, Pairing
 from .pairlog.request import RequestLog
-from .pairlog.schema import DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, NOT_READY, NOT_SAMPLED, SHED, SHM, OutcomeRow
+from .pairlog.schema import INTERNAL_ERROR, OutcomeRow
 from .passthrough import abort_like, forward_metadata, stream_infer
 from .routes import RouteEntry, ShadowLeg
 from .security import shadow_metadata  # a shadow never gets the caller's credentials
@@ -54,11 +55,10 @@ log = logging.getLogger("shadowgrpc.router")
 
 _perf = time.perf_counter
 _wall = time.time
-_TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 COVERAGE_EVERY = coverage.EVERY
 
 
-class Router:
+class Router(Admission):
     """Routing and fan-out. Writes the comparison state ``state`` (state.FrontState), which the
     report, snapshots, metrics and cost read; ``routes`` holds what serving needs."""
 
@@ -88,6 +88,7 @@ class Router:
         rstate = self.state.routes[model]
         r = rstate.route
         old = self.routes.get(model)
+        self._attach(rstate)
         legs = [
             ShadowLeg(ts, self.upstreams.get(ts.target.address, "shadow"), r, i)
             for i, ts in enumerate(rstate.shadows)
@@ -132,23 +133,19 @@ class Router:
         mirror_s = 0.0
         if rs.shadows:
             key = sample_key(request_id) if request_id else random.random()
+            why = self._why_not(rs, raw, version, uses_shm, metadata)  # the route's reason not to mirror, or None
             # Sequence batcher (sequences.py): sampled by sequence id, mirrored whole or not at all.
             seq = sequence_of(raw) if rs.sequence_batching else None
             if seq is not None:
                 key = sample_key(str(seq[0]))
                 st.sequences += seq[1]
-                if uses_shm or rs.explicit_other_version(version):  # not mirrored: a mirrored sequence breaks
+                if why is not None:  # not mirrored: a mirrored sequence breaks
                     self.pairing.sequences.not_mirrored(model, rs.shadows, key, seq)
             if self.log is not None and key < self.log_rate:
                 rl = RequestLog(self.log.pair, model, request_id, next(self._log_seq), _wall(), raw if self.log_inputs else None)
-            if uses_shm:
-                st.shm_not_mirrored += 1
+            if why is not None:
                 if rl is not None:
-                    rl.not_mirrored([ss.index for ss in rs.shadows], SHM)
-            elif rs.explicit_other_version(version):
-                st.explicit_version_not_mirrored += 1
-                if rl is not None:
-                    rl.not_mirrored([ss.index for ss in rs.shadows], EXPLICIT_VERSION)
+                    rl.not_mirrored([ss.index for ss in rs.shadows], why)
             else:
                 tm = _perf()
                 live_done = self._mirror(rs, model, raw, request_id, metadata, timeout, key, rl, seq)
@@ -193,65 +190,6 @@ class Router:
                 rl.trace_id = lc.trace_id()
             rl.answered("OK", t1 - t0, added, response)
         return response
-
-    def _mirror(
-        self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None, key: float,
-        rl: RequestLog | None, seq: tuple | None = None,
-    ) -> asyncio.Future[bytes] | None:
-        """Choose, bound and start the shadow calls; ``key``: the request's sampling key; ``rl``:
-        its paired-log record when the log samples it; ``seq``: its (sequence id, start, end)."""
-        mr: MirroredRequest | None = None
-        for ss in rs.shadows:
-            t = ss.target
-            if key >= t.sample_rate:
-                if rl is not None:
-                    rl.not_sent(ss.index, NOT_SAMPLED, False)
-                continue
-            sq = self.pairing.sequences.admit(route, ss, seq) if seq is not None else None  # sequence batcher
-            if seq is not None and sq is None:  # not mirrored from its start, or broken (sequences.py)
-                if rl is not None:
-                    rl.not_sent(ss.index, NOT_SAMPLED, False)
-                continue
-            s = ss.stats
-            s.sampled += 1
-            if not ss.mirroring:  # not checked yet, refused by its contract check, or gone
-                s.not_ready += 1
-                if rl is not None:
-                    rl.not_sent(ss.index, NOT_READY, True)
-                if sq is not None:  # sequence: not sent breaks it (sequences.py)
-                    sq.table.not_sent(sq)
-                continue
-            if ss.in_flight >= t.max_in_flight or self._shadow_bytes + len(raw) > self.shadow_buffer_bytes:
-                s.shed += 1
-                if rl is not None:
-                    rl.not_sent(ss.index, SHED, True)
-                if sq is not None:  # sequence: not sent breaks it (sequences.py)
-                    sq.table.not_sent(sq)
-                continue
-            if ss.upstream.get_state(try_to_connect=True) is _TRANSIENT_FAILURE:
-                # Target down: a call would only fail with UNAVAILABLE at full per-call cost.
-                s.down += 1
-                if rl is not None:
-                    rl.not_sent(ss.index, DOWN, True)
-                if sq is not None:  # sequence: not sent breaks it (sequences.py)
-                    sq.table.not_sent(sq)
-                continue
-            if mr is None:
-                mr = MirroredRequest(raw, request_id, route, asyncio.get_running_loop().create_future(), timeout)
-                mr.log = rl
-            if sq is not None:  # sequence: its pairs are held until it completes (pairing.py)
-                sq.table.sent(sq)
-                mr.sequences = {**(mr.sequences or {}), t.name: sq}
-            if rl is not None:
-                rl.sent()
-            deadline = t.deadline_s or timeout or FALLBACK_SHADOW_DEADLINE_S
-            ss.state.in_flight += 1
-            self._shadow_bytes += len(raw)
-            s.sent += 1
-            task = asyncio.create_task(self._shadow(ss, rs, mr, metadata, deadline))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return mr.live_done if mr is not None else None
 
     async def _shadow(self, ss: ShadowLeg, rs: RouteEntry, mr: MirroredRequest, metadata: tuple | None, deadline: float) -> None:
         """One shadow call, then the pairing stage. ``sent = ok + errors``: the call's own outcome
@@ -306,6 +244,8 @@ class Router:
         finally:
             ss.state.in_flight -= 1
             self._shadow_bytes -= size + held
+            if ss.state.capacity is not None:
+                ss.state.capacity.answered(latency, status == "OK", False)
             if sc is not None:
                 sc.end()
             if mr.log is not None:
@@ -387,7 +327,11 @@ class Router:
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` s for in-flight shadow calls; cancel the rest. Returns how many
-        were cancelled."""
+        were cancelled. Requests still queued for a constant_qps target are dropped (counted)."""
+        for rs in self.state.routes.values():
+            for ts in rs.shadows:
+                if ts.pacer is not None:
+                    await ts.pacer.aclose()
         pending = set(self._tasks)
         if not pending:
             return 0
@@ -397,3 +341,4 @@ class Router:
         if still:
             await asyncio.gather(*still, return_exceptions=True)
         return len(still)
+

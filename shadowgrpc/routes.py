@@ -14,6 +14,7 @@ from .backends import Upstream
 from .completeness import Completeness
 from .config import Route
 from .packing import build_request
+from .rules import MirrorFilter
 from .state import MIRRORING, RouteState, TargetState
 
 
@@ -21,7 +22,7 @@ class ShadowLeg:
     """One shadow target of a route, as the router sends to it: its upstream, the rewrite, the
     in-flight bound. Its statistics live in the comparison state (``state``: a state.TargetState)."""
 
-    __slots__ = ("index", "mirroring", "name", "outcomes", "route", "slices", "state", "stats", "target", "upstream", "version")
+    __slots__ = ("amplify", "index", "mirroring", "name", "outcomes", "paced", "route", "slices", "state", "stats", "target", "upstream", "version")
 
     def __init__(self, state: TargetState, upstream: Upstream, route: Route, index: int = 0) -> None:
         self.index = index  # position in the route's shadows (the paired log's target_index)
@@ -37,6 +38,8 @@ class ShadowLeg:
         self.outcomes = state.outcomes
         self.name = state.target.model
         self.version = state.target.version  # "" clears the caller's version: Triton's policy picks
+        self.amplify = state.target.amplify  # capacity.py: copies sent per mirrored request (1: none)
+        self.paced = state.target.constant_qps > 0  # capacity.py: queued, released by the target's Pacer
 
     @property
     def in_flight(self) -> int:
@@ -47,7 +50,10 @@ class RouteEntry:
     """One route as the router serves it: the live upstream, the live rewrite, its shadow legs,
     the input checker. Statistics live in the comparison state (``state``: a state.RouteState)."""
 
-    __slots__ = ("completeness", "decoupled", "generation", "live", "live_name", "live_version", "route", "sequence_batching", "shadows", "state", "stats")
+    __slots__ = (
+        "completeness", "decoupled", "generation", "identical", "live", "live_name", "live_version", "route", "rules", "sequence_batching",
+        "shadows", "state", "stats",
+    )  # fmt: skip
 
     def __init__(
         self, state: RouteState, live: Upstream, shadows: list[ShadowLeg], completeness: Completeness | None = None,
@@ -67,6 +73,8 @@ class RouteEntry:
         self.generation = generation  # counts the route's published entries
         self.sequence_batching = sequence_batching  # live's ModelConfig has a sequence batcher
         self.decoupled = decoupled  # live's ModelConfig: decoupled transaction policy
+        self.rules = MirrorFilter.of(route.mirror, route.slices)  # [routes.mirror] (rules.py); None: no rules
+        self.identical = route.identical_sample  # all shadows or none (router.py, nway.py)
 
     def explicit_other_version(self, version: str | None) -> bool:
         """The caller named a version other than the route's pinned one."""

@@ -97,9 +97,9 @@ def _unoutcomes(d: dict) -> OutcomeStats:
 _SHADOW_COUNTS = (
     "sampled", "sent", "ok", "shed", "down", "compared", "contract_mismatch", "live_failed", "slice_bytes", "internal_errors",
     "not_ready", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests",
-    "stream_responses_paired", "stream_response_count_mismatch",
+    "stream_responses_paired", "stream_response_count_mismatch", "not_sampled", "budget", "held_back", "qps_queued",
 )  # fmt: skip
-_ROUTE_COUNTS = ("requests", "live_ok", "shm_not_mirrored", "explicit_version_not_mirrored", "sequences", "stream_requests", "mirrored")
+_ROUTE_COUNTS = ("requests", "live_ok", "shm_not_mirrored", "explicit_version_not_mirrored", "sequences", "stream_requests", "mirrored", "too_large")
 # A target's window and checks (state.TargetState), kept as they were when the snapshot was taken.
 _TARGET_FIELDS = ("status", "reason", "opened", "closed", "closed_reason", "auto", "contract", "parity_error", "honours_shadow")
 
@@ -173,7 +173,7 @@ def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None
             {
                 "config": _route_config(rs.route),
                 **{k: getattr(st, k) for k in _ROUTE_COUNTS},
-                "live_errors": dict(st.live_errors), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
+                "live_errors": dict(st.live_errors), "excluded": dict(st.excluded), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
                 "inputs": {k: dataclasses.asdict(v) for k, v in comp.inputs.items()},
                 "inputs_not_checked": comp.not_checked, "inputs_metadata_error": comp.metadata_error,
                 "shadows": [
@@ -223,7 +223,7 @@ def _view(doc: dict) -> FrontState:
     costs: dict[tuple[str, str], dict] = {}
     for r in doc["routes"]:
         route = _unroute_config(r["config"])
-        st = RouteStats(live_errors=Counter(r["live_errors"]), live_latency=_unsk(r["live_latency"]),
+        st = RouteStats(live_errors=Counter(r["live_errors"]), excluded=Counter(r.get("excluded", {})), live_latency=_unsk(r["live_latency"]),
                         front_added=_unsk(r["front_added"]), **{k: r.get(k, 0) for k in _ROUTE_COUNTS})  # fmt: skip
         comp = InputsState({k: InputStats(**v) for k, v in r["inputs"].items()}, r["inputs_not_checked"], r["inputs_metadata_error"])
         targets = {t.name: t for t in route.shadows}
@@ -348,6 +348,7 @@ def merge(views: list[FrontState]) -> FrontState:
                 raise SnapshotError(f"route {name!r} is configured differently on two replicas: merge only replicas of one config")
             _add(rm.stats, rv.stats, _ROUTE_COUNTS)
             rm.stats.live_errors.update(rv.stats.live_errors)
+            rm.stats.excluded.update(rv.stats.excluded)
             rm.stats.live_latency.merge(rv.stats.live_latency)
             rm.stats.front_added.merge(rv.stats.front_added)
             rm.completeness.not_checked += rv.completeness.not_checked

@@ -100,6 +100,10 @@ class ShadowStats:
     internal_errors: int = 0  # the front's own failures after an OK answer (not shadow errors)
     slice_bytes: int = 0  # per-slice sketches held (bounded by compare.SLICE_BUDGET_BYTES)
     not_ready: int = 0  # sampled while the target was NOT_READY or INCOMPATIBLE: not sent
+    not_sampled: int = 0  # the coverage ledger (router.py): not chosen by the sample (hash of the id vs sample_rate)
+    budget: int = 0  # sampled while the target's budget was spent (budget.py): not sent
+    held_back: int = 0  # identical_sample: this target could take it, another could not: sent to none
+    qps_queued: int = 0  # constant_qps: queued for the pacer (its outcome: capacity.py's counters)
     sequences_mirrored: int = 0  # sequence batcher: sequences whose start was mirrored
     sequences_shed_midway: int = 0  # ... of which a later request could not be sent: excluded
     sequence_requests_excluded: int = 0  # requests of excluded sequences kept out of the comparison
@@ -119,6 +123,8 @@ class RouteStats:
     explicit_version_not_mirrored: int = 0  # caller named a version other than the pinned one
     sequences: int = 0  # sequence batcher: sequences started (by sequence id)
     mirrored: int = 0  # requests sent to at least one shadow target
+    too_large: int = 0  # larger than [routes.mirror] max_request_mb or the whole shadow buffer: not mirrored
+    excluded: Counter[str] = field(default_factory=Counter)  # [routes.mirror] rules: not mirrored, by reason (rules.py)
     stream_requests: int = 0  # ModelStreamInfer requests for this route
     live_latency: LatencySketch = field(default_factory=LatencySketch)
     front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

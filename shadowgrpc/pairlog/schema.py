@@ -43,7 +43,11 @@ DOWN = "down"
 SHM = "shared_memory"  # inputs in shared memory: never mirrored
 EXPLICIT_VERSION = "explicit_version"  # the caller named another version than the pinned one
 NOT_READY = "not_ready"  # the target was NOT_READY or INCOMPATIBLE (not checked, refused, gone)
-MIRROR_VALUES = (SENT, NOT_SAMPLED, SHED, DOWN, SHM, EXPLICIT_VERSION, NOT_READY)
+EXCLUDED = "excluded"  # a [routes.mirror] rule kept it on live (rules.py)
+TOO_LARGE = "too_large"  # over [routes.mirror] max_request_mb or the whole shadow buffer
+BUDGET = "budget"  # the target's budget was spent (budget.py)
+HELD_BACK = "held_back"  # identical_sample: another target of the route could not take it
+MIRROR_VALUES = (SENT, NOT_SAMPLED, SHED, DOWN, SHM, EXPLICIT_VERSION, NOT_READY, EXCLUDED, TOO_LARGE, BUDGET, HELD_BACK)
 
 # What the pairing stage made of a sent row (the ``pair`` column; null when the shadow call failed).
 COMPARED = "compared"
