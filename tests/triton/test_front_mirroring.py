@@ -151,8 +151,9 @@ def test_messages_of_64_mib_go_through_and_are_mirrored(triton, front):
     assert s.sent == sent + 1 and s.errors["INVALID_ARGUMENT"] == rejected + 1
 
 
-def test_shadow_buffer_mb_sheds_what_does_not_fit(triton):
-    # 1 MiB for all in-flight shadow requests: a 2 MiB request is served, not mirrored (shed).
+def test_shadow_buffer_mb_keeps_what_can_never_fit_on_live(triton):
+    # 1 MiB for all in-flight shadow requests: a 2 MiB request is served, not mirrored: it could
+    # never fit, so the ledger says too_large (shed is for what does not fit now).
     routes = [{"model": "basket_value", "shadows": [{"name": "v2", "version": "2"}]}]
     ft = front_for(triton.grpc_address, routes, shadow_buffer_mb=1)
     try:
@@ -169,8 +170,10 @@ def test_shadow_buffer_mb_sheds_what_does_not_fit(triton):
                 via(big.SerializeToString(), timeout=30)
             via(small.SerializeToString(), timeout=30)
         ft.drain()
-        s = ft.router.routes["basket_value"].shadows[0].stats
-        assert (s.sampled, s.shed, s.sent, s.ok) == (2, 1, 1, 1)
+        rs = ft.router.routes["basket_value"]
+        s = rs.shadows[0].stats
+        assert (s.sampled, s.shed, s.sent, s.ok) == (1, 0, 1, 1)
+        assert (rs.stats.requests, rs.stats.too_large, rs.stats.mirrored) == (2, 1, 1)
         assert ft.router._shadow_bytes == 0
     finally:
         ft.stop()
