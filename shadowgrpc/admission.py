@@ -12,7 +12,8 @@ Per request, in order (every decision counted once per target in the coverage le
 3. identical_sample (``_all_or_none``): every target of the route takes it, or none does
    (``held_back``), so every shadow is compared on the same rows (nway.py).
 4. Sent (``_start``: a task held by the router), or for a constant_qps target queued
-   (``qps_queued``) and released by its Pacer through ``release`` (capacity.py); amplify = N adds
+   (``qps_queued`` while queued; released by its Pacer through ``release`` and counted then, or
+   ``qps_dropped``: capacity.py); amplify = N adds
    N - 1 uncompared copies (capacity.amplify).
 """
 
@@ -216,6 +217,7 @@ class Admission:
         ss, size = item.leg, len(item.mr.raw)
         self._shadow_bytes -= size  # the queue's hold ends; _start holds it again while in flight
         item.held = False
+        ss.stats.qps_queued -= 1  # the ledger: no longer queued; what became of it is counted now
         why = self._admit(ss, size)
         if why is None and ss.state.in_flight >= ss.target.max_in_flight:
             why = SHED
@@ -251,6 +253,9 @@ class _Paced:
         if self.held:
             self.router._shadow_bytes -= len(self.mr.raw)
             self.held = False
+        s = self.leg.stats
+        s.qps_queued -= 1
+        s.qps_dropped += 1
         self.ended("DROPPED")
 
     def ended(self, status: str) -> None:

@@ -1,0 +1,42 @@
+"""The coverage ledger: for every shadow target, what became of each live request of its route.
+
+Every unary ModelInfer request of a route is decided once per target at arrival (admission.py),
+so the ledger is exact at any moment: a target's rows add up to the route's ``requests``.
+
+- route-wide reasons (counted once per request, in RouteStats; every target of the route gets
+  the same row): ``shared_memory``, ``explicit_version``, ``too_large``, one row per
+  ``[routes.mirror]`` reason (``excluded: <rule>``, ``not included``, ``unreadable``);
+- per target (ShadowStats): ``not_sampled``, ``not_ready``, ``shed``, ``down``, ``budget``,
+  ``held_back`` (identical_sample), ``qps_queued`` (constant_qps: in its pacer's queue now; once
+  released counted as sent, shed, ...) and ``qps_dropped`` (dropped from that queue), ``sent``;
+- ``window_not_open``: the rest, the route's requests before the target's comparison window
+  opened (an auto-shadow version that appeared later, a shadow added by a reload) or after it
+  closed.
+
+ModelStreamInfer messages are mirrored per stream (streams.py) and counted there, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTE_REASONS = (("shared_memory", "shm_not_mirrored"), ("explicit_version", "explicit_version_not_mirrored"), ("too_large", "too_large"))
+TARGET_REASONS = ("sent", "not_sampled", "not_ready", "shed", "down", "budget", "held_back", "qps_queued", "qps_dropped")
+
+
+def rows(rs: Any) -> list[tuple[str, str, int]]:
+    """(target, reason, requests) for every target of the route state ``rs`` (state.RouteState or a
+    router RouteEntry: both have ``stats`` and ``shadows`` with ``target`` and ``stats``); rows of
+    zero are left out, except ``sent``."""
+    st = rs.stats
+    route_rows = [(reason, getattr(st, field)) for reason, field in ROUTE_REASONS]
+    route_rows += sorted(dict(st.excluded).items())
+    out: list[tuple[str, str, int]] = []
+    for ts in rs.shadows:
+        s = ts.stats
+        mine = route_rows + [(reason, getattr(s, reason)) for reason in TARGET_REASONS]
+        rest = st.requests - sum(n for _, n in mine)
+        if rest:
+            mine.append(("window_not_open", rest))
+        out += [(ts.target.name, reason, n) for reason, n in mine if n or reason == "sent"]
+    return out
