@@ -59,6 +59,7 @@ class NWayState:
     truth_rows: int = 0  # rows scored against ground truth (classifiers)
     correct: list[int] = field(default_factory=list)  # per model: rows whose top-1 label is the outcome's
     correct_disc: list[list[int]] = field(default_factory=list)  # [i][j] (models): i correct, j not
+    lat_sum_fx: list[int] = field(default_factory=list)  # per model: exact sum of its latency
 
     def __post_init__(self) -> None:
         n, m = len(self.names), len(self.names) + 1
@@ -68,6 +69,7 @@ class NWayState:
         self.lat_sq_fx = self.lat_sq_fx or _square(m)
         self.correct = self.correct or [0] * m
         self.correct_disc = self.correct_disc or _square(m)
+        self.lat_sum_fx = self.lat_sum_fx or [0] * m
 
     @property
     def models(self) -> list[str]:
@@ -86,6 +88,8 @@ class NWayState:
                     if i != j:
                         self.agree_disc[i][j] += int((xi & ~xj).sum())
         for i, li in enumerate(latencies):
+            if math.isfinite(li):
+                self.lat_sum_fx[i] += to_exact(li)
             for j in range(i + 1, len(latencies)):
                 d = li - latencies[j]
                 if math.isfinite(d):
@@ -133,6 +137,11 @@ class NWayState:
         b, c = self.correct_disc[i][j], self.correct_disc[j][i]
         return (b, c, *paired_delta_ci(b, c, self.truth_rows))
 
+    def mean_latency(self, m: int) -> float:
+        """Model ``m``'s mean latency (seconds) over the compared requests, measured from the moment
+        the request was mirrored to its answer's arrival at the front."""
+        return from_exact(self.lat_sum_fx[m]) / self.requests if self.requests else 0.0
+
     def latency_diff(self, i: int, j: int, z: float = Z95) -> tuple[float, float, float]:
         """Mean per-request latency_i - latency_j (seconds) and its 95% interval."""
         sign = 1.0
@@ -161,6 +170,7 @@ class NWayState:
             "names": self.names, "requests": self.requests, "rows": self.rows, "incomplete": dict(self.incomplete),
             "agree": self.agree, "agree_disc": self.agree_disc, "lat_fx": self.lat_fx, "lat_sq_fx": self.lat_sq_fx,
             "truth_rows": self.truth_rows, "correct": self.correct, "correct_disc": self.correct_disc,
+            "lat_sum_fx": self.lat_sum_fx,
         }  # fmt: skip
 
     @classmethod
@@ -170,7 +180,7 @@ class NWayState:
             names=list(d["names"]), requests=int(d["requests"]), rows=int(d["rows"]), incomplete=Counter(d["incomplete"]),
             agree=[int(v) for v in d["agree"]], agree_disc=ints(d["agree_disc"]), lat_fx=ints(d["lat_fx"]),
             lat_sq_fx=ints(d["lat_sq_fx"]), truth_rows=int(d["truth_rows"]), correct=[int(v) for v in d["correct"]],
-            correct_disc=ints(d["correct_disc"]),
+            correct_disc=ints(d["correct_disc"]), lat_sum_fx=[int(v) for v in d["lat_sum_fx"]],
         )  # fmt: skip
 
     def merge(self, o: NWayState) -> None:
@@ -183,6 +193,7 @@ class NWayState:
         self.incomplete.update(o.incomplete)
         self.agree = [a + b for a, b in zip(self.agree, o.agree)]
         self.correct = [a + b for a, b in zip(self.correct, o.correct)]
+        self.lat_sum_fx = [a + b for a, b in zip(self.lat_sum_fx, o.lat_sum_fx)]
         for mine, theirs in ((self.agree_disc, o.agree_disc), (self.lat_fx, o.lat_fx), (self.lat_sq_fx, o.lat_sq_fx), (self.correct_disc, o.correct_disc)):
             for ra, rb in zip(mine, theirs):
                 for k, v in enumerate(rb):
@@ -204,7 +215,7 @@ class NWayRequest:
     leg's (response or None, status, arrival time, telemetry) until the last leg has answered; the
     outcome of every leg, for its own task to return, is ``done``'s result (a list by position)."""
 
-    __slots__ = ("answers", "bound_at", "done", "legs", "live_at", "positions", "t0")
+    __slots__ = ("answers", "bound_at", "buckets", "done", "legs", "live_at", "positions", "t0")
 
     def __init__(self, legs: list, t0: float, bound_at: float) -> None:
         self.legs = legs
@@ -214,6 +225,7 @@ class NWayRequest:
         self.t0 = t0  # when the request was mirrored (perf_counter)
         self.bound_at = bound_at  # no leg can answer after this (its deadline, live's wait, a grace)
         self.live_at: float | None = None  # live's answer reached the front
+        self.buckets: list = []  # the request's slice buckets (MirroredRequest.prepare), once a leg answered
 
     def live_answered(self, t: float) -> None:
         if self.live_at is None:

@@ -201,12 +201,26 @@ class Pairing:
         nw = mr.nway = NWayRequest(list(legs), t0, t0 + longest + mr.live_wait_s + NWAY_GRACE_S)
         mr.live_done.add_done_callback(lambda _f: nw.live_answered(_perf()))
 
+    def nway_failed(self, ss: Any, rs: Any, mr: MirroredRequest, status: str) -> None:
+        """The shadow task of ``ss`` ended without calling ``answered`` (cancelled mid-call at
+        shutdown, or the front's own failure before the call): for an N-way request the leg
+        counts as failed with ``status``, so the other legs need not wait for it. Never raises."""
+        nw = mr.nway
+        pos = nw.positions.get(id(ss)) if nw is not None else None
+        if pos is None or pos in nw.answers or nw.done.done():
+            return
+        nw.answers[pos] = (None, status, _perf(), None)
+        if not nw.missing():
+            k = next(k for k in range(len(nw.legs)) if nw.answers[k][0] is None)
+            self._nway_settle(nw, rs, nw.buckets, f"{nw.legs[k].target.name}: {nw.answers[k][1]}")
+
     async def _nway_answered(self, nw: NWayRequest, ss: Any, rs: Any, mr: MirroredRequest, response: bytes | None, sc: Any, status: str, buckets: list, arrived: float) -> tuple:
         pos = nw.positions.get(id(ss))
         if pos is None or pos in nw.answers or nw.done.done():
             # not one of the request's legs (a copy), or late: the request was settled without it
             return (None if response is None else NWAY_INCOMPLETE), None, buckets
         nw.answers[pos] = (response, status or ("OK" if response is not None else "ERROR"), arrived, sc)
+        nw.buckets = buckets
         if nw.missing():
             try:  # the last leg to answer settles the request
                 return (await asyncio.wait_for(asyncio.shield(nw.done), max(nw.bound_at - _perf(), 0.0)))[pos]

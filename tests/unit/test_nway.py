@@ -234,3 +234,49 @@ def test_replicas_merge_exactly_and_survive_a_snapshot():
         st.routes["m"].nway = p
         views.append(snapshot.load(snapshot.snapshot(st)))
     assert snapshot.merge(views).routes["m"].nway.to_dict() == whole.to_dict()
+
+
+def test_a_leg_that_ends_without_answering_releases_the_others_at_once():
+    """Router._shadow calls nway_failed when a leg's task ends before its call did (cancelled at
+    shutdown, the front's own failure): the others must not wait for their bound."""
+
+    async def go():
+        pr, legs, rs = _setup()
+        mr = pairing.MirroredRequest(b"", "", "m", asyncio.get_running_loop().create_future(), 1.0)
+        pr.nway_begin(mr, legs)
+        mr.live_done.set_result(LIVE)
+        waiting = [asyncio.create_task(pr.answered(legs[k], rs, mr, LIVE, None, "OK")) for k in (0, 2)]
+        await asyncio.sleep(0.01)
+        assert not any(t.done() for t in waiting)
+        pr.nway_failed(legs[1], rs, mr, "CANCELLED")
+        pr.nway_failed(legs[1], rs, mr, "CANCELLED")  # once only
+        return await asyncio.wait_for(asyncio.gather(*waiting), 1), legs, rs
+
+    res, legs, rs = asyncio.run(go())
+    assert [r[0] for r in res] == [NWAY_INCOMPLETE] * 2
+    assert [leg.stats.compared for leg in legs] == [0, 0, 0] and dict(rs.state.nway.incomplete) == {"b: CANCELLED": 1}
+
+
+def test_the_report_block_text_and_html():
+    from shadowgrpc.report import build_report
+    from shadowgrpc.report_html import render_html
+    from shadowgrpc.report_text import format_report
+
+    st = FrontState.for_routes((ROUTE,), 10, 60.0, 1 << 20)
+    nw = st.routes["m"].nway = NWayState(list(NAMES))
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        nw.record([rng.random(2) < p for p in (0.99, 0.9, 0.5)], [0.01, 0.012, 0.011, 0.03 + rng.random() * 0.001])
+    nw.incomplete["c: INTERNAL"] = 7
+    n = build_report(st).routes[0].nway
+    assert (n.requests, n.rows, dict(n.incomplete), n.ranked_by) == (300, 600, {"c: INTERNAL": 7}, "agreement")
+    assert [m.name for m in n.ranking] == ["live", "a", "b", "c"] and [m.rank for m in n.ranking] == [0, 1, 2, 3]
+    assert n.ranking[1].ahead_of_next and n.ranking[2].ahead_of_next  # 99% vs 90% vs 50% on 600 rows
+    lat = {(p.a, p.b): p for p in n.pairs if p.metric == "latency_s"}
+    assert lat[("a", "c")].ci.hi < 0 and lat[("live", "c")].ci.hi < 0  # c is ~20 ms slower than everyone
+    assert not [p for p in n.pairs if p.metric == "accuracy"]  # no ground truth yet
+    text = format_report(build_report(st))
+    assert "identical_sample: 300 requests (600 rows) compared on every shadow (a, b, c); 7 compared on none: c: INTERNAL 7" in text
+    assert "a vs c latency_s:" in text and "c slower" in text
+    page = render_html(st, build_report(st))
+    assert "Fair N-way comparison (identical_sample): 300 requests, 600 rows" in page and "paired 95% interval" in page
