@@ -141,7 +141,7 @@ class Pairing:
             s.internal_errors += 1
             log.exception("shadow %s: preparing the request failed", ss.target.name)
             buckets = []
-        if mr.nway is not None:
+        if mr.nway is not None and seq is None:  # sequence models: held per sequence instead (not N-way)
             return await self._nway_answered(mr.nway, ss, rs, mr, response, sc, status, buckets, arrived)
         if response is None:
             if seq is not None:
