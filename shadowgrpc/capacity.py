@@ -138,6 +138,12 @@ class CapacityState:
         self._live0 = 0
         self._last_level = BELOW
 
+    def attach(self, live: Any) -> None:
+        """Count live's requests from ``live`` (a RouteStats) from now on, when not counting yet."""
+        if self.live is None and live is not None:
+            self.live = live
+            self._live0 = live.requests
+
     def _live_now(self) -> int:
         return self.live.requests if self.live is not None else 0
 
@@ -235,6 +241,10 @@ def amplify(router: Any, leg: Any, raw: bytes, metadata: tuple | None, deadline:
     try:
         if n <= 1:
             return
+        cap = ensure(leg.state)
+        if cap.live is None:  # made without the route's stats: live's requests counted from now on
+            rs = router.state.routes.get(leg.route.model)
+            cap.attach(rs.stats if rs is not None else None)
         req = build_request(raw, leg.name, leg.version, True)
         md = shadow_metadata(metadata, router.settings.security.shadow_metadata_allow)
         for k in range(1, n):
@@ -310,6 +320,8 @@ class Pacer:
     def offer(self, item: Any) -> None:
         """Queue ``item`` (has .raw, .leg, .metadata, .deadline, .drop()); full: the oldest dropped."""
         cap = self.cap
+        if cap.live is None and getattr(item, "rs", None) is not None:
+            cap.attach(item.rs.stats)  # made without the route's stats: live's requests counted from now on
         if len(self.queue) >= self.bound:
             self._drop(self.queue.popleft())
         self.queue.append(item)
