@@ -193,5 +193,9 @@ def test_workers_parent_gates_on_the_merged_report(tmp_path, triton):
         doc = json.loads(body)
         assert status == 200 and doc["decision"] == "NOT_ENOUGH_DATA" and doc["report"]["replicas"] == 2
         assert _flagger(gate)["confirm-promotion"][:2] == (False, 412)
+        # the workers serve no gate of their own (gate_listen pinned off), so a reload of the same config applies
+        with grpc.insecure_channel(f"127.0.0.1:{admin}") as ch:
+            shadow_pb2_grpc.ShadowControlStub(ch).Reload(shadow_pb2.ReloadRequest(), timeout=60, metadata=MD)
+        assert tools.request("GET", f"http://{gate}/healthz")[0] == 200
     finally:
         assert _stop(proc) == 0, out.read_text()
