@@ -7,8 +7,12 @@ float output whose last axis has more than one class is a classifier, anything e
 - classifier: live x shadow top-1 label confusion matrix (agreement = its trace / rows);
 - binary: 2x2 agreement of (score >= threshold);
 - regression: rows with |live - shadow| <= atol + rtol * |shadow|, and |live - shadow| quantiles;
-- embedding: cosine similarity per row (rows = first axis).
-All kinds also get mean/max |live - shadow| and live/shadow drift histograms on the same edges:
+- embedding: cosine similarity per row (rows = first axis);
+- text (every BYTES output): exact-match rate, normalised edit distance and lengths per element
+  (text.py); on a stream (streams.py) also per response position: positions 0 ..
+  ``STREAM_POSITIONS - 1`` each, then one bucket for all later ones. A numeric output configured
+  ``kind = "text"`` is compared by its inferred kind.
+Numeric kinds also get mean/max |live - shadow| and live/shadow drift histograms on the same edges:
 the output's configured ``edges``; else classifier and binary probabilities 20 bins on [0, 1],
 others ``bins`` over the first ``freeze_rows`` live rows (padded 5%), frozen from then on.
 For the ground-truth join the primary output is the first numeric one; a binary score is joined as
@@ -18,17 +22,19 @@ first axis, while the target's per-slice sketches stay under ``SLICE_BUDGET_BYTE
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from .codec import as_array
 from .config import OutputSpec, Route
-from .packing import scan_response
+from .packing import decode_bytes_tensor, scan_response
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, RegressionAgreement
 from .slices import groups, rows_for
 from .outcomes import invalid_rows
 from .stats import OutputStats, ShadowStats, to_exact
+from .text import STREAM_POSITIONS, TextAgreement, measure
 
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 NUMERIC_BINS = OutputSpec().bins
@@ -70,8 +76,11 @@ def compare_responses(
     stats.compared += 1
     primary: Primary | None = None
     for name, dtype, shape, contents in live:
-        a = as_array(dtype, shape, contents)
         sd, ss, sc = shadow_by_name[name]
+        if dtype == "BYTES":
+            _compare_text(stats, route, name, shape, contents, sc, slice_buckets)
+            continue
+        a = as_array(dtype, shape, contents)
         b = as_array(sd, ss, sc)
         if a is None or b is None or a.size == 0:
             continue
@@ -86,7 +95,10 @@ def compare_responses(
     return primary
 
 
-def _new_paired(kind: str, a: np.ndarray, spec: OutputSpec):
+def _new_paired(kind: str, a: np.ndarray | None, spec: OutputSpec):
+    if kind == "text":
+        return TextAgreement()
+    assert a is not None
     if kind == "classifier":
         return LabelAgreement(a.shape[-1])
     if kind == "binary":
@@ -98,7 +110,9 @@ def _new_paired(kind: str, a: np.ndarray, spec: OutputSpec):
 
 def _update_paired(p, kind: str, a: np.ndarray, b: np.ndarray) -> None:
     """``a``/``b``: rows x values (rows = the output's first axis)."""
-    if kind == "classifier":
+    if kind == "text":
+        p.add(a)  # a: text.measure rows
+    elif kind == "classifier":
         c = p.confusion.shape[0]
         p.update_probs(a.reshape(-1, c), b.reshape(-1, c))
     elif kind == "binary":
@@ -113,7 +127,7 @@ def _kind(spec: OutputSpec, a: np.ndarray) -> str:
     """The configured kind, else: a float output with 2..max_classes values on its last axis is a
     classifier; a wider one (32k logits, an embedding) a vector compared by cosine, never an
     n x n confusion matrix; anything else regression."""
-    if spec.kind:
+    if spec.kind and spec.kind != "text":
         return spec.kind
     if a.ndim >= 1 and a.dtype.kind == "f" and a.shape[-1] > 1:
         return "classifier" if a.shape[-1] <= spec.max_classes else "embedding"
@@ -142,6 +156,9 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         out = stats.outputs[name] = OutputStats(kind=kind, paired=_new_paired(kind, a, spec), probabilities=_is_probabilities(spec, kind, a))
         out.slices = [[None] * len(s.buckets) for s in route.slices]
     kind = out.kind
+    if kind == "text":  # BYTES in earlier answers, numeric now: not comparable
+        stats.contract_mismatch += 1
+        return
     if kind == "classifier" and a.shape[-1] != out.paired.confusion.shape[0]:
         stats.contract_mismatch += 1  # the class count changed between answers: not comparable
         return
@@ -172,6 +189,55 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         out.values += int(d.size)
         out.abs_diff_fx += to_exact(d.sum())
         out.abs_diff_max = max(out.abs_diff_max, float(d.max()))
+
+
+def _compare_text(stats: ShadowStats, route: Route, name: str, shape: tuple[int, ...], live, shadow, slice_buckets) -> None:
+    """A BYTES output: its elements compared as text (text.py), overall, per slice bucket (an
+    element's row: its index along the first axis) and, on a stream, per response position."""
+    out = stats.outputs.get(name)
+    if out is None:
+        out = stats.outputs[name] = OutputStats(kind="text", paired=TextAgreement())
+        out.slices = [[None] * len(s.buckets) for s in route.slices]
+    if out.kind != "text":
+        stats.contract_mismatch += 1  # another replica's or an earlier answer's kind: not comparable
+        return
+    count = math.prod(shape)
+    rows = shape[0] if shape else 1
+    items = []
+    for side in (live, shadow):
+        try:
+            x = decode_bytes_tensor(side) if side is not None else None
+        except ValueError:
+            x = None
+        items.append(x if x is not None and len(x) == count else None)
+    if items[0] is None or items[1] is None:  # malformed BYTES contents: invalid rows of that side
+        out.live_invalid += rows if items[0] is None else 0
+        out.shadow_invalid += rows if items[1] is None else 0
+        return
+    measured = measure(items[0], items[1])
+    out.paired.add(measured)
+    pos = stats.stream_position
+    if pos >= 0:
+        pos = min(pos, STREAM_POSITIONS)
+        if len(out.positions) <= pos:
+            out.positions.extend([None] * (pos + 1 - len(out.positions)))
+        if out.positions[pos] is None:
+            out.positions[pos] = TextAgreement()
+        out.positions[pos].add(measured)
+    per_row = count // rows if rows else 0
+    for i, sl in enumerate(route.slices):
+        buckets = rows_for(slice_buckets[i] if i < len(slice_buckets) else None, rows, len(sl.buckets) - 1)
+        for bucket, mask in groups(buckets):
+            p = out.slices[i][bucket]
+            if p is None:
+                p = TextAgreement()
+                size = len(p.to_bytes())
+                if stats.slice_bytes + size > SLICE_BUDGET_BYTES:
+                    out.slice_rows_dropped += rows if mask is None else int(mask.sum())
+                    continue
+                stats.slice_bytes += size
+                out.slices[i][bucket] = p
+            p.add(measured if mask is None else [measured[k] for k in np.flatnonzero(np.repeat(mask, per_row))])
 
 
 def _bin(out: OutputStats, spec: OutputSpec, a: np.ndarray, b: np.ndarray) -> None:

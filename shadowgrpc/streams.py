@@ -31,7 +31,9 @@ Rules:
   other routes a list is complete at its first response. An error response ends a list as failed
   (shadow: ``errors["STREAM_ERROR"]``; live: ``live_failed``). Complete lists are compared element
   by element (``Pairing.compare_pair``: the same comparison as unary pairs), ``stream_responses_paired``
-  counting the pairs, ``stream_response_count_mismatch`` the lists of different lengths.
+  counting the pairs, ``stream_response_count_mismatch`` the lists of different lengths. Text
+  outputs are also compared per response position (``ShadowStats.stream_position`` is the pair's
+  index in its list while it is compared; text.STREAM_POSITIONS bounds the positions kept).
 - Counts: ``RouteStats.stream_requests`` per routed message; per target ``sampled``, ``sent`` and
   ``stream_requests`` per message written, ``ok`` per complete shadow list, else ``errors``.
 - End: when the caller's stream ends, each shadow stream is half-closed, gets ``STREAM_GRACE_S``
@@ -354,9 +356,13 @@ class StreamMirror:
         s = leg.stats
         if len(live) != len(shadow):
             s.stream_response_count_mismatch += 1
-        for a, b in zip(live, shadow):
-            self.pairing.compare_pair(leg, route, rid, -1, a, b, [])
-            s.stream_responses_paired += 1
+        try:
+            for i, (a, b) in enumerate(zip(live, shadow)):
+                s.stream_position = i  # text outputs are also kept per response position (compare.py)
+                self.pairing.compare_pair(leg, route, rid, -1, a, b, [])
+                s.stream_responses_paired += 1
+        finally:
+            s.stream_position = -1
 
     # -- the end --------------------------------------------------------------------------------
     def finish(self, ok: bool) -> None:
