@@ -1,5 +1,17 @@
-"""The capacity shadow's report: the latency limit, the headroom it implies and the text lines
-(capacity.py documents the load levels and the headroom rule)."""
+"""The capacity shadow's report: per load level (capacity.py) the offered and live rate, share of
+time, p50/p99 and errors; the latency limit, the headroom it implies; the text lines.
+
+Headroom: the latency limit is the route's ``gates.p99_ms_max``, else the live deadline, else
+``gates.p99_ratio_max`` x live's p99. A level *holds* when it has at least ``gates.min_pairs``
+answers, its p99 is within the limit and its error rate within ``gates.error_rate_max``. Walking
+the levels upwards (those with enough answers), the headroom is the last level that holds before
+the first that does not: "holds 3x production load", else "not enough data" (or which level does
+not hold, and why).
+
+Compute per level is not measured: Triton's statistics are read when the front starts and when a
+report is asked for (cost.py), not per window; the report gives the run's compute per shadow
+inference (cost.py's totals) beside the levels.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +77,7 @@ def report_into(msg: Any, cap: CapacityState, route: Any, target: Any, live_late
     msg.headroom, msg.headroom_multiple, rows = headroom(cap, route, live_latency)
     total = sum(lv.windows for lv in cap.levels if lv is not None) or 1
     for i, lv, enough, holds, _ in rows:
-        secs = lv.windows * cap.window_s or 1.0
+        secs = lv.busy_us / 1e6 or lv.windows * cap.window_s or 1.0  # the time calls were being sent
         msg.levels.add(
             label=level_label(i), multiple=level_multiple(i), measured_multiple=lv.calls / lv.live if lv.live else 0.0,
             offered_rps=lv.calls / secs, live_rps=lv.live / secs, time_share=lv.windows / total, windows=lv.windows, calls=lv.calls,

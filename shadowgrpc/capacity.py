@@ -11,30 +11,20 @@ they would be without amplification. Each copy takes an in-flight slot of the ta
 (``max_in_flight``) and its request bytes count against ``shadow_buffer_mb``; a copy that finds
 either full is shed (``copies_shed``), one whose target is down is not sent (``copies_down``).
 
-Load levels (``CapacityState``). Time is cut into windows of ``WINDOW_S`` (1 s). In each window
-the front counts the calls it sent to the target (compared calls, copies and fills: what the
-candidate's Triton is offered) and live's requests on the route; the window's *load multiple* is
-their ratio, "production load x N" measured, independent of the window's length. A window goes to
-the highest level of the fixed ladder ``LEVELS`` at or below its multiple (with 5% tolerance:
-2.9x counts as 3x, 2.5x as 2x), so "holds 3x" is claimed only from windows that offered about 3x
-or more; windows with no live request but calls sent (fills while live is idle) form the level
-"no live traffic". Answers are recorded in the window in which they arrive (each call's latency,
-errors): with latencies well below a second, that is the window in which they were sent; a
-window in which nothing was sent keeps the previous window's level (its answers are the tail of
-that load). The window in progress is not in the report until it ends. Per level: windows (time
-share), calls, live requests, answers, errors, a latency sketch. The ladder is fixed, so replicas'
-levels merge exactly (their multiples are each front's; with an even load balancer they are the
-fleet's, while ``offered_rps`` is per front).
+Load levels (``CapacityState``). In each window of ``WINDOW_S`` (1 s) the front counts the calls
+it sent to the target (compared calls, copies, fills: what the candidate's Triton is offered) and
+live's requests on the route; their ratio is the window's *load multiple* ("production load x N",
+whatever the window's length). A window goes to the highest level of the fixed ladder ``LEVELS``
+at or below its multiple with 5% tolerance (2.9x counts as 3x, 2.5x as 2x: "holds 3x" is claimed
+only from windows that offered about 3x or more); calls with no live request in the window (fills
+while live is idle) form the level "no live traffic". Answers (latency, errors) count in the window
+in which they arrive, which for sub-second latencies is the one they were sent in; a window in
+which nothing was sent keeps the previous one's level (its answers are that load's tail). The
+window in progress is reported once it ends. The ladder is fixed, so replicas' levels merge
+exactly (multiples are each front's, the fleet's behind an even load balancer; rates per front).
 
-Compute per level is not measured: Triton's statistics are read when the front starts and when a
-report is asked for (cost.py), not per window; the report gives the run's compute per shadow
-inference (cost.py's totals) beside the levels.
-
-Headroom: the latency limit is the route's ``gates.p99_ms_max``, else the live deadline, else
-``gates.p99_ratio_max`` x live's p99. A level *holds* when it has at least ``gates.min_pairs``
-answers, its p99 is within the limit and its error rate within ``gates.error_rate_max``. Walking
-the levels upwards (those with enough answers), the headroom is the last level that holds before
-the first that does not: "holds 3x production load", else "not enough data".
+The report per level (offered and live rate, time share, p50/p99, errors), the compute and the
+headroom it implies: _capacity_report.py.
 
 ``Pacer`` (``constant_qps``): mirrored requests queue (bounded by ``qps_queue``; full: the oldest
 dropped, ``qps_dropped``) and one is released every 1/Q s on absolute times (no drift; after a
@@ -73,7 +63,7 @@ CATCHUP_TICKS = 3
 CATCHUP_MIN_S = 0.005
 IDLE_S = 10.0
 COUNTS = ("copies_sent", "copies_ok", "copies_shed", "copies_down", "qps_queued", "qps_released", "qps_dropped", "qps_filled", "qps_not_started", "qps_ticks_skipped")
-_LEVEL_COUNTS = ("windows", "calls", "live", "answered", "errors")
+_LEVEL_COUNTS = ("windows", "busy_us", "calls", "live", "answered", "errors")
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _perf = time.perf_counter
 
@@ -102,10 +92,11 @@ def level_multiple(i: int) -> float:
 
 
 class Level:
-    __slots__ = ("answered", "calls", "errors", "latency", "live", "windows")
+    __slots__ = ("answered", "busy_us", "calls", "errors", "latency", "live", "windows")
 
     def __init__(self) -> None:
         self.windows = 0  # windows of WINDOW_S at this level
+        self.busy_us = 0  # of which calls were being sent: first to last send (+ one gap), us (rates)
         self.calls = 0  # calls sent to the target in them
         self.live = 0  # live requests on the route in them
         self.answered = 0  # calls that ended in them (ok + errors)
@@ -123,7 +114,7 @@ class CapacityState:
     route's RouteStats (its ``requests`` counts live's requests); None: every window with calls
     counts as "no live traffic"."""
 
-    __slots__ = ("_clock", "_end", "_last_level", "_live0", "_w", "copies_errors", "levels", "live", "window_s", *COUNTS)
+    __slots__ = ("_clock", "_end", "_first", "_last_level", "_latest", "_live0", "_sends", "_w", "copies_errors", "levels", "live", "window_s", *COUNTS)
 
     def __init__(self, live: Any = None, window_s: float = WINDOW_S, clock: Any = time.monotonic) -> None:
         self.live = live
@@ -137,6 +128,8 @@ class CapacityState:
         self._end = 0.0  # its end (clock); 0: none open
         self._live0 = 0
         self._last_level = BELOW
+        self._first = self._latest = 0.0  # the window's first and latest send
+        self._sends = 0
 
     def attach(self, live: Any) -> None:
         """Count live's requests from ``live`` (a RouteStats) from now on, when not counting yet."""
@@ -159,6 +152,9 @@ class CapacityState:
                 self._last_level = level_of(w.calls, w.live)
             if w.calls or w.live or w.answered:
                 w.windows = 1
+                n = self._sends
+                span = (self._latest - self._first) * n / (n - 1) if n > 1 else self.window_s
+                w.busy_us = round(min(span, self.window_s) * 1e6)
                 i = self._last_level
                 if self.levels[i] is None:
                     self.levels[i] = w
@@ -169,12 +165,18 @@ class CapacityState:
                 self._w.live = 0
         self._end = (now // self.window_s + 1) * self.window_s
         self._live0 = self._live_now()
+        self._sends = 0
 
     def sent(self, calls: int = 1) -> None:
         """``calls`` calls were sent to the target (compared calls, copies, fills)."""
-        if self._clock() >= self._end:
-            self.roll()
+        now = self._clock()
+        if now >= self._end:
+            self.roll(now)
         self._w.calls += calls
+        if not self._sends:
+            self._first = now
+        self._latest = now
+        self._sends += 1
 
     def answered(self, latency_s: float | None, ok: bool, copy: bool) -> None:
         """A call to the target ended (``copy``: a copy or fill; counted in ``copies_*`` by its sender)."""

@@ -66,6 +66,7 @@ def test_windows_levels_and_headroom() -> None:
     assert (by["1x"].windows, by["1x"].calls, by["1x"].live, by["1x"].answered) == (3, 150, 150, 150)
     assert (by["3x"].windows, by["3x"].calls, by["3x"].live, by["3x"].answered) == (3, 450, 150, 450)
     assert by["5x"].latency.count == 500
+    assert 2.8e6 <= by["3x"].busy_us <= 3.0e6  # the time calls were being sent: the rates' denominator
     route = _route(p99_ms_max=10.0, min_pairs=100)
     text, mult, rows = headroom(cap, route, LatencySketch())
     assert (text, mult) == ("holds 3x production load", 3.0)
