@@ -23,6 +23,9 @@ figures. The decision, in this order:
    was wrong) and never FAIL (nothing failed).
 4. PASS otherwise.
 
+A target whose budget paused mirroring (budget.py) gets a SKIPPED ``budget`` line, and a
+NOT_ENOUGH_DATA report says until when no more data comes (:func:`paused_reason`).
+
 The accuracy gate is also applied in every slice bucket (``[[routes.slices]]``) with at least
 ``slice_min_outcomes`` outcome rows, so a shadow better on average but worse in one region or
 amount band fails; buckets with fewer rows are listed as SKIPPED (not deciding).
@@ -31,6 +34,7 @@ amount band fails; buckets with fewer rows are listed as SKIPPED (not deciding).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,6 +238,7 @@ def evaluate(
     floor: ShadowStats | None = None,
     live_deadline_s: float | None = None,
     refused: str = "",
+    paused: str = "",
 ) -> tuple[str, list[GateResult]]:
     """The decision and every gate's result (rules in the module doc).
 
@@ -241,7 +246,8 @@ def evaluate(
     noise-floor target, if any and if it is not ``s`` itself (it widens the latency reference, see
     :func:`latency_gate`); ``live_deadline_s``: the live target's deadline, the default SLA of the
     latency gate; ``refused``: why the contract check before traffic refused the target (then
-    nothing was sent)."""
+    nothing was sent); ``paused``: why mirroring to it is paused by its budget (budget.py): an
+    informational ``budget`` line (SKIPPED, never decides; see :func:`paused_reason`)."""
     gates: list[GateResult] = []
     if refused and not s.compared:
         return "NOT_COMPARABLE", [GateResult("contract", "FAIL", f"refused before traffic, incompatible with live: {refused}")]
@@ -283,10 +289,21 @@ def evaluate(
             why = f"ECE shadow {o.shadow.ece:.4f} - live {o.live.ece:.4f} = {de:+.4f} (max {g.ece_delta_max:+.4f})"
             gates.append(GateResult("calibration_ece", "PASS" if de <= g.ece_delta_max else "FAIL", why, de, g.ece_delta_max))
     gates.extend(_slice_gates(g, o, slices))
+    if paused:
+        gates.append(GateResult("budget", "SKIPPED", f"PAUSED: {paused}"))
 
     statuses = {r.status for r in gates}
     decision = "FAIL" if "FAIL" in statuses else "NOT_ENOUGH_DATA" if "NOT_ENOUGH_DATA" in statuses else "PASS"
     return decision, gates
+
+
+def paused_reason(decision: str, paused: str, until: float) -> str:
+    """The verdict's reason when a budget paused the target and the data is not enough: no more
+    is coming until ``until`` (unix time; 0: a run budget, never), so nobody waits for it."""
+    if decision != "NOT_ENOUGH_DATA" or not paused:
+        return ""
+    when = "the run ends (a run budget does not reset)" if not until else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
+    return f"not enough data, and mirroring is paused by the budget until {when}: {paused}"
 
 
 def _accuracy_gate(name: str, g: Gates, o: OutcomeStats) -> GateResult:
