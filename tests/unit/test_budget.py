@@ -310,3 +310,27 @@ def test_watcher_names_ticks_and_logs_the_estimate_once(caplog):
     asyncio.run(w.poll())
     lines = [r.getMessage() for r in caplog.records if "budget estimate" in r.getMessage()]
     assert ts.budget.name == "fraud/v2" and len(lines) == 1 and lines[0].startswith("fraud/v2: budget estimate: 10 calls/s")
+
+
+def test_a_reload_retunes_a_budget_keeping_what_was_spent_and_gives_a_new_target_its_own():
+    from tests.frontctl import front_for
+
+    ft = front_for("127.0.0.1:1", [{"model": "fraud", "shadows": [{"name": "v2", "version": "2", "budget": {"per": "run", "requests": 10}}]}])
+    try:
+        bs = ft.router.state.routes["fraud"].shadows[0].budget
+        assert [ft.call(_admit(bs)) for _ in range(11)].count(True) == 10 and bs.paused
+        text = (
+            '[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndefault_live = "127.0.0.1:1"\n[[routes]]\nmodel = "fraud"\n'
+            '[[routes.shadows]]\nname = "v2"\nversion = "2"\n[routes.shadows.budget]\nper = "run"\nrequests = 20\n'
+            '[[routes.shadows]]\nname = "v3"\nversion = "3"\n[routes.shadows.budget]\nper = "hour"\nmb = 1\n'
+        )
+        ft.call(ft.front.reload_from(text=text))
+        v2, v3 = ft.router.state.routes["fraud"].shadows
+        assert v2.budget is bs and (bs.max_requests, bs.requests, bs.paused) == (20, 10, False)
+        assert v3.budget is not None and (v3.budget.max_bytes, v3.budget.budget.per) == (1024 * 1024, "hour")
+    finally:
+        ft.stop()
+
+
+async def _admit(bs) -> bool:  # on the front's loop, as the router does
+    return bs.admit(1)
