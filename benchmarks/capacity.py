@@ -4,7 +4,7 @@ cost live? Targets (issue 15): the candidate sees 3x live's request rate within 
 amplify 3 within 1.10x of amplify 1, same run.
 
 One embedded Triton (the example ``fraud`` model: version 1 live, version 2 the candidate). Three
-fronts in this process (each on its own loop thread), each with fraud v1 live and fraud v2 as the
+fronts (``shadowgrpc serve`` processes, as deployed), each with fraud v1 live and fraud v2 as the
 one shadow: ``amplify 1``, ``amplify 3`` and ``constant_qps Q``. A client process sends
 single-row requests open loop at a fixed ``--rate`` (the same offered live load for every front:
 a closed loop would slow live's rate as the candidate's load grows) for ``--seconds`` per phase;
@@ -109,10 +109,30 @@ def _paced(address: str, rate: float, seconds: float, version: str = "1", n_requ
     return asyncio.run(main())
 
 
-def _route(**shadow: Any) -> dict:
-    # p99_ms_max: the SLA the headroom is judged against (else 1.2 x live's p99 on this shared box).
-    return {"model": "fraud", "live": {"version": "1"}, "gates": {"p99_ms_max": SLA_MS},
-            "shadows": [{"name": "cand", "version": "2", "max_in_flight": 512, **shadow}]}  # fmt: skip
+def _config(triton: str, extra: str = "") -> str:
+    """A front's config: fraud v1 live, fraud v2 the one shadow (``extra``: its capacity keys).
+    p99_ms_max: the SLA the headroom is judged against (else 1.2 x live's p99 on this shared box)."""
+    return f"""[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+default_live = "{triton}"
+
+[[routes]]
+model = "fraud"
+live = {{ version = "1" }}
+gates = {{ p99_ms_max = {SLA_MS} }}
+[[routes.shadows]]
+name = "cand"
+version = "2"
+max_in_flight = 512
+{extra}
+"""
+
+
+def _shadow(front) -> Any:
+    from shadowgrpc.client import fetch_report
+
+    return fetch_report(front.admin_address, "fraud", 5.0).routes[0].shadows[0]
 
 
 def _successes(client, version: str) -> int:
@@ -123,9 +143,8 @@ def _successes(client, version: str) -> int:
 def _settle(front, timeout: float = 20.0) -> None:
     """Wait until the front's shadow calls (compared, copies, fills) have all ended."""
     end = time.monotonic() + timeout
-    ts = front.router.state.routes["fraud"].shadows[0]
-    while ts.in_flight and time.monotonic() < end:
-        time.sleep(0.01)
+    while _shadow(front).in_flight and time.monotonic() < end:
+        time.sleep(0.02)
 
 
 def _p(vals: list[float], q: float) -> float:
@@ -134,14 +153,15 @@ def _p(vals: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(vals) * 1e3, q)) if vals else float("nan")
 
 
-def _levels(front) -> list[dict[str, Any]]:
+def _levels(front) -> tuple[list[dict[str, Any]], list[str]]:
+    """The shadow's load levels from the front's report, and the report's capacity lines."""
     from google.protobuf import json_format
 
-    from shadowgrpc.report import build_report
+    from shadowgrpc._capacity_report import capacity_lines
 
-    rep = build_report(front.router.state, "fraud")
-    c = rep.routes[0].shadows[0].capacity
-    return [json_format.MessageToDict(lv, preserving_proto_field_name=True) | {"headroom": c.headroom} for lv in c.levels]
+    sr = _shadow(front)
+    c = sr.capacity
+    return [json_format.MessageToDict(lv, preserving_proto_field_name=True) | {"headroom": c.headroom} for lv in c.levels], capacity_lines(sr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shadowgrpc.local import EmbeddedTriton, example_repository
     from tests.fixtures_triton import copy_models
-    from tests.frontctl import front_for
+    from benchmarks._fronts import FrontProcess
 
     t_begin = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="shadowgrpc-capacity-"))
@@ -168,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         ) as pool:
             w(f"Triton ready in {triton.startup_seconds or 0:.1f} s\n")
             stats = grpcclient.InferenceServerClient(triton.grpc_address)
+            def start(tag: str, extra: str = "") -> Any:
+                return FrontProcess(tag, workdir, _config(triton.grpc_address, extra), "uvloop", tag).start()
+
             fronts = {
-                "amplify 1": front_for(triton.grpc_address, [_route()]),
-                "amplify 3": front_for(triton.grpc_address, [_route(amplify=3)]),
-                f"qps {args.qps:g}": front_for(triton.grpc_address, [_route(constant_qps=args.qps, qps_queue=64)]),
+                "amplify 1": start("amplify-1"),
+                "amplify 3": start("amplify-3", "amplify = 3"),
             }
             def run(f, seconds: float, control: bool = False) -> dict[str, Any]:
                 bg = pool.submit(_paced, triton.grpc_address, 2 * args.rate, seconds, "2") if control else None
@@ -183,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
             for f in fronts.values():  # warm-up: channels, the models' first calls
                 run(f, 1.0)
                 _settle(f)
-            fronts[f"qps {args.qps:g}"].drain(5)  # its fills stop until its own phase
             rows: list[dict[str, Any]] = []
             lat: dict[str, list[float]] = {"amplify 1": [], "amplify 3": [], CONTROL: []}
             w(f"\n{'round':>5} {'front':>18} {'live req':>9} {'live/s':>8} {'cand req':>9} {'ratio':>7} {'live p50':>9} {'live p99':>9} {'errors':>7}\n")
@@ -203,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                     w(f"{rnd:>5} {name:>18} {dl:>9} {row['live_rps']:>8.1f} {dc:>9} {row['ratio']:>7.3f} {row['p50_ms']:>9.2f} {row['p99_ms']:>9.2f} {row['errors']:>7}\n")
             # constant_qps: the candidate's rate over one live phase, from Triton's statistics.
             qname = f"qps {args.qps:g}"
-            f = fronts[qname]
+            f = fronts[qname] = start("qps", f"constant_qps = {args.qps}\nqps_queue = 64")
+            run(f, 1.0)
             c0, t0 = _successes(stats, "2"), time.monotonic()
             res = run(f, args.seconds)
             c1, t1 = _successes(stats, "2"), time.monotonic()
             res.pop("latencies_s")
-            f.drain(5)
-            cap = f.router.state.routes["fraud"].shadows[0].capacity
+            cap = _shadow(f).capacity
             qrow = {"q": args.qps, "achieved_rps": (c1 - c0) / (t1 - t0), "live_rps": res["ok"] / res["wall_s"], "released": cap.qps_released,
                     "filled": cap.qps_filled, "dropped": cap.qps_dropped, "not_started": cap.qps_not_started}  # fmt: skip
             stats.close()
@@ -240,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['live_p99_amplify_3_over_control']:.3f}x (the front's own share)\n")
             w(f"constant_qps {args.qps:g}: candidate {qrow['achieved_rps']:.1f} req/s with live at {qrow['live_rps']:.1f} req/s "
               f"(released {qrow['released']}, filled {qrow['filled']}, dropped {qrow['dropped']}, not started {qrow['not_started']})\n")
-            levels = {n: _levels(fronts[n]) for n in ("amplify 3", qname)}
+            levels, lines = {}, {}
+            for n in ("amplify 3", qname):
+                levels[n], lines[n] = _levels(fronts[n])
             for n, lvs in levels.items():
                 w(f"\nshadow latency per load level, {n} front ({lvs[0]['headroom'] if lvs else 'no levels'}):\n")
                 w(f"  {'level':>16} {'x live':>7} {'calls/s':>8} {'share':>6} {'answers':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}\n")
@@ -248,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     la = lv.get("latency", {})
                     w(f"  {lv['label']:>16} {lv.get('measured_multiple', 0):>7.2f} {lv.get('offered_rps', 0):>8.1f} {lv.get('time_share', 0):>6.0%} "
                       f"{int(lv.get('answered', 0)):>8} {la.get('p50_ms', 0):>8.2f} {la.get('p99_ms', 0):>8.2f} {int(lv.get('errors', 0)):>7}\n")
-            result.update(rows=rows, summary=summary, levels=levels)
+            w("\nthe amplify 3 front's report (shadowgrpc report), capacity lines:\n" + "\n".join(lines["amplify 3"]) + "\n")
+            result.update(rows=rows, summary=summary, levels=levels, report_lines=lines)
             for f in fronts.values():  # before Triton goes away
                 f.stop()
             fronts = {}
