@@ -111,3 +111,24 @@ def capacity_lines(s: Any) -> list[str]:
     comp = f"{c.compute_ms_per_inference:.3f} ms per inference (run total, cost.py)" if c.compute_ms_per_inference else "not collected"
     out.append(f"      compute: {comp}; not measured per level")
     return out
+
+
+_COPY_OUTCOMES = (("sent", "copies_sent"), ("ok", "copies_ok"), ("shed", "copies_shed"), ("down", "copies_down"))
+_PACED_FATES = (("queued", "qps_queued"), ("released", "qps_released"), ("dropped", "qps_dropped"), ("filled", "qps_filled"), ("not_started", "qps_not_started"))
+
+
+def metric_rows(shadows: Any, what: str) -> list[tuple[int, dict[str, str]]]:
+    """telemetry/metrics.py: ``what`` = "copies" (by outcome; failed ones by status) or "paced"
+    (constant_qps, by fate) per (route, ShadowLeg) of ``shadows``, for targets with a capacity state."""
+    out = []
+    for route, ss in shadows:
+        cap = ss.state.capacity
+        if cap is None:
+            continue
+        attrs = {"route": route, "target": ss.target.name}
+        if what == "copies":
+            out += [(getattr(cap, f), {**attrs, "outcome": k}) for k, f in _COPY_OUTCOMES]
+            out += [(n, {**attrs, "outcome": "error", "status": code}) for code, n in dict(cap.copies_errors).items()]
+        elif ss.target.constant_qps > 0:
+            out += [(getattr(cap, f), {**attrs, "fate": k}) for k, f in _PACED_FATES]
+    return out

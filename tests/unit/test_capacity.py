@@ -16,6 +16,8 @@ from shadowgrpc._capacity_report import capacity_lines, headroom, latency_limit,
 from shadowgrpc.capacity import COPY_HEADER, NO_LIVE, CapacityState, Pacer, level_label, level_of
 from shadowgrpc.config import Gates, LiveTarget, Route, ShadowTarget
 from shadowgrpc.report import build_report, latency_summary
+from shadowgrpc.report_html import render_html
+from shadowgrpc.report_text import format_report
 from shadowgrpc.sketches import LatencySketch
 from shadowgrpc.state import MIRRORING, FrontState, TargetState
 from shadowgrpc.stats import RouteStats
@@ -157,6 +159,7 @@ def test_snapshot_merge_and_report() -> None:
     assert abs(sum(lv.time_share for lv in c.levels) - 1.0) < 1e-9
     lines = capacity_lines(rep.routes[0].shadows[0])
     assert lines[0].startswith("    capacity (amplify 3): ") and any("calls/s" in x for x in lines)
+    assert lines[0].strip() in format_report(rep) and lines[0].strip() in render_html(merged, rep)  # text and HTML reports
     # A plain target has no capacity message and no lines.
     plain = pb.ShadowReport()
     assert not plain.HasField("capacity") and capacity_lines(plain) == []
@@ -315,3 +318,20 @@ def test_pacer_not_started_and_close_drops_queue() -> None:
     started = len(r.released)
     assert 3 <= started <= 8 and cap.qps_not_started == started and cap.qps_filled == 0  # nothing released: nothing to fill
     assert cap.qps_dropped == 10 - started and all(it.dropped for it in items[started:])
+
+
+def test_metric_rows() -> None:
+    from shadowgrpc._capacity_report import metric_rows
+
+    amp, paced, plain = _leg(FakeUpstream()), _leg(FakeUpstream(), qps=10.0), _leg(FakeUpstream())
+    for leg in (amp, paced):
+        capacity.ensure(leg.state)
+    amp.state.capacity.copies_sent, amp.state.capacity.copies_errors["UNAVAILABLE"] = 5, 2
+    paced.state.capacity.qps_dropped = 3
+    shadows = [("m", amp), ("m", paced), ("m", plain)]
+    rows = metric_rows(shadows, "copies")
+    assert len(rows) == 4 + 1 + 4  # sent/ok/shed/down (+ one error status) per target with a capacity state; none for plain
+    assert sorted((a["outcome"], a.get("status"), n) for n, a in metric_rows([("m", amp)], "copies")) == [
+        ("down", None, 0), ("error", "UNAVAILABLE", 2), ("ok", None, 0), ("sent", None, 5), ("shed", None, 0)]
+    fates = {a["fate"]: n for n, a in metric_rows(shadows, "paced")}
+    assert fates == {"queued": 0, "released": 0, "dropped": 3, "filled": 0, "not_started": 0}
