@@ -52,16 +52,13 @@ from .state import MIRRORING
 
 log = logging.getLogger("shadowgrpc.capacity")
 
-WINDOW_S = 1.0
-TOLERANCE = 0.05
+WINDOW_S, TOLERANCE = 1.0, 0.05
 LEVELS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 BELOW = 0  # level index: below LEVELS[0]
 NO_LIVE = len(LEVELS) + 1  # level index: calls sent, no live request in the window
 N_LEVELS = len(LEVELS) + 2
 COPY_HEADER = "x-shadow-copy"
-CATCHUP_TICKS = 3
-CATCHUP_MIN_S = 0.005
-IDLE_S = 10.0
+CATCHUP_TICKS, CATCHUP_MIN_S, IDLE_S = 3, 0.005, 10.0
 COUNTS = ("copies_sent", "copies_ok", "copies_shed", "copies_down", "qps_queued", "qps_released", "qps_dropped", "qps_filled", "qps_not_started", "qps_ticks_skipped")
 _LEVEL_COUNTS = ("windows", "busy_us", "calls", "live", "answered", "errors")
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
@@ -315,9 +312,7 @@ class Pacer:
         self._fill: tuple | None = None  # (leg, request, size, metadata, deadline) of _last
         self._offered = 0.0
 
-    @property
-    def waiting(self) -> int:
-        return len(self.queue)
+    waiting = property(lambda self: len(self.queue))
 
     def offer(self, item: Any) -> None:
         """Queue ``item`` (has .raw, .leg, .metadata, .deadline, .drop()); full: the oldest dropped."""
@@ -378,8 +373,13 @@ class Pacer:
                 md = shadow_metadata(it.metadata, self.router.settings.security.shadow_metadata_allow)
                 self._fill = (leg, build_request(it.raw, leg.name, leg.version, True), len(it.raw), md, it.deadline)
             leg, req, size, md, deadline = self._fill
+            b = self.ts.budget  # budget.py: a fill is a shadow call too (refused: counted by the budget)
+            if b is not None and not b.admit(size, 1):
+                return
             if send_copy(self.router, leg, req, size, md, deadline, "fill"):
                 cap.qps_filled += 1
+            elif b is not None:
+                b.refund(size, 1)
         except Exception:
             log.exception("pacer tick for %s failed", self.ts.target.name)
 

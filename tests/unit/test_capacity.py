@@ -335,3 +335,23 @@ def test_metric_rows() -> None:
         ("down", None, 0), ("error", "UNAVAILABLE", 2), ("ok", None, 0), ("sent", None, 5), ("shed", None, 0)]
     fates = {a["fate"]: n for n, a in metric_rows(shadows, "paced")}
     assert fates == {"queued": 0, "released": 0, "dropped": 3, "filled": 0, "not_started": 0}
+
+
+def test_fills_are_charged_to_the_budget() -> None:
+    from shadowgrpc._config_rollout import Budget
+    from shadowgrpc.budget import BudgetState
+
+    async def main():
+        r, up = FakeRouter(), FakeUpstream()
+        leg = _leg(up, qps=200.0)
+        leg.state.budget = BudgetState(Budget(per="run", requests=5))
+        pacer = Pacer(leg.state, r.release, router=r)
+        pacer.offer(Item(0, leg))  # released (this fake router charges nothing), then fills until 5 calls
+        await asyncio.sleep(0.15)
+        await pacer.aclose()
+        await r.settle()
+        return leg, up
+
+    leg, up = asyncio.run(main())
+    assert leg.state.capacity.qps_filled == len(up.calls) == 5 and leg.state.budget.requests == 5
+    assert leg.state.budget.refused > 0 and leg.state.budget.paused
