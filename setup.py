@@ -15,7 +15,7 @@ NO_EXTENSIONS = bool(os.environ.get("SHADOWGRPC_NO_EXTENSIONS")) or sys.implemen
 EXACT_FP = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 # The subpackage shadowgrpc.sketches, built from ext/shadowgrpc/sketches/ (its Python twins sit in
 # shadowgrpc/sketches/).
-SKETCHES = ("_c", "_core_c", "_divergence_c", "_paired_c")
+SKETCHES = ("_c", "_core_c", "_divergence_c", "_paired_c", "_text_c")  # _text_c: edit distance (shadowgrpc/text.py selects it)
 
 
 def nghttp2_found() -> bool:

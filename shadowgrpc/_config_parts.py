@@ -36,7 +36,7 @@ class Slice:
         return tuple(names)
 
 
-OUTPUT_KINDS = ("classifier", "binary", "regression", "embedding")
+OUTPUT_KINDS = ("classifier", "binary", "regression", "embedding", "text")  # text: BYTES outputs (compare.py, text.py)
 
 
 @dataclass(frozen=True, slots=True)

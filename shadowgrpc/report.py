@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
+from . import __version__, ledger
 from .checklist import checklist
 from .config import LiveTarget, ShadowTarget
+from ._nway_report import nway_pb
 from .outcomes import ECE_BINS, OutcomeStats, Scores, wilson
 from .stats import OutputStats, ShadowStats, paired_agreed, paired_rows
 from .sketches import LatencySketch, divergences
 from .state import INCOMPATIBLE, FrontState, RouteState, TargetState
-from .verdict import evaluate
+from .text import STREAM_POSITIONS, TextAgreement
+from ._capacity_report import report_into as capacity_into
+from .budget import estimate, report_fields
+from .verdict import evaluate, paused_reason
 from .v1 import shadow_pb2 as pb
 
 
@@ -130,6 +134,11 @@ def output_pb(name: str, o: OutputStats, slices: tuple) -> pb.OutputComparison:
         oc.error_p50, oc.error_p90, oc.error_p99 = (min(q, p.errors.max) for q in p.errors.quantiles((0.5, 0.9, 0.99)))
     elif o.kind == "embedding" and p.count:
         oc.cosine_min = p.min
+    elif o.kind == "text":
+        oc.text.CopyFrom(text_pb(p))
+        for k, tp in enumerate(o.positions):
+            if tp is not None:
+                oc.text_positions.add(position=k, and_later=k == STREAM_POSITIONS, text=text_pb(tp))
     for sl, row in zip(slices, o.slices):
         for label, sp in zip(sl.buckets, row):
             if sp is not None and paired_rows(sp):
@@ -139,11 +148,28 @@ def output_pb(name: str, o: OutputStats, slices: tuple) -> pb.OutputComparison:
     return oc
 
 
+def text_pb(t: TextAgreement) -> pb.TextComparison:
+    """A text output's figures (text.py) as the report shows them."""
+    m = pb.TextComparison(
+        rows=t.count, exact_matches=t.within, exact_match_rate=t.agreement, edit_distance_mean=t.edit_mean,
+        edit_distance_max=t.edit_max, edit_units_mean=t.edit_units / t.count if t.count else 0.0,
+        live_length_mean=t.live_len.mean, shadow_length_mean=t.shadow_len.mean, live_length_max=t.live_len.max,
+        shadow_length_max=t.shadow_len.max, length_ratio_mean=t.ratio_mean, length_ratio_rows=t.ratio_rows,
+        live_empty=t.live_empty, shadow_empty=t.shadow_empty, live_invalid_utf8=t.live_invalid_utf8,
+        shadow_invalid_utf8=t.shadow_invalid_utf8, byte_rows=t.byte_rows, truncated_rows=t.truncated,
+    )  # fmt: skip
+    m.edit_distance_p50, m.edit_distance_p90, m.edit_distance_p99 = (t.edit_quantile(q) for q in (0.5, 0.9, 0.99))
+    m.live_length_p50, m.live_length_p90, m.live_length_p99 = (t.live_len.quantile(q) for q in (0.5, 0.9, 0.99))
+    m.shadow_length_p50, m.shadow_length_p90, m.shadow_length_p99 = (t.shadow_len.quantile(q) for q in (0.5, 0.9, 0.99))
+    m.edit_histogram.extend(t.edit_hist)
+    return m
+
+
 def sketch_bytes(s: ShadowStats) -> int:
     """Memory held by one target's sketches (latency, paired, per-slice, drift histograms)."""
     n = s.latency.nbytes
     for o in s.outputs.values():
-        for sk in (o.paired, o.hist_live, o.hist_shadow, *(p for row in o.slices for p in row)):
+        for sk in (o.paired, o.hist_live, o.hist_shadow, *(p for row in o.slices for p in row), *o.positions):
             if sk is not None:
                 n += sk.nbytes if hasattr(sk, "nbytes") else len(sk.to_bytes())
     return n
@@ -227,7 +253,8 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
             sr.ground_truth.CopyFrom(ground_truth_pb(ss.outcomes, slices))
             floor = next((f.stats for f in rs.shadows if f.target.noise_floor and f is not ss), None)
             refused = ss.reason if ss.status == INCOMPATIBLE else ""
-            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes, slices, floor=floor, live_deadline_s=rs.route.live.deadline_s, refused=refused)
+            paused = ss.budget.paused_reason if ss.budget is not None and ss.budget.paused else ""
+            decision, gates = evaluate(rs.route.gates, st, s, ss.outcomes, slices, floor=floor, live_deadline_s=rs.route.live.deadline_s, refused=refused, paused=paused)
             sr.verdict.decision = decision
             for gr in gates:
                 sr.verdict.gates.add(name=gr.name, status=gr.status, reason=gr.reason, value=gr.value, threshold=gr.threshold)
@@ -237,6 +264,8 @@ def build_report(state: FrontState, model: str = "", costs: dict[tuple[str, str]
                 sr.cost.CopyFrom(pb.ComputeCost(**c))
             else:
                 sr.cost.reason = "not collected"
+            if ss.capacity is not None:  # capacity.py: latency per load level, headroom
+                capacity_into(sr.capacity, ss.capacity, rs.route, ss.target, st.live_latency, latency_summary, c, ss.pacer)
             for oname, o in s.outputs.items():
                 sr.outputs.append(output_pb(oname, o, slices))
     return rep
@@ -269,10 +298,17 @@ def _target_extras(sr: pb.ShadowReport, ss: TargetState, rs: RouteState, gates: 
     )  # fmt: skip
     for it in items:
         sr.verdict.checklist.add(name=it.name, status=it.status, evidence=it.evidence)
+    if ss.budget is not None:  # budget.py: limits, use, the pause and the estimate
+        bs = ss.budget
+        sr.budget.CopyFrom(pb.ShadowBudget(**report_fields(bs, estimate(bs, s.compared, ss.outcomes.live.rows, g.min_pairs, g.min_outcomes), bs._clock())))
+        sr.verdict.reason = paused_reason(sr.verdict.decision, bs.paused_reason if bs.paused else "", bs.paused_until)
+        sr.verdict.paused_until = bs.paused_until
 
 
 def _route_extras(rr: pb.RouteReport, rs: RouteState) -> None:
     """Auto-shadow candidates and traffic coverage (overall exact, per slice bucket estimated)."""
+    if rs.nway is not None:  # identical_sample
+        rr.nway.CopyFrom(nway_pb(rs.nway))
     a = rs.auto
     if a is not None:
         rr.auto.CopyFrom(pb.AutoShadow(policy=a.policy, poll_s=a.poll_s, load=a.load, last_poll=a.last_poll, last_error=a.last_error, swaps=a.swaps, last_load_s=a.last_load_s))
@@ -282,6 +318,10 @@ def _route_extras(rr: pb.RouteReport, rs: RouteState) -> None:
     rr.coverage.add(requests=rs.stats.requests, mirrored=rs.stats.mirrored)
     for (sl, b), (n, m) in rs.coverage.rows.items():
         rr.coverage.add(slice=sl, bucket=b, requests=n, mirrored=m)
+    rr.too_large = rs.stats.too_large
+    rr.excluded.update(dict(rs.stats.excluded))
+    for target, reason, n in ledger.rows(rs):
+        rr.ledger.add(target=target, reason=reason, requests=n)
 
 
 def pairlog_pb(pl: Any) -> pb.PairLog:

@@ -22,8 +22,11 @@ import sys
 import time
 from typing import Any
 
+from .budget import format_budget
+from ._capacity_report import capacity_lines
+from ._nway_report import nway_lines, pair_rows, ranking_rows
 from .cost import format_cost
-from .report_text import _errs, _lat, _paired_text, summary_lines
+from .report_text import _errs, _lat, _paired_text, ledger_by_target, summary_lines, text_lines
 from .v1 import shadow_pb2 as pb
 
 INSTALL_HINT = "pip install 'shadowgrpc[html]'"
@@ -124,6 +127,8 @@ def _verdicts(rep: pb.Report) -> list[str]:
         rows = [[(_badge(g.status), ""), g.name, (_e(_gate_figures(g, kind)[0]), "n"), (_e(_gate_figures(g, kind)[1]), "n"), (_e(g.reason), "why")]
                 for g in s.verdict.gates]  # fmt: skip
         out.append(f'<h3 id="verdict-{i}">VERDICT {_e(r.model)} &rarr; {_e(s.target.name)}: {_badge(s.verdict.decision)}</h3>')
+        if s.verdict.reason:
+            out.append(f'<p class="note">{_e(s.verdict.reason)}</p>')
         out.append(_table(["status", "gate", "figure", "threshold", "why"], rows, ["regressed" if g.status == "FAIL" else "" for g in s.verdict.gates]))
     return out
 
@@ -132,7 +137,8 @@ def _distributions(s: pb.ShadowReport, st: Any, plots) -> list[str]:
     out = ["<h4>Output distributions, live vs shadow</h4>"]
     floor = st.get("floor", {})
     for o in s.outputs:
-        line = f"<b>{_e(o.name)}</b> ({_e(o.kind)}): {_e(_paired_text(o))}, mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
+        line = f"<b>{_e(o.name)}</b> ({_e(o.kind)}): {_e(_paired_text(o))}"
+        line += "".join(f"<br>{_e(x)}" for x in text_lines(o)) if o.kind == "text" else f", mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
         f = floor.get(o.name)
         if f is not None and not s.target.noise_floor:
             line += _e(f"  [A/A noise floor: agreement {f.agreement:.2%}, mean |diff| {f.mean_abs_diff:.4g}" + (f", PSI {f.drift.psi:.4f}]" if f.drift.binned else "]"))
@@ -253,7 +259,7 @@ def _contract(r: pb.RouteReport, s: pb.ShadowReport) -> list[str]:
             rows.append([f"slice rows of {o.name} not kept", _n(o.slice_rows_dropped, True), "per-slice memory bound"])
     if s.drift_edges_differ:
         rows.append(["replicas with other drift edges", _n(s.drift_edges_differ, True), "their drift histograms were not added"])
-    cost = format_cost(s.cost)
+    cost = format_cost(s.cost) + format_budget(s) + capacity_lines(s)  # budget.py, capacity.py
     return ["<h4>Contract and errors</h4>", _table(["", "count", "meaning"], rows)] + ([f"<pre>{_e(chr(10).join(x.strip() for x in cost))}</pre>"] if cost else [])
 
 
@@ -303,7 +309,31 @@ def _route(i: int, r: pb.RouteReport, state: Any, plots) -> list[str]:
         out += _slices(s) + _disagreement(s) + _contract(r, s) + ["</section>"]
     if not r.shadows:
         out.append('<p class="note">no shadow targets on this route</p>')
-    return out + _completeness(r)
+    return out + _ledger(r) + _nway(r) + _completeness(r)
+
+
+def _nway(r: pb.RouteReport) -> list[str]:
+    """identical_sample: the shadows ranked against each other and live on the same rows."""
+    if not r.HasField("nway"):
+        return []
+    n = r.nway
+    lines = nway_lines(n)
+    out = [f"<h3>Fair N-way comparison (identical_sample): {n.requests} requests, {n.rows} rows, the same for every shadow</h3>",
+           f'<p class="note">{_e(lines[0].strip())}; {_e(lines[1].strip())}</p>']  # fmt: skip
+    head, rows = ranking_rows(n)
+    out.append(_table(head, rows))
+    head, rows = pair_rows(n)
+    return out + ["<h4>Pairwise, paired 95% intervals on the same rows</h4>", _table(head, rows)]
+
+
+def _ledger(r: pb.RouteReport) -> list[str]:
+    """The coverage ledger: one row per target, one column per reason (every live request)."""
+    by = ledger_by_target(r)
+    if not by:
+        return []
+    reasons = list(dict.fromkeys(reason for rows in by.values() for reason, _ in rows))
+    body = [[t, *(dict(rows).get(reason, 0) for reason in reasons), sum(n for _, n in rows)] for t, rows in by.items()]
+    return [f"<h3>Coverage ledger: what became of each of the {r.requests} live requests</h3>", _table(["target", *reasons, "total"], body)]
 
 
 def render_html(state: Any, report: pb.Report, title: str = "shadowgrpc report") -> str:

@@ -10,6 +10,9 @@ import time
 
 from google.protobuf import json_format
 
+from .budget import format_budget
+from ._capacity_report import capacity_lines
+from ._nway_report import nway_lines
 from .cost import format_cost
 from .v1 import shadow_pb2 as pb
 
@@ -43,10 +46,39 @@ def _paired_text(o: pb.OutputComparison) -> str:
         return f"agreement at {o.threshold:g} {o.agreement:.2%} ({o.agreed_rows}/{o.rows} rows)"
     if o.kind == "embedding":
         return f"cosine mean {o.agreement:.4f} min {o.cosine_min:.4f} ({o.rows} rows)"
+    if o.kind == "text":
+        t = o.text
+        return (
+            f"exact match {t.exact_match_rate:.2%} ({t.exact_matches}/{t.rows} elements), normalised edit distance mean "
+            f"{t.edit_distance_mean:.4f} p50/p90/p99 {t.edit_distance_p50:.2f}/{t.edit_distance_p90:.2f}/{t.edit_distance_p99:.2f} max {t.edit_distance_max:.4f}"
+        )
     return (
         f"within tolerance {o.agreement:.2%} ({o.agreed_rows}/{o.rows} values), "
         f"|diff| p50/p90/p99 {o.error_p50:.3g}/{o.error_p90:.3g}/{o.error_p99:.3g}"
     )
+
+
+def text_lines(o: pb.OutputComparison) -> list[str]:
+    """A text output's lengths, odd elements and per-position figures (report text and HTML)."""
+    t = o.text
+
+    def lens(side: str) -> str:
+        g = lambda k: getattr(t, f"{side}_length_{k}")  # noqa: E731
+        return f"{side} mean {g('mean'):.1f} p50/p90/p99 {g('p50')}/{g('p90')}/{g('p99')} max {g('max')}"
+
+    lines = [f"lengths: {lens('live')}; {lens('shadow')}; shadow/live ratio mean {t.length_ratio_mean:.3f} ({t.length_ratio_rows} rows)"]
+    odd = [f"empty live {t.live_empty} shadow {t.shadow_empty}"] if t.live_empty or t.shadow_empty else []
+    if t.live_invalid_utf8 or t.shadow_invalid_utf8:
+        odd.append(f"not UTF-8 live {t.live_invalid_utf8} shadow {t.shadow_invalid_utf8} ({t.byte_rows} rows compared as bytes)")
+    if t.truncated_rows:
+        odd.append(f"{t.truncated_rows} rows longer than 4096: distance of the first 4096")
+    if odd:
+        lines.append("; ".join(odd))
+    if o.text_positions:
+        lines.append("by response position: " + "; ".join(
+            f"{x.position}{'+' if x.and_later else ''}: exact {x.text.exact_match_rate:.2%} edit {x.text.edit_distance_mean:.4f} "
+            f"len {x.text.live_length_mean:.1f}/{x.text.shadow_length_mean:.1f} ({x.text.rows})" for x in o.text_positions))  # fmt: skip
+    return lines
 
 
 def summary_lines(rep: pb.Report) -> list[str]:
@@ -91,7 +123,7 @@ def format_report(rep: pb.Report) -> str:
         live = r.live
         lines.append("")
         for s in r.shadows:  # the verdict first
-            lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}")
+            lines.append(f"VERDICT {r.model} -> {s.target.name}: {s.verdict.decision}" + (f" ({s.verdict.reason})" if s.verdict.reason else ""))
             for gt in s.verdict.gates:
                 lines.append(f"  {gt.status:<15} {gt.name:<16} {gt.reason}")
             if s.verdict.checklist:
@@ -156,7 +188,8 @@ def format_report(rep: pb.Report) -> str:
             if t.noise_floor:
                 lines.append("    (A/A noise floor: a replica of live; its differences are jitter, not change)")
             for o in s.outputs:
-                line = f"    {o.name} ({o.kind}): {_paired_text(o)}, mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
+                line = f"    {o.name} ({o.kind}): {_paired_text(o)}"
+                line += "".join(f"\n      {x}" for x in text_lines(o)) if o.kind == "text" else f", mean |live-shadow| {o.mean_abs_diff:.4g}, max {o.max_abs_diff:.4g}"
                 if o.slices:
                     line += "\n      by slice: " + "; ".join(f"{x.slice} {x.bucket} {_pct(o.kind, x.agreement)} ({x.rows})" for x in o.slices)
                 if o.shadow_invalid_rows or o.live_invalid_rows:
@@ -201,9 +234,31 @@ def route_extra_lines(r: pb.RouteReport) -> list[str]:
                 f"{c.slice} {c.bucket} {c.mirrored}/{c.requests}" for c in cov
             )
         out.append(line)
+    out += ledger_lines(r)
+    if r.HasField("nway"):  # identical_sample: the shadows ranked on the same rows
+        out += nway_lines(r.nway)
     if r.sequences or r.stream_requests:
         out.append(f"  sequences started {r.sequences}; ModelStreamInfer requests {r.stream_requests}"
                    + (f", {r.stream_unpairable} without an id on a decoupled model (not mirrored)" if r.stream_unpairable else ""))  # fmt: skip
+    return out
+
+
+def ledger_by_target(r: pb.RouteReport) -> dict[str, list[tuple[str, int]]]:
+    """The coverage ledger's rows per target, in the report's order."""
+    by: dict[str, list[tuple[str, int]]] = {}
+    for row in r.ledger:
+        by.setdefault(row.target, []).append((row.reason, row.requests))
+    return by
+
+
+def ledger_lines(r: pb.RouteReport) -> list[str]:
+    """The coverage ledger: per target, what became of the route's live requests."""
+    by = ledger_by_target(r)
+    if not by:
+        return []
+    out = [f"  coverage ledger (each of the {r.requests} live requests, per target):"]
+    for target, reasons in by.items():
+        out.append(f"    {target}: " + ", ".join(f"{reason} {n}" for reason, n in reasons))
     return out
 
 
@@ -227,4 +282,6 @@ def target_extra_lines(s: pb.ShadowReport) -> list[str]:
         )
     if s.stream_requests:
         out.append(f"    stream requests {s.stream_requests}, responses paired {s.stream_responses_paired}, response-count mismatches {s.stream_response_count_mismatch}")
+    out += format_budget(s)  # budget.py
+    out += capacity_lines(s)  # capacity.py: load levels, headroom
     return out

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .budget import BudgetState, merged
 from .completeness import InputsState, InputStats
+from .nway import NWayState, merge_states
 from ._config_auto import AutoShadow
 from ._config_rollout import Budget, MirrorRule, MirrorRules
 from .config import Gates, LiveTarget, OutputSpec, Route, ShadowTarget, Slice
@@ -35,11 +37,13 @@ from .outcomes import OutcomeStats, PairCounts, Scores
 from .parity import Mismatch
 from .sketches import BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement
 from .state import FrontState, RouteState, TargetState
+from .capacity import CapacityState
 from .stats import OutputStats, RouteStats, ShadowStats
+from .text import TextAgreement
 
 FORMAT = "shadowgrpc-snapshot"
 VERSION = 1
-_SKETCHES = {c.__name__: c for c in (BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement)}
+_SKETCHES = {c.__name__: c for c in (BinaryAgreement, CosineStats, Histogram, LabelAgreement, LatencySketch, RegressionAgreement, TextAgreement)}
 
 
 class SnapshotError(ValueError):
@@ -97,7 +101,7 @@ def _unoutcomes(d: dict) -> OutcomeStats:
 _SHADOW_COUNTS = (
     "sampled", "sent", "ok", "shed", "down", "compared", "contract_mismatch", "live_failed", "slice_bytes", "internal_errors",
     "not_ready", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests",
-    "stream_responses_paired", "stream_response_count_mismatch", "not_sampled", "budget", "held_back", "qps_queued",
+    "stream_responses_paired", "stream_response_count_mismatch", "not_sampled", "budget", "held_back", "qps_queued", "qps_dropped",
 )  # fmt: skip
 _ROUTE_COUNTS = ("requests", "live_ok", "shm_not_mirrored", "explicit_version_not_mirrored", "sequences", "stream_requests", "mirrored", "too_large")
 # A target's window and checks (state.TargetState), kept as they were when the snapshot was taken.
@@ -107,6 +111,7 @@ _TARGET_FIELDS = ("status", "reason", "opened", "closed", "closed_reason", "auto
 def _shadow_stats(s: ShadowStats) -> dict:
     d: dict[str, Any] = {k: getattr(s, k) for k in _SHADOW_COUNTS}
     d["errors"] = dict(s.errors)
+    d["stream_not_sent"] = dict(s.stream_not_sent)
     d["latency"] = _sk(s.latency)
     d["outputs"] = {
         name: {
@@ -114,6 +119,7 @@ def _shadow_stats(s: ShadowStats) -> dict:
             "abs_diff_max": o.abs_diff_max, "hist_live": _sk(o.hist_live), "hist_shadow": _sk(o.hist_shadow),
             "slices": [[_sk(p) for p in row] for row in o.slices], "slice_rows_dropped": o.slice_rows_dropped,
             "shadow_invalid": o.shadow_invalid, "live_invalid": o.live_invalid, "probabilities": o.probabilities,
+            "positions": [_sk(p) for p in o.positions],
         }  # fmt: skip
         for name, o in s.outputs.items()
     }
@@ -121,13 +127,14 @@ def _shadow_stats(s: ShadowStats) -> dict:
 
 
 def _unshadow_stats(d: dict) -> ShadowStats:
-    s = ShadowStats(errors=Counter(d["errors"]), latency=_unsk(d["latency"]), **{k: d.get(k, 0) for k in _SHADOW_COUNTS})
+    s = ShadowStats(errors=Counter(d["errors"]), stream_not_sent=Counter(d.get("stream_not_sent", {})), latency=_unsk(d["latency"]), **{k: d.get(k, 0) for k in _SHADOW_COUNTS})
     for name, o in d["outputs"].items():
         s.outputs[name] = OutputStats(
             kind=o["kind"], paired=_unsk(o["paired"]), values=o["values"], abs_diff_fx=o["abs_diff_fx"],
             abs_diff_max=o["abs_diff_max"], hist_live=_unsk(o["hist_live"]), hist_shadow=_unsk(o["hist_shadow"]),
             slices=[[_unsk(p) for p in row] for row in o["slices"]], slice_rows_dropped=o["slice_rows_dropped"],
             shadow_invalid=o.get("shadow_invalid", 0), live_invalid=o.get("live_invalid", 0), probabilities=o.get("probabilities", False),
+            positions=[_unsk(p) for p in o.get("positions", [])],
         )  # fmt: skip
     return s
 
@@ -173,7 +180,7 @@ def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None
             {
                 "config": _route_config(rs.route),
                 **{k: getattr(st, k) for k in _ROUTE_COUNTS},
-                "live_errors": dict(st.live_errors), "excluded": dict(st.excluded), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
+                "live_errors": dict(st.live_errors), "excluded": dict(st.excluded), "stream_not_mirrored": dict(st.stream_not_mirrored), "live_latency": _sk(st.live_latency), "front_added": _sk(st.front_added),
                 "inputs": {k: dataclasses.asdict(v) for k, v in comp.inputs.items()},
                 "inputs_not_checked": comp.not_checked, "inputs_metadata_error": comp.metadata_error,
                 "shadows": [
@@ -183,9 +190,12 @@ def snapshot(state: FrontState, costs: dict[tuple[str, str], dict] | None = None
                         "drift_edges_differ": ss.drift_edges_differ, "target": dataclasses.asdict(ss.target),
                         "window": {k: getattr(ss, k) for k in _TARGET_FIELDS},
                         "parity": None if ss.parity is None else [dataclasses.asdict(m) for m in ss.parity],
+                        "budget": None if ss.budget is None else ss.budget.to_dict(state.as_of),
+                        "capacity": None if ss.capacity is None else ss.capacity.to_dict(),
                     }
                     for ss in rs.shadows
                 ],
+                "nway": None if rs.nway is None else rs.nway.to_dict(),
             }  # fmt: skip
         )
     doc = {
@@ -223,7 +233,7 @@ def _view(doc: dict) -> FrontState:
     costs: dict[tuple[str, str], dict] = {}
     for r in doc["routes"]:
         route = _unroute_config(r["config"])
-        st = RouteStats(live_errors=Counter(r["live_errors"]), excluded=Counter(r.get("excluded", {})), live_latency=_unsk(r["live_latency"]),
+        st = RouteStats(live_errors=Counter(r["live_errors"]), excluded=Counter(r.get("excluded", {})), stream_not_mirrored=Counter(r.get("stream_not_mirrored", {})), live_latency=_unsk(r["live_latency"]),
                         front_added=_unsk(r["front_added"]), **{k: r.get(k, 0) for k in _ROUTE_COUNTS})  # fmt: skip
         comp = InputsState({k: InputStats(**v) for k, v in r["inputs"].items()}, r["inputs_not_checked"], r["inputs_metadata_error"])
         targets = {t.name: t for t in route.shadows}
@@ -235,10 +245,14 @@ def _view(doc: dict) -> FrontState:
                 setattr(ts, k, v)
             if s.get("parity") is not None:
                 ts.parity = [Mismatch(**m) for m in s["parity"]]
+            if s.get("budget"):
+                ts.budget = BudgetState.from_dict(s["budget"], doc["taken"])
+            if s.get("capacity") is not None:
+                ts.capacity = CapacityState.from_dict(s["capacity"])
             shadows.append(ts)
             if s["cost"] is not None:
                 costs[(route.model, s["name"])] = s["cost"]
-        routes[route.model] = RouteState(route, st, comp, shadows)
+        routes[route.model] = RouteState(route, st, comp, shadows, nway=NWayState.from_dict(r["nway"]) if r.get("nway") else None)
     return FrontState(
         started=doc["started"], taken=doc["taken"], replicas=doc["replicas"], unrouted=doc["unrouted"], unparsed=doc["unparsed"],
         stream_messages=doc["stream_messages"], pairs=PairCounts(**doc["store"]), outcomes_unknown=doc["outcomes_unknown"],
@@ -295,6 +309,9 @@ def _merge_output(a: OutputStats, b: OutputStats, where: str) -> int:
     for ra, rb in zip(a.slices, b.slices):
         for k, pb in enumerate(rb):
             ra[k] = _merge_sketch(ra[k], pb)
+    a.positions.extend([None] * (len(b.positions) - len(a.positions)))
+    for k, pb in enumerate(b.positions):
+        a.positions[k] = _merge_sketch(a.positions[k], pb)
     differ = 0
     if b.hist_live is not None:
         if a.hist_live is None:
@@ -313,6 +330,7 @@ def _merge_shadow(a: TargetState, b: TargetState, where: str) -> None:
     sa, sb = a.stats, b.stats
     _add(sa, sb, _SHADOW_COUNTS)
     sa.errors.update(sb.errors)
+    sa.stream_not_sent.update(sb.stream_not_sent)
     sa.latency.merge(sb.latency)
     a.in_flight += b.in_flight
     a.drift_edges_differ += b.drift_edges_differ
@@ -325,6 +343,15 @@ def _merge_shadow(a: TargetState, b: TargetState, where: str) -> None:
         else:
             a.drift_edges_differ += _merge_output(oa, ob, f"{where} output {name!r}")
     _merge_outcomes(a.outcomes, b.outcomes)
+    a.budget = merged(a.budget, b.budget)  # budgets: limits and use add up (budget.py)
+    if b.capacity is not None:  # capacity.py: load levels and copy/pacer counters
+        if a.capacity is None:
+            a.capacity = b.capacity
+        else:
+            try:
+                a.capacity.merge(b.capacity)
+            except ValueError as e:
+                raise SnapshotError(f"{where}: {e}") from None
 
 
 def merge(views: list[FrontState]) -> FrontState:
@@ -349,6 +376,7 @@ def merge(views: list[FrontState]) -> FrontState:
             _add(rm.stats, rv.stats, _ROUTE_COUNTS)
             rm.stats.live_errors.update(rv.stats.live_errors)
             rm.stats.excluded.update(rv.stats.excluded)
+            rm.stats.stream_not_mirrored.update(rv.stats.stream_not_mirrored)
             rm.stats.live_latency.merge(rv.stats.live_latency)
             rm.stats.front_added.merge(rv.stats.front_added)
             rm.completeness.not_checked += rv.completeness.not_checked
@@ -356,6 +384,10 @@ def merge(views: list[FrontState]) -> FrontState:
             for iname, ist in rv.completeness.inputs.items():
                 cur = rm.completeness.inputs.setdefault(iname, InputStats())
                 _add(cur, ist, InputStats.__slots__)
+            try:
+                rm.nway = merge_states(rm.nway, rv.nway)
+            except ValueError as e:
+                raise SnapshotError(f"route {name!r}: {e}") from None
             # Targets by name: replicas may have opened auto-shadow windows the others did not.
             by_name = {t.target.name: t for t in rm.shadows}
             for sb in rv.shadows:

@@ -53,6 +53,9 @@ class OutputStats:
     shadow_invalid: int = 0  # rows of the shadow's answer: NaN, inf, or a probability outside [0, 1]
     live_invalid: int = 0  # the same for live's answer
     probabilities: bool = False  # values are probabilities (config kind, else the first live answer)
+    # kind "text", streams: the paired sketch per response position (index i: position i, the last
+    # index text.STREAM_POSITIONS: that position and beyond); None until a pair lands there.
+    positions: list[Any] = field(default_factory=list)
 
     @property
     def abs_diff_sum(self) -> float:
@@ -103,13 +106,16 @@ class ShadowStats:
     not_sampled: int = 0  # the coverage ledger (router.py): not chosen by the sample (hash of the id vs sample_rate)
     budget: int = 0  # sampled while the target's budget was spent (budget.py): not sent
     held_back: int = 0  # identical_sample: this target could take it, another could not: sent to none
-    qps_queued: int = 0  # constant_qps: queued for the pacer (its outcome: capacity.py's counters)
+    qps_queued: int = 0  # constant_qps: in the pacer's queue now (released: counted as sent, shed, ...)
+    qps_dropped: int = 0  # constant_qps: dropped from the pacer's queue (oldest first when full, or at shutdown)
     sequences_mirrored: int = 0  # sequence batcher: sequences whose start was mirrored
     sequences_shed_midway: int = 0  # ... of which a later request could not be sent: excluded
     sequence_requests_excluded: int = 0  # requests of excluded sequences kept out of the comparison
     stream_requests: int = 0  # ModelStreamInfer requests mirrored on a shadow stream
     stream_responses_paired: int = 0
     stream_response_count_mismatch: int = 0  # decoupled: live and shadow gave different numbers of responses
+    stream_not_sent: Counter[str] = field(default_factory=Counter)  # stream messages sampled, not sent: not_ready, shed, down, budget
+    stream_position: int = -1  # streams.py: the response position of the pair being compared (-1: not a stream pair); not counted
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     latency: LatencySketch = field(default_factory=LatencySketch)
 
@@ -125,6 +131,7 @@ class RouteStats:
     mirrored: int = 0  # requests sent to at least one shadow target
     too_large: int = 0  # larger than [routes.mirror] max_request_mb or the whole shadow buffer: not mirrored
     excluded: Counter[str] = field(default_factory=Counter)  # [routes.mirror] rules: not mirrored, by reason (rules.py)
+    stream_not_mirrored: Counter[str] = field(default_factory=Counter)  # stream messages not mirrored, by reason (streams.py)
     stream_requests: int = 0  # ModelStreamInfer requests for this route
     live_latency: LatencySketch = field(default_factory=LatencySketch)
     front_added: LatencySketch = field(default_factory=LatencySketch)  # handler time - live call time

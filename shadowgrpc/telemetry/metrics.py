@@ -15,9 +15,12 @@ Names (Prometheus: dots become underscores, counters end in ``_total``, seconds 
   shadowgrpc.shadowed{route,target}             shadow calls sent
   shadowgrpc.shed{route,target}  shadowgrpc.shadow.sampled|down|not_ready|ok|compared|contract_mismatch{route,target}
   shadowgrpc.shm_not_mirrored{route}
+  shadowgrpc.mirror.decisions{route,target,reason}   the coverage ledger (ledger.py): sent, or why not
+  shadowgrpc.shadow.copies{route,target,outcome[,status]}  shadowgrpc.shadow.paced{route,target,fate}   capacity.py
   shadowgrpc.live.duration.bucket{route,le}  shadowgrpc.live.duration.count|sum{route}   successful live calls, s
   shadowgrpc.shadow.duration.bucket{route,target,le}  shadowgrpc.shadow.duration.count|sum{route,target}
   shadowgrpc.shadow.in_flight{route,target}
+  shadowgrpc.shadow.budget.used|limit{route,target,kind=requests|bytes|compute_s}  shadowgrpc.shadow.budget.paused{route,target}
   shadowgrpc.shadow.agreement{route,target,output}        top-label (or in-tolerance) agreement, 0..1
   shadowgrpc.shadow.divergence{route,target,output,measure=js|psi}   drift, live vs shadow
   shadowgrpc.telemetry.spans.dropped{reason=queue_full|export_failed}  shadowgrpc.telemetry.spans.queued
@@ -32,6 +35,9 @@ from typing import Any
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from .. import ledger
+from .._capacity_report import metric_rows as capacity_rows
+from ..budget_watch import metric_rows
 from ..sketches import LAT_BOUNDS
 
 log = logging.getLogger("shadowgrpc.telemetry")
@@ -59,6 +65,9 @@ class RouterMetrics:
             "shadowgrpc.shadow.ok": ("shadow calls answered OK", self._shadow_stat("ok")),
             "shadowgrpc.shadow.compared": ("live/shadow pairs compared", self._shadow_stat("compared")),
             "shadowgrpc.shadow.contract_mismatch": ("pairs whose outputs differ in name, type or shape", self._shadow_stat("contract_mismatch")),
+            "shadowgrpc.mirror.decisions": ("the coverage ledger: live requests per target by what became of them (sent or why not)", self._ledger),
+            "shadowgrpc.shadow.copies": ("capacity shadow: uncompared copies and fills by outcome", lambda: capacity_rows(self._shadows(), "copies")),
+            "shadowgrpc.shadow.paced": ("constant_qps: mirrored requests by fate (queued, released, dropped, filled)", lambda: capacity_rows(self._shadows(), "paced")),
             "shadowgrpc.telemetry.spans.dropped": ("spans dropped: export queue full or export failed", self._dropped),
             "shadowgrpc.log.rows": ("paired-log rows by fate: written, shed (queue full), dropped (after a write error)", self._log_rows),
             "shadowgrpc.log.write_errors": ("paired-log write errors (each stops the log)", self._log_stat("write_errors")),
@@ -73,6 +82,9 @@ class RouterMetrics:
             meter.create_observable_counter(name, callbacks=[_callback(name, rows)], description=desc)
         gauges = {
             "shadowgrpc.shadow.in_flight": ("shadow calls in flight", self._in_flight),
+            "shadowgrpc.shadow.budget.used": ("shadow budget used this period, by kind (requests, bytes, compute_s)", lambda: metric_rows(self._shadows(), "used")),
+            "shadowgrpc.shadow.budget.limit": ("shadow budget per period, by kind (this process's share)", lambda: metric_rows(self._shadows(), "limit")),
+            "shadowgrpc.shadow.budget.paused": ("1 while the target's budget has paused mirroring to it", lambda: metric_rows(self._shadows(), "paused")),
             "shadowgrpc.shadow.agreement": ("live/shadow agreement per output, 0..1", self._agreement),
             "shadowgrpc.shadow.divergence": ("live vs shadow output drift (Jensen-Shannon bits, PSI)", self._divergence),
             "shadowgrpc.telemetry.spans.queued": ("spans waiting in the export queue", self._queued),
@@ -110,6 +122,11 @@ class RouterMetrics:
         for route, ss in self._shadows():
             for status, n in dict(ss.stats.errors).items():
                 yield n, {"route": route, "target": ss.target.name, "status": status}
+
+    def _ledger(self) -> Rows:
+        for route, rs in self._routes():
+            for target, reason, n in ledger.rows(rs):
+                yield n, {"route": route, "target": target, "reason": reason}
 
     def _in_flight(self) -> Rows:
         return [(ss.in_flight, {"route": route, "target": ss.target.name}) for route, ss in self._shadows()]

@@ -162,7 +162,7 @@ class SliceComparison(_message.Message):
     def __init__(self, slice: _Optional[str] = ..., bucket: _Optional[str] = ..., rows: _Optional[int] = ..., agreement: _Optional[float] = ...) -> None: ...
 
 class OutputComparison(_message.Message):
-    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift", "n_classes", "confusion", "invalid_rows", "error_p50", "error_p90", "error_p99", "cosine_min", "threshold", "slices", "slice_rows_dropped", "shadow_invalid_rows", "live_invalid_rows", "probabilities")
+    __slots__ = ("name", "kind", "rows", "agreed_rows", "agreement", "mean_abs_diff", "max_abs_diff", "drift", "n_classes", "confusion", "invalid_rows", "error_p50", "error_p90", "error_p99", "cosine_min", "threshold", "slices", "slice_rows_dropped", "shadow_invalid_rows", "live_invalid_rows", "probabilities", "text", "text_positions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,8 @@ class OutputComparison(_message.Message):
     SHADOW_INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
     LIVE_INVALID_ROWS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     rows: int
@@ -205,7 +207,79 @@ class OutputComparison(_message.Message):
     shadow_invalid_rows: int
     live_invalid_rows: int
     probabilities: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ..., shadow_invalid_rows: _Optional[int] = ..., live_invalid_rows: _Optional[int] = ..., probabilities: _Optional[bool] = ...) -> None: ...
+    text: TextComparison
+    text_positions: _containers.RepeatedCompositeFieldContainer[TextPosition]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., agreed_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., drift: _Optional[_Union[Divergence, _Mapping]] = ..., n_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., invalid_rows: _Optional[int] = ..., error_p50: _Optional[float] = ..., error_p90: _Optional[float] = ..., error_p99: _Optional[float] = ..., cosine_min: _Optional[float] = ..., threshold: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., slice_rows_dropped: _Optional[int] = ..., shadow_invalid_rows: _Optional[int] = ..., live_invalid_rows: _Optional[int] = ..., probabilities: _Optional[bool] = ..., text: _Optional[_Union[TextComparison, _Mapping]] = ..., text_positions: _Optional[_Iterable[_Union[TextPosition, _Mapping]]] = ...) -> None: ...
+
+class TextComparison(_message.Message):
+    __slots__ = ("rows", "exact_matches", "exact_match_rate", "edit_distance_mean", "edit_distance_p50", "edit_distance_p90", "edit_distance_p99", "edit_distance_max", "edit_units_mean", "live_length_mean", "shadow_length_mean", "live_length_p50", "live_length_p90", "live_length_p99", "live_length_max", "shadow_length_p50", "shadow_length_p90", "shadow_length_p99", "shadow_length_max", "length_ratio_mean", "length_ratio_rows", "live_empty", "shadow_empty", "live_invalid_utf8", "shadow_invalid_utf8", "byte_rows", "truncated_rows", "edit_histogram")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCH_RATE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_P50_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_P90_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_P99_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_MAX_FIELD_NUMBER: _ClassVar[int]
+    EDIT_UNITS_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LENGTH_MEAN_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LENGTH_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LENGTH_P50_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LENGTH_P90_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LENGTH_P99_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LENGTH_MAX_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LENGTH_P50_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LENGTH_P90_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LENGTH_P99_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_LENGTH_MAX_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_RATIO_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_RATIO_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_EMPTY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_EMPTY_FIELD_NUMBER: _ClassVar[int]
+    LIVE_INVALID_UTF8_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_INVALID_UTF8_FIELD_NUMBER: _ClassVar[int]
+    BYTE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EDIT_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    exact_matches: int
+    exact_match_rate: float
+    edit_distance_mean: float
+    edit_distance_p50: float
+    edit_distance_p90: float
+    edit_distance_p99: float
+    edit_distance_max: float
+    edit_units_mean: float
+    live_length_mean: float
+    shadow_length_mean: float
+    live_length_p50: int
+    live_length_p90: int
+    live_length_p99: int
+    live_length_max: int
+    shadow_length_p50: int
+    shadow_length_p90: int
+    shadow_length_p99: int
+    shadow_length_max: int
+    length_ratio_mean: float
+    length_ratio_rows: int
+    live_empty: int
+    shadow_empty: int
+    live_invalid_utf8: int
+    shadow_invalid_utf8: int
+    byte_rows: int
+    truncated_rows: int
+    edit_histogram: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rows: _Optional[int] = ..., exact_matches: _Optional[int] = ..., exact_match_rate: _Optional[float] = ..., edit_distance_mean: _Optional[float] = ..., edit_distance_p50: _Optional[float] = ..., edit_distance_p90: _Optional[float] = ..., edit_distance_p99: _Optional[float] = ..., edit_distance_max: _Optional[float] = ..., edit_units_mean: _Optional[float] = ..., live_length_mean: _Optional[float] = ..., shadow_length_mean: _Optional[float] = ..., live_length_p50: _Optional[int] = ..., live_length_p90: _Optional[int] = ..., live_length_p99: _Optional[int] = ..., live_length_max: _Optional[int] = ..., shadow_length_p50: _Optional[int] = ..., shadow_length_p90: _Optional[int] = ..., shadow_length_p99: _Optional[int] = ..., shadow_length_max: _Optional[int] = ..., length_ratio_mean: _Optional[float] = ..., length_ratio_rows: _Optional[int] = ..., live_empty: _Optional[int] = ..., shadow_empty: _Optional[int] = ..., live_invalid_utf8: _Optional[int] = ..., shadow_invalid_utf8: _Optional[int] = ..., byte_rows: _Optional[int] = ..., truncated_rows: _Optional[int] = ..., edit_histogram: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TextPosition(_message.Message):
+    __slots__ = ("position", "and_later", "text")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    AND_LATER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    and_later: bool
+    text: TextComparison
+    def __init__(self, position: _Optional[int] = ..., and_later: _Optional[bool] = ..., text: _Optional[_Union[TextComparison, _Mapping]] = ...) -> None: ...
 
 class ComputeCost(_message.Message):
     __slots__ = ("available", "reason", "live_inferences", "shadow_inferences", "live_compute_ms", "shadow_compute_ms", "live_queue_ms", "shadow_queue_ms", "extra_compute_fraction", "window_s", "metrics")
@@ -428,14 +502,88 @@ class Gate(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("decision", "gates", "checklist")
+    __slots__ = ("decision", "gates", "checklist", "reason", "paused_until")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
     CHECKLIST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     decision: str
     gates: _containers.RepeatedCompositeFieldContainer[Gate]
     checklist: _containers.RepeatedCompositeFieldContainer[ChecklistItem]
-    def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ..., checklist: _Optional[_Iterable[_Union[ChecklistItem, _Mapping]]] = ...) -> None: ...
+    reason: str
+    paused_until: float
+    def __init__(self, decision: _Optional[str] = ..., gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ..., checklist: _Optional[_Iterable[_Union[ChecklistItem, _Mapping]]] = ..., reason: _Optional[str] = ..., paused_until: _Optional[float] = ...) -> None: ...
+
+class ShadowBudget(_message.Message):
+    __slots__ = ("per", "requests_limit", "bytes_limit", "compute_s_limit", "requests_used", "bytes_used", "compute_s_used", "period_start", "period_end", "paused", "paused_reason", "paused_at", "paused_until", "refused", "replicas", "replicas_paused", "total_requests", "total_bytes", "total_compute_s", "estimate")
+    PER_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_USED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_USED_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    per: str
+    requests_limit: int
+    bytes_limit: int
+    compute_s_limit: float
+    requests_used: int
+    bytes_used: int
+    compute_s_used: float
+    period_start: float
+    period_end: float
+    paused: bool
+    paused_reason: str
+    paused_at: float
+    paused_until: float
+    refused: int
+    replicas: int
+    replicas_paused: int
+    total_requests: int
+    total_bytes: int
+    total_compute_s: float
+    estimate: BudgetEstimate
+    def __init__(self, per: _Optional[str] = ..., requests_limit: _Optional[int] = ..., bytes_limit: _Optional[int] = ..., compute_s_limit: _Optional[float] = ..., requests_used: _Optional[int] = ..., bytes_used: _Optional[int] = ..., compute_s_used: _Optional[float] = ..., period_start: _Optional[float] = ..., period_end: _Optional[float] = ..., paused: _Optional[bool] = ..., paused_reason: _Optional[str] = ..., paused_at: _Optional[float] = ..., paused_until: _Optional[float] = ..., refused: _Optional[int] = ..., replicas: _Optional[int] = ..., replicas_paused: _Optional[int] = ..., total_requests: _Optional[int] = ..., total_bytes: _Optional[int] = ..., total_compute_s: _Optional[float] = ..., estimate: _Optional[_Union[BudgetEstimate, _Mapping]] = ...) -> None: ...
+
+class BudgetEstimate(_message.Message):
+    __slots__ = ("known", "calls_per_s", "bytes_per_s", "compute_s_per_s", "pairs_per_s", "outcomes_per_s", "spent_in_s", "active_fraction", "enough_data_in_s", "text", "warning")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    CALLS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SPENT_IN_S_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    ENOUGH_DATA_IN_S_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    calls_per_s: float
+    bytes_per_s: float
+    compute_s_per_s: float
+    pairs_per_s: float
+    outcomes_per_s: float
+    spent_in_s: float
+    active_fraction: float
+    enough_data_in_s: float
+    text: str
+    warning: str
+    def __init__(self, known: _Optional[bool] = ..., calls_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., compute_s_per_s: _Optional[float] = ..., pairs_per_s: _Optional[float] = ..., outcomes_per_s: _Optional[float] = ..., spent_in_s: _Optional[float] = ..., active_fraction: _Optional[float] = ..., enough_data_in_s: _Optional[float] = ..., text: _Optional[str] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class ChecklistItem(_message.Message):
     __slots__ = ("name", "status", "evidence")
@@ -470,7 +618,7 @@ class Window(_message.Message):
     def __init__(self, opened: _Optional[float] = ..., closed: _Optional[float] = ..., closed_reason: _Optional[str] = ..., auto: _Optional[bool] = ...) -> None: ...
 
 class ShadowReport(_message.Message):
-    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors", "status", "status_reason", "not_ready", "window", "contract_problems", "parity", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests", "stream_responses_paired", "stream_response_count_mismatch", "sequences_seen_midway", "sequences_evicted", "sequences_over_bound")
+    __slots__ = ("target", "sampled", "sent", "ok", "shed", "errors", "compared", "contract_mismatch", "outputs", "latency", "live_failed", "in_flight", "down", "cost", "ground_truth", "verdict", "drift_edges_differ", "internal_errors", "status", "status_reason", "not_ready", "window", "contract_problems", "parity", "sequences_mirrored", "sequences_shed_midway", "sequence_requests_excluded", "stream_requests", "stream_responses_paired", "stream_response_count_mismatch", "sequences_seen_midway", "sequences_evicted", "sequences_over_bound", "budget", "capacity")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -511,6 +659,8 @@ class ShadowReport(_message.Message):
     SEQUENCES_SEEN_MIDWAY_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_EVICTED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_OVER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     target: Target
     sampled: int
     sent: int
@@ -544,7 +694,94 @@ class ShadowReport(_message.Message):
     sequences_seen_midway: int
     sequences_evicted: int
     sequences_over_bound: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ..., sequences_seen_midway: _Optional[int] = ..., sequences_evicted: _Optional[int] = ..., sequences_over_bound: _Optional[int] = ...) -> None: ...
+    budget: ShadowBudget
+    capacity: Capacity
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., sampled: _Optional[int] = ..., sent: _Optional[int] = ..., ok: _Optional[int] = ..., shed: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., compared: _Optional[int] = ..., contract_mismatch: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputComparison, _Mapping]]] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., live_failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., down: _Optional[int] = ..., cost: _Optional[_Union[ComputeCost, _Mapping]] = ..., ground_truth: _Optional[_Union[GroundTruth, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., drift_edges_differ: _Optional[int] = ..., internal_errors: _Optional[int] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., not_ready: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., contract_problems: _Optional[_Iterable[str]] = ..., parity: _Optional[_Iterable[_Union[ParityMismatch, _Mapping]]] = ..., sequences_mirrored: _Optional[int] = ..., sequences_shed_midway: _Optional[int] = ..., sequence_requests_excluded: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_responses_paired: _Optional[int] = ..., stream_response_count_mismatch: _Optional[int] = ..., sequences_seen_midway: _Optional[int] = ..., sequences_evicted: _Optional[int] = ..., sequences_over_bound: _Optional[int] = ..., budget: _Optional[_Union[ShadowBudget, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ...) -> None: ...
+
+class Capacity(_message.Message):
+    __slots__ = ("amplify", "constant_qps", "window_s", "levels", "headroom", "headroom_multiple", "latency_limit_ms", "latency_limit_source", "min_answers", "copies_sent", "copies_ok", "copies_errors", "copies_shed", "copies_down", "qps_queued", "qps_released", "qps_dropped", "qps_filled", "qps_not_started", "qps_ticks_skipped", "qps_waiting", "compute_ms_per_inference")
+    class CopiesErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    AMPLIFY_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_QPS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_LIMIT_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_LIMIT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    COPIES_SENT_FIELD_NUMBER: _ClassVar[int]
+    COPIES_OK_FIELD_NUMBER: _ClassVar[int]
+    COPIES_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    COPIES_SHED_FIELD_NUMBER: _ClassVar[int]
+    COPIES_DOWN_FIELD_NUMBER: _ClassVar[int]
+    QPS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    QPS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    QPS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    QPS_FILLED_FIELD_NUMBER: _ClassVar[int]
+    QPS_NOT_STARTED_FIELD_NUMBER: _ClassVar[int]
+    QPS_TICKS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    QPS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_PER_INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    amplify: int
+    constant_qps: float
+    window_s: float
+    levels: _containers.RepeatedCompositeFieldContainer[CapacityLevel]
+    headroom: str
+    headroom_multiple: float
+    latency_limit_ms: float
+    latency_limit_source: str
+    min_answers: int
+    copies_sent: int
+    copies_ok: int
+    copies_errors: _containers.ScalarMap[str, int]
+    copies_shed: int
+    copies_down: int
+    qps_queued: int
+    qps_released: int
+    qps_dropped: int
+    qps_filled: int
+    qps_not_started: int
+    qps_ticks_skipped: int
+    qps_waiting: int
+    compute_ms_per_inference: float
+    def __init__(self, amplify: _Optional[int] = ..., constant_qps: _Optional[float] = ..., window_s: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[CapacityLevel, _Mapping]]] = ..., headroom: _Optional[str] = ..., headroom_multiple: _Optional[float] = ..., latency_limit_ms: _Optional[float] = ..., latency_limit_source: _Optional[str] = ..., min_answers: _Optional[int] = ..., copies_sent: _Optional[int] = ..., copies_ok: _Optional[int] = ..., copies_errors: _Optional[_Mapping[str, int]] = ..., copies_shed: _Optional[int] = ..., copies_down: _Optional[int] = ..., qps_queued: _Optional[int] = ..., qps_released: _Optional[int] = ..., qps_dropped: _Optional[int] = ..., qps_filled: _Optional[int] = ..., qps_not_started: _Optional[int] = ..., qps_ticks_skipped: _Optional[int] = ..., qps_waiting: _Optional[int] = ..., compute_ms_per_inference: _Optional[float] = ...) -> None: ...
+
+class CapacityLevel(_message.Message):
+    __slots__ = ("label", "multiple", "measured_multiple", "offered_rps", "live_rps", "time_share", "windows", "calls", "answered", "errors", "latency", "enough_data", "holds")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_RPS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_RPS_FIELD_NUMBER: _ClassVar[int]
+    TIME_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    ENOUGH_DATA_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    multiple: float
+    measured_multiple: float
+    offered_rps: float
+    live_rps: float
+    time_share: float
+    windows: int
+    calls: int
+    answered: int
+    errors: int
+    latency: LatencySummary
+    enough_data: bool
+    holds: bool
+    def __init__(self, label: _Optional[str] = ..., multiple: _Optional[float] = ..., measured_multiple: _Optional[float] = ..., offered_rps: _Optional[float] = ..., live_rps: _Optional[float] = ..., time_share: _Optional[float] = ..., windows: _Optional[int] = ..., calls: _Optional[int] = ..., answered: _Optional[int] = ..., errors: _Optional[int] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., enough_data: _Optional[bool] = ..., holds: _Optional[bool] = ...) -> None: ...
 
 class AutoShadow(_message.Message):
     __slots__ = ("policy", "poll_s", "load", "last_poll", "last_error", "swaps", "candidates", "last_load_s")
@@ -618,8 +855,15 @@ class InputCompleteness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requests: _Optional[int] = ..., values: _Optional[int] = ..., nan: _Optional[int] = ..., inf: _Optional[int] = ..., empty_strings: _Optional[int] = ..., dtype_mismatch: _Optional[int] = ..., shape_mismatch: _Optional[int] = ..., missing: _Optional[int] = ..., undeclared: _Optional[int] = ...) -> None: ...
 
 class RouteReport(_message.Message):
-    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored", "auto", "coverage", "sequences", "stream_requests", "stream_unpairable")
+    __slots__ = ("model", "live", "requests", "live_ok", "live_errors", "shm_not_mirrored", "live_latency", "shadows", "inputs", "inputs_not_checked", "inputs_metadata_error", "front_added", "sketch_bytes", "explicit_version_not_mirrored", "auto", "coverage", "sequences", "stream_requests", "stream_unpairable", "ledger", "too_large", "excluded", "nway")
     class LiveErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ExcludedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -645,6 +889,10 @@ class RouteReport(_message.Message):
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     STREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     STREAM_UNPAIRABLE_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_FIELD_NUMBER: _ClassVar[int]
+    TOO_LARGE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    NWAY_FIELD_NUMBER: _ClassVar[int]
     model: str
     live: Target
     requests: int
@@ -664,7 +912,92 @@ class RouteReport(_message.Message):
     sequences: int
     stream_requests: int
     stream_unpairable: int
-    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ..., auto: _Optional[_Union[AutoShadow, _Mapping]] = ..., coverage: _Optional[_Iterable[_Union[Coverage, _Mapping]]] = ..., sequences: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_unpairable: _Optional[int] = ...) -> None: ...
+    ledger: _containers.RepeatedCompositeFieldContainer[LedgerRow]
+    too_large: int
+    excluded: _containers.ScalarMap[str, int]
+    nway: NWay
+    def __init__(self, model: _Optional[str] = ..., live: _Optional[_Union[Target, _Mapping]] = ..., requests: _Optional[int] = ..., live_ok: _Optional[int] = ..., live_errors: _Optional[_Mapping[str, int]] = ..., shm_not_mirrored: _Optional[int] = ..., live_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., shadows: _Optional[_Iterable[_Union[ShadowReport, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[InputCompleteness, _Mapping]]] = ..., inputs_not_checked: _Optional[int] = ..., inputs_metadata_error: _Optional[str] = ..., front_added: _Optional[_Union[LatencySummary, _Mapping]] = ..., sketch_bytes: _Optional[int] = ..., explicit_version_not_mirrored: _Optional[int] = ..., auto: _Optional[_Union[AutoShadow, _Mapping]] = ..., coverage: _Optional[_Iterable[_Union[Coverage, _Mapping]]] = ..., sequences: _Optional[int] = ..., stream_requests: _Optional[int] = ..., stream_unpairable: _Optional[int] = ..., ledger: _Optional[_Iterable[_Union[LedgerRow, _Mapping]]] = ..., too_large: _Optional[int] = ..., excluded: _Optional[_Mapping[str, int]] = ..., nway: _Optional[_Union[NWay, _Mapping]] = ...) -> None: ...
+
+class NWay(_message.Message):
+    __slots__ = ("targets", "requests", "rows", "incomplete", "truth_rows", "ranked_by", "ranking", "pairs")
+    class IncompleteEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    INCOMPLETE_FIELD_NUMBER: _ClassVar[int]
+    TRUTH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RANKED_BY_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    requests: int
+    rows: int
+    incomplete: _containers.ScalarMap[str, int]
+    truth_rows: int
+    ranked_by: str
+    ranking: _containers.RepeatedCompositeFieldContainer[NWayModel]
+    pairs: _containers.RepeatedCompositeFieldContainer[NWayPair]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., requests: _Optional[int] = ..., rows: _Optional[int] = ..., incomplete: _Optional[_Mapping[str, int]] = ..., truth_rows: _Optional[int] = ..., ranked_by: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[NWayModel, _Mapping]]] = ..., pairs: _Optional[_Iterable[_Union[NWayPair, _Mapping]]] = ...) -> None: ...
+
+class NWayModel(_message.Message):
+    __slots__ = ("name", "rank", "agree_rows", "agreement", "agreement_ci", "correct", "accuracy", "accuracy_ci", "ahead_of_next", "latency_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    AGREE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_CI_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_CI_FIELD_NUMBER: _ClassVar[int]
+    AHEAD_OF_NEXT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rank: int
+    agree_rows: int
+    agreement: float
+    agreement_ci: Interval
+    correct: int
+    accuracy: float
+    accuracy_ci: Interval
+    ahead_of_next: bool
+    latency_s: float
+    def __init__(self, name: _Optional[str] = ..., rank: _Optional[int] = ..., agree_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., agreement_ci: _Optional[_Union[Interval, _Mapping]] = ..., correct: _Optional[int] = ..., accuracy: _Optional[float] = ..., accuracy_ci: _Optional[_Union[Interval, _Mapping]] = ..., ahead_of_next: _Optional[bool] = ..., latency_s: _Optional[float] = ...) -> None: ...
+
+class NWayPair(_message.Message):
+    __slots__ = ("a", "b", "metric", "a_only", "b_only", "delta", "ci", "n")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    A_ONLY_FIELD_NUMBER: _ClassVar[int]
+    B_ONLY_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    CI_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    a: str
+    b: str
+    metric: str
+    a_only: int
+    b_only: int
+    delta: float
+    ci: Interval
+    n: int
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., metric: _Optional[str] = ..., a_only: _Optional[int] = ..., b_only: _Optional[int] = ..., delta: _Optional[float] = ..., ci: _Optional[_Union[Interval, _Mapping]] = ..., n: _Optional[int] = ...) -> None: ...
+
+class LedgerRow(_message.Message):
+    __slots__ = ("target", "reason", "requests")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    reason: str
+    requests: int
+    def __init__(self, target: _Optional[str] = ..., reason: _Optional[str] = ..., requests: _Optional[int] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("version", "uptime_s", "unrouted_requests", "unparsed_requests", "routes", "stream_messages", "outcomes", "replicas", "snapshot", "log", "source")
