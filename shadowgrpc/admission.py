@@ -23,14 +23,26 @@ import asyncio
 
 import grpc
 
-from . import rules
 from .config import FALLBACK_SHADOW_DEADLINE_S
 from .pairing import MirroredRequest
 from .pairlog.request import RequestLog
-from .pairlog.schema import BUDGET, DOWN, EXCLUDED, EXPLICIT_VERSION, HELD_BACK, NOT_READY, NOT_SAMPLED, SHED, SHM, TOO_LARGE
+from .pairlog.schema import BUDGET, DOWN, EXPLICIT_VERSION, HELD_BACK, NOT_READY, NOT_SAMPLED, SHED, SHM, TOO_LARGE
 from .routes import RouteEntry, ShadowLeg
 
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+def route_reason(rs: RouteEntry, raw: bytes, version: str | None, uses_shm: bool, metadata: tuple | None, buffer_bytes: int) -> str | None:
+    """Why no target of route ``rs`` may get this request (unary or a stream message), or None:
+    shared memory, an explicit other version, too large (never fits ``buffer_bytes``, or over
+    ``[routes.mirror] max_request_mb``), or a ``[routes.mirror]`` rule's reason (rules.py)."""
+    if uses_shm:
+        return SHM
+    if rs.explicit_other_version(version):
+        return EXPLICIT_VERSION
+    if len(raw) > buffer_bytes:  # could never be held: not "shed", it never fits
+        return TOO_LARGE
+    return rs.rules.why_not(raw, version, metadata) if rs.rules is not None else None  # rules.TOO_LARGE is TOO_LARGE
 
 
 class Admission:
@@ -47,7 +59,7 @@ class Admission:
                 from .budget import BudgetState
 
                 if ts.budget is None:
-                    ts.budget = BudgetState(t.budget)
+                    ts.budget = BudgetState(t.budget, name=f"{rstate.route.model}/{t.name}")
                 else:
                     ts.budget.retune(t.budget)
             else:
@@ -55,12 +67,15 @@ class Admission:
             if (t.amplify > 1 or t.constant_qps > 0) and ts.capacity is None:
                 from .capacity import CapacityState
 
-                ts.capacity = CapacityState()
+                ts.capacity = CapacityState(rstate.stats)  # load levels: calls per live request, per window
             if t.constant_qps > 0 and ts.pacer is None:
                 from .capacity import Pacer
 
                 ts.pacer = Pacer(ts, self.release)
-            elif t.constant_qps <= 0 and ts.pacer is not None:
+            elif t.constant_qps > 0:  # a reload may retune the rate and the queue bound
+                ts.pacer.interval = 1.0 / t.constant_qps
+                ts.pacer.bound = t.qps_queue
+            elif ts.pacer is not None:
                 pacer, ts.pacer = ts.pacer, None
                 self._spawn(pacer.aclose())  # what it still held: dropped (counted)
         if rstate.route.identical_sample and rstate.nway is None:
@@ -70,25 +85,19 @@ class Admission:
 
     def _why_not(self, rs: RouteEntry, raw: bytes, version: str | None, uses_shm: bool, metadata: tuple | None) -> str | None:
         """Why no target of the route gets this request (counted; the paired log's reason), or None."""
+        why = route_reason(rs, raw, version, uses_shm, metadata, self.shadow_buffer_bytes)
+        if why is None:
+            return None
         st = rs.stats
-        if uses_shm:
+        if why == SHM:
             st.shm_not_mirrored += 1
-            return SHM
-        if rs.explicit_other_version(version):
+        elif why == EXPLICIT_VERSION:
             st.explicit_version_not_mirrored += 1
-            return EXPLICIT_VERSION
-        if len(raw) > self.shadow_buffer_bytes:  # could never be held: not "shed", it never fits
+        elif why == TOO_LARGE:
             st.too_large += 1
-            return TOO_LARGE
-        if rs.rules is not None:
-            why = rs.rules.why_not(raw, version, metadata)
-            if why is not None:
-                if why == rules.TOO_LARGE:
-                    st.too_large += 1
-                    return TOO_LARGE
-                st.excluded[why] += 1
-                return EXCLUDED
-        return None
+        else:
+            st.excluded[why] += 1  # the paired log's mirror column: the rule's reason ("excluded: writes", ...)
+        return why
 
     def _mirror(
         self, rs: RouteEntry, route: str, raw: bytes, request_id: str, metadata: tuple | None, timeout: float | None, key: float,

@@ -13,7 +13,9 @@ so the ledger is exact at any moment: a target's rows add up to the route's ``re
   opened (an auto-shadow version that appeared later, a shadow added by a reload) or after it
   closed.
 
-ModelStreamInfer messages are mirrored per stream (streams.py) and counted there, not here.
+ModelStreamInfer messages are mirrored per stream (streams.py) under the same rules and budgets,
+and counted apart (RouteStats.stream_not_mirrored, ShadowStats.stream_not_sent and
+stream_requests), not here.
 """
 
 from __future__ import annotations
@@ -27,16 +29,22 @@ TARGET_REASONS = ("sent", "not_sampled", "not_ready", "shed", "down", "budget", 
 def rows(rs: Any) -> list[tuple[str, str, int]]:
     """(target, reason, requests) for every target of the route state ``rs`` (state.RouteState or a
     router RouteEntry: both have ``stats`` and ``shadows`` with ``target`` and ``stats``); rows of
-    zero are left out, except ``sent``."""
+    zero are left out, except ``sent``. The counters some reasons share with stream messages
+    (streams.py) are taken without the streams' part."""
     st = rs.stats
-    route_rows = [(reason, getattr(st, field)) for reason, field in ROUTE_REASONS]
-    route_rows += sorted(dict(st.excluded).items())
+    streams = st.stream_not_mirrored
+    route_rows = [(reason, getattr(st, field) - streams[reason]) for reason, field in ROUTE_REASONS[:2]]
+    route_rows += [("too_large", st.too_large)] + sorted(dict(st.excluded).items())
     out: list[tuple[str, str, int]] = []
     for ts in rs.shadows:
         s = ts.stats
-        mine = route_rows + [(reason, getattr(s, reason)) for reason in TARGET_REASONS]
+        mine = route_rows + [("sent", s.sent - s.stream_requests)]
+        mine += [(reason, getattr(s, reason) - s.stream_not_sent[reason]) for reason in TARGET_REASONS[1:]]
+        mine = [(reason, max(n, 0)) for reason, n in mine]
         rest = st.requests - sum(n for _, n in mine)
-        if rest:
+        if rest > 0:
             mine.append(("window_not_open", rest))
+        elif rest < 0:  # counters that do not come from one front's admission (a state built by hand, an old snapshot)
+            mine.append(("counted_beyond_requests", -rest))
         out += [(ts.target.name, reason, n) for reason, n in mine if n or reason == "sent"]
     return out

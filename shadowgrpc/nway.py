@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from .outcomes import valid_rows, wilson
+from .pairlog.schema import NWAY_INCOMPLETE  # noqa: F401 (re-exported: the paired log's ``pair`` of an OK answer not compared)
 from .stats import from_exact, to_exact
 from .verdict import Z95, paired_delta_ci
 
 LIVE = "live"
-NWAY_INCOMPLETE = "nway_incomplete"  # the paired log's ``pair`` of an OK answer not compared (another leg failed)
 
 
 def _square(n: int) -> list[list[int]]:

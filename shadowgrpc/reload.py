@@ -174,7 +174,7 @@ def _shadows(rs: RouteState, r: Route, poll_s: float, p: _Plan) -> list[TargetSt
         if ts is not None and _identity(ts.target) == _identity(t):
             if ts.target != t:
                 p.retune.append((ts, t))
-                p.changes.append(f"{where}: shadow '{t.name}' retuned (sample_rate {ts.target.sample_rate:g} -> {t.sample_rate:g}, max_in_flight {ts.target.max_in_flight} -> {t.max_in_flight})")
+                p.changes.append(f"{where}: shadow '{t.name}' retuned ({_retuned(ts.target, t)})")
             continue
         if ts is not None:  # same name, another model: its window closes, a new one opens
             p.close.append((ts, "config reload: the target changed", _free(t.name, names)))
@@ -194,6 +194,13 @@ def _shadows(rs: RouteState, r: Route, poll_s: float, p: _Plan) -> list[TargetSt
             if ts.auto and ts.status != CLOSED:
                 p.close.append((ts, "config reload: the route's auto-shadow policy changed", ""))
     return out
+
+
+def _retuned(old, new) -> str:
+    """What a reload changed in a kept target's settings, e.g. ``sample_rate 1 -> 0.5, budget``."""
+    keys = ("sample_rate", "max_in_flight", "deadline_s", "amplify", "constant_qps", "qps_queue", "budget", "metrics_url")
+    out = [f"{k} {getattr(old, k)!s} -> {getattr(new, k)!s}" if k != "budget" else "budget" for k in keys if getattr(old, k) != getattr(new, k)]
+    return ", ".join(out) or "settings"
 
 
 def _free(name: str, names: set[str]) -> str:
@@ -226,6 +233,7 @@ def _swap(front, new: Settings, p: _Plan, upstreams: dict) -> None:
         rs.shadows[:] = p.shadows[model]
     entries: dict[str, RouteEntry] = {}
     for model, rs in p.routes.items():
+        router._attach(rs)  # admission.py: budgets made or retuned (what was spent kept), capacity, pacer, N-way state
         old = router.routes.get(model) if model in p.kept else None
         legs = [ShadowLeg(ts, upstreams[ts.target.address], rs.route, i) for i, ts in enumerate(rs.shadows) if ts.status != CLOSED]
         entries[model] = RouteEntry(

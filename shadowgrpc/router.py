@@ -225,7 +225,7 @@ class Router(Admission):
             if response is not None:
                 held = len(response)  # held until live answers: counted against shadow_buffer_mb
                 self._shadow_bytes += held
-            outcome = await self.pairing.answered(ss, rs, mr, response, sc)
+            outcome = await self.pairing.answered(ss, rs, mr, response, sc, status=status)
         except asyncio.CancelledError:
             if called:
                 s.internal_errors += 1  # cancelled after the call ended (shutdown): not compared
@@ -233,6 +233,7 @@ class Router(Admission):
             else:
                 s.errors["CANCELLED"] += 1
                 status = "CANCELLED"
+                self.pairing.nway_failed(ss, rs, mr, status)  # identical_sample: the other legs need not wait
         except Exception:  # a shadow problem must never surface anywhere but in its stats
             if called:
                 s.internal_errors += 1
@@ -240,6 +241,7 @@ class Router(Admission):
             else:
                 s.errors["INTERNAL"] += 1
                 status = "INTERNAL"
+                self.pairing.nway_failed(ss, rs, mr, status)
             log.exception("shadow %s failed", ss.target.name)
         finally:
             ss.state.in_flight -= 1

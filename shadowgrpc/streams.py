@@ -8,8 +8,9 @@ caller's stream has ended.
 Rules:
 - Sampling, per message of a route with shadows: like ModelInfer (``sample_key(id)``, at random
   without an id; for a route whose live model has a sequence batcher, by sequence id with the
-  whole-or-nothing rules of sequences.py). Shared-memory inputs and an explicitly named other
-  version are never mirrored (``shm_not_mirrored``, ``explicit_version_not_mirrored``). Sent
+  whole-or-nothing rules of sequences.py). Not mirrored, as ModelInfer (admission.route_reason):
+  shared-memory inputs, an explicitly named other version, too large, ``[routes.mirror]`` rules
+  (``RouteStats.stream_not_mirrored`` by reason); a spent budget counts ``budget``. Sent
   messages are ``build_request(raw, model, version, True)`` written to the target's shadow stream
   of this caller stream, opened on first use with ``x-shadow-request: 1`` and the caller's stream
   deadline (none when the caller set none: it is bounded by the caller's stream and the grace).
@@ -22,8 +23,7 @@ Rules:
 - Pairing: a response belongs to the request with the same id (``infer_response.id``); on the
   live side by (live model name, id), since one live stream carries several models. Requests with
   the same id (or none) are served first in, first out: messages *without an id* are paired by
-  arrival order, which is exact when the model answers them in order (give requests ids for exact
-  pairing). On a decoupled route, messages without an id are not mirrored at all
+  arrival order, exact when the model answers them in order. On a decoupled route, messages without an id are not mirrored at all
   (``Pairing.stream_unpairable``): their responses interleave and cannot be told apart.
 - Lists: on a decoupled route a request's answers are a list, complete at a response carrying
   ``triton_final_response: true`` (the request asked for ``triton_enable_empty_final_response``;
@@ -34,11 +34,11 @@ Rules:
   counting the pairs, ``stream_response_count_mismatch`` the lists of different lengths. Text
   outputs are also compared per response position (``ShadowStats.stream_position`` is the pair's
   index in its list while it is compared; text.STREAM_POSITIONS bounds the positions kept).
-- Counts: ``RouteStats.stream_requests`` per routed message; per target ``sampled``, ``sent`` and
-  ``stream_requests`` per message written, ``ok`` per complete shadow list, else ``errors``.
-- End: when the caller's stream ends, each shadow stream is half-closed, gets ``STREAM_GRACE_S``
-  (or the target's deadline, if longer) in a router task, then is cancelled (lists still open:
-  ``errors["CANCELLED"]``).
+- Counts: ``RouteStats.stream_requests`` per routed message; per target ``sampled``, ``sent``,
+  ``stream_requests`` per message written (``stream_not_sent`` per reason not), ``ok`` per
+  complete list, else ``errors``.
+- End: the caller's stream ended: each shadow stream is half-closed, gets ``STREAM_GRACE_S`` (or
+  the target's deadline, if longer) in a router task, then is cancelled (``errors["CANCELLED"]``).
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ import grpc
 from ._packing_py import _LEN, _VARINT, _utf8, _wrong_wire_type
 from ._wire_py import fields
 from .security import shadow_metadata
+from .admission import route_reason
 from .config import FALLBACK_SHADOW_DEADLINE_S
 from .packing import build_request, sample_key
+from .pairlog.schema import EXPLICIT_VERSION, SHM
 from .sequences import sequence_of
 
 log = logging.getLogger("shadowgrpc.streams")
@@ -65,9 +67,8 @@ STREAM_GRACE_S = 5.0
 _FINAL = b"triton_final_response"
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _perf = time.perf_counter
-# The fields read of a ModelStreamInferResponse (error_message, infer_response), of its
-# ModelInferResponse (model_name, id, parameters, outputs), of a parameters map entry (key, value)
-# and of an InferParameter (bool_param); wire types are checked once a value was walked.
+# Fields read of a ModelStreamInferResponse (error_message, infer_response), its ModelInferResponse
+# (model_name, id, parameters, outputs), a parameters entry (key, value), an InferParameter (bool_param).
 _RESPONSE = frozenset((1, 2))
 _INFER_RESPONSE = frozenset((1, 3, 4, 5))
 _ENTRY = frozenset((1, 2))
@@ -111,7 +112,6 @@ def scan_stream_response(raw: bytes) -> tuple[str, str, str, bool, bool, bytes]:
 
 
 class _Request:  # one mirrored message: live's answers, and each target's side
-
     __slots__ = ("id", "live", "live_done", "live_failed", "route", "sides", "size")
 
     def __init__(self, rid: str, route: str, size: int) -> None:
@@ -124,7 +124,6 @@ class _Request:  # one mirrored message: live's answers, and each target's side
 
 
 class _Side:  # one target's shadow of a _Request
-
     __slots__ = ("done", "failed", "out", "req", "seq", "t0", "target")
 
     def __init__(self, req: _Request, target: _Target, seq: Any) -> None:
@@ -218,9 +217,11 @@ class StreamMirror:
         if seq is not None:
             key = sample_key(str(seq[0]))
             st.sequences += seq[1]
-        if shm or rs.explicit_other_version(version):
-            st.shm_not_mirrored += shm
-            st.explicit_version_not_mirrored += not shm
+        why = route_reason(rs, msg, version, shm, self.metadata, self.router.shadow_buffer_bytes)  # [routes.mirror] too
+        if why is not None:
+            st.shm_not_mirrored += why == SHM
+            st.explicit_version_not_mirrored += why == EXPLICIT_VERSION
+            st.stream_not_mirrored[why] += 1
             if seq is not None:  # a mirrored sequence that misses a request breaks
                 self.pairing.sequences.not_mirrored(rs.route.model, rs.shadows, key, seq)
             return
@@ -249,8 +250,12 @@ class StreamMirror:
                 why = "down"
             elif not self.router._stream_bytes(len(msg)):
                 why = "shed"
+            elif leg.state.budget is not None and not leg.state.budget.admit(len(msg), 1):  # budget.py
+                self.router._stream_bytes(-len(msg))
+                why = "budget"
             if why is not None:
                 setattr(s, why, getattr(s, why) + 1)
+                s.stream_not_sent[why] += 1  # the unary coverage ledger leaves these out (ledger.py)
                 if sq is not None:
                     sq.table.not_sent(sq)
                 continue

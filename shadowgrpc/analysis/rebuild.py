@@ -27,7 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import Route, ShadowTarget
-from ..pairlog.schema import COMPARED, CONTRACT_MISMATCH, DOWN, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, NOT_READY, SENT, SHED, SHM
+from ..pairlog.schema import (
+    BUDGET, COMPARED, CONTRACT_MISMATCH, DOWN, EXCLUDED, EXPLICIT_VERSION, HELD_BACK, INTERNAL_ERROR, LIVE_FAILED, NOT_READY, NOT_SAMPLED, SENT,
+    SHED, SHM, TOO_LARGE,
+)  # fmt: skip
+from ..rules import NOT_INCLUDED, UNREADABLE
 from ..state import FrontState, RouteState, TargetState
 from .sql import compared, joined_outcomes, live_latency, outcome_counts, route_counts, shadow_latency, span, target_counts, targets
 from .groups import Outcomes, compare_target
@@ -86,6 +90,10 @@ def _route_counts(state: FrontState, rows: list[tuple]) -> None:
             st.shm_not_mirrored += n
         elif mirror == EXPLICIT_VERSION:
             st.explicit_version_not_mirrored += n
+        elif mirror == TOO_LARGE:
+            st.too_large += n
+        elif mirror and (mirror.startswith(EXCLUDED) or mirror in (NOT_INCLUDED, UNREADABLE)):  # [routes.mirror] rules
+            st.excluded[mirror] += n
 
 
 def _windows(state: FrontState, rows: list[tuple]) -> dict[tuple[str, int], TargetState]:
@@ -121,6 +129,12 @@ def _target_counts(windows: dict[tuple[str, int], TargetState], rows: list[tuple
             s.down += n
         elif mirror == NOT_READY:
             s.not_ready += n
+        elif mirror == NOT_SAMPLED:
+            s.not_sampled += n
+        elif mirror == BUDGET:
+            s.budget += n
+        elif mirror == HELD_BACK:
+            s.held_back += n
         elif mirror == SENT:
             s.sent += n
             if status == "OK":

@@ -43,7 +43,7 @@ DOWN = "down"
 SHM = "shared_memory"  # inputs in shared memory: never mirrored
 EXPLICIT_VERSION = "explicit_version"  # the caller named another version than the pinned one
 NOT_READY = "not_ready"  # the target was NOT_READY or INCOMPATIBLE (not checked, refused, gone)
-EXCLUDED = "excluded"  # a [routes.mirror] rule kept it on live (rules.py)
+EXCLUDED = "excluded"  # a [routes.mirror] rule kept it on live (rules.py): "excluded: <rule>", or "not included" / "unreadable"
 TOO_LARGE = "too_large"  # over [routes.mirror] max_request_mb or the whole shadow buffer
 BUDGET = "budget"  # the target's budget was spent (budget.py)
 HELD_BACK = "held_back"  # identical_sample: another target of the route could not take it
@@ -54,7 +54,8 @@ COMPARED = "compared"
 CONTRACT_MISMATCH = "contract_mismatch"  # names, datatypes or shapes differ: not compared
 LIVE_FAILED = "live_failed"  # live failed: nothing to compare
 INTERNAL_ERROR = "internal_error"  # the front's own failure after the shadow answered
-PAIR_VALUES = (COMPARED, CONTRACT_MISMATCH, LIVE_FAILED, INTERNAL_ERROR)
+NWAY_INCOMPLETE = "nway_incomplete"  # identical_sample: another shadow of the request failed: none compared (nway.py)
+PAIR_VALUES = (COMPARED, CONTRACT_MISMATCH, LIVE_FAILED, INTERNAL_ERROR, NWAY_INCOMPLETE)
 
 TS = pa.timestamp("us", tz="UTC")
 
