@@ -27,6 +27,7 @@ def _run(coro, loop_kind: str = "asyncio"):
 async def serve(settings: Settings, ready_file: str | None = None, telemetry=None, config_path: str | None = None) -> int:
     """Run the front until SIGTERM/SIGINT; SIGHUP reloads ``config_path``. ``telemetry``: a
     telemetry.TelemetryOptions (default: from SHADOWGRPC_TRACE / SHADOWGRPC_METRICS_PORT)."""
+    from .budget import startup_lines
     from .reload import on_sighup
     from .server import Front
 
@@ -41,6 +42,12 @@ async def serve(settings: Settings, ready_file: str | None = None, telemetry=Non
         print("  tracing on: OpenTelemetry spans exported as the OTEL_* environment says", flush=True)
     if front.metrics_port is not None:
         print(f"  Prometheus metrics on http://{front.telemetry.options.metrics_host}:{front.metrics_port}/metrics", flush=True)
+    for line in startup_lines(settings.routes):  # budget.py
+        print(line, flush=True)
+    if front.rollout_gate is not None:
+        from .gate_http import startup_line
+
+        print(startup_line(front.rollout_gate), flush=True)
     if ready_file:
         with open(ready_file, "w") as f:
             f.write(f"{front.port} {front.admin_port}\n")
@@ -353,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_report)
 
     _add_reload_parser(sub)
+    from .gate import add_gate_parser
+
+    add_gate_parser(sub, _add_admin_client_args, _admin_client)
     try:
         from .local import add_triton_parser
     except ImportError:  # pragma: no cover - the module itself has no hard dependency on pytriton
@@ -369,7 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .gate import EXIT_UNDECIDED, argv_is_gate
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # `shadowgrpc gate`'s argument errors: 3 (could not decide), not argparse's 2
+        if e.code == 2 and argv_is_gate(argv):
+            raise SystemExit(EXIT_UNDECIDED) from None
+        raise
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args) or 0)
 

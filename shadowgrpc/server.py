@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2  # noqa: F401  (registers inference.* 
 from .backends import Upstreams
 from .codec import SERVICE
 from .config import Settings
+from .budget_watch import BudgetWatcher
 from .cost import CostTracker
 from .repository import RepositoryWatcher
 from .router import Router
@@ -50,6 +51,7 @@ class Front:
         self.router.telemetry = self.telemetry.hooks
         self.cost = CostTracker(self.router)
         self.watcher = RepositoryWatcher(self.router, settings.poll_s)
+        self.budgets = BudgetWatcher(self.router)  # budget_watch.py: periods, Triton compute, estimates (every server.poll_s)
         self.pairlog = None
         if settings.log.enabled:
             from .pairlog.writer import PairLog  # pyarrow: imported only when the log is on
@@ -76,17 +78,23 @@ class Front:
         self.pinned: dict = {}  # Settings fields a reload keeps as they are (a worker's listen/admin_listen)
         self._reload_lock = asyncio.Lock()
         self.gate = DrainGate()  # the data port's handlers: refused (UNAVAILABLE) once the stop begins
+        self.rollout_gate = None  # server.gate_listen: gate_http.GateServer (Flagger / Argo Rollouts), started in start()
 
     async def start(self) -> None:
         s = self.settings
         self.server.add_registered_method_handlers(SERVICE, inference_handlers(self.router, self.telemetry.hooks, self.gate))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        shadow_pb2_grpc.add_ShadowControlServicer_to_server(ShadowControl(self.router, self.cost, self.reload_from), self.admin)
+        control = ShadowControl(self.router, self.cost, self.reload_from)
+        shadow_pb2_grpc.add_ShadowControlServicer_to_server(control, self.admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.admin_health, self.admin)
         reflection.enable_server_reflection((SHADOW_CONTROL, health.SERVICE_NAME, reflection.SERVICE_NAME), self.admin)
         self.port = self._bind(self.server, s.listen, "server.listen", self.tls)
         self.admin_port = self._bind(self.admin, s.admin_listen, "server.admin_listen", self.admin_tls)
+        if s.gate_listen:  # the rollout gate: the admin API's report, token and TLS, over HTTP (gate_http.py)
+            from .gate_http import start_gate
+
+            self.rollout_gate = await start_gate(s, control, shadow_pb2.GetReportRequest, lambda: self.settings.security.admin_token)
         self.telemetry.start()  # the Prometheus endpoint, when asked for
         log.info("data plane to Triton for ModelInfer: %s (%s)", self.upstreams.data_plane, self.upstreams.data_plane_why)
         await self.watcher.start()  # the checks before traffic: no target is sent to before its own
@@ -100,6 +108,7 @@ class Front:
             for n in names:
                 await h.set(n, health_pb2.HealthCheckResponse.SERVING)
         await self.cost.start()  # baseline of Triton's statistics; never fails the start
+        await self.budgets.start()  # the budgets' compute baselines, then its poll; never fails the start
         log.info("serving KServe v2 on port %d, ShadowControl on port %d", self.port, self.admin_port)
 
     @property
@@ -127,6 +136,8 @@ class Front:
             t.apply(prepared)
         for a in self.admin_auth:
             a.token = sec.admin_token
+        if self.rollout_gate is not None:
+            self.rollout_gate.reload_tls(sec.admin_tls)
         log.info("TLS certificates reloaded (%d server ports)", len(sources))
 
     async def reload(self, settings: Settings) -> list[str]:
@@ -168,6 +179,7 @@ class Front:
         await self.health.enter_graceful_shutdown()
         await self.admin_health.enter_graceful_shutdown()
         await self.watcher.stop()  # no route swaps during shutdown
+        await self.budgets.stop()
         await self.gate.idle(grace)  # in-flight live requests finish within grace
         await self.server.stop(max(grace - (time.monotonic() - t0), 0.0))  # then grpc stops listening
         cancelled = await self.router.drain(timeout=max(min(s.shadow_grace_s, left()), 0.01))
@@ -178,6 +190,8 @@ class Front:
             st = self.pairlog.stats
             if st.rows_queued:
                 log.error("shutdown: %d paired-log rows not written within server.stop_timeout_s", st.rows_queued)
+        if self.rollout_gate is not None:
+            await self.rollout_gate.stop()
         await self.admin.stop(min(0.5, left()))
         await self.upstreams.close()
         self.telemetry.shutdown(timeout_s=max(left(), 0.1))  # the tracer provider last

@@ -23,7 +23,8 @@ Lifecycle: SIGTERM/SIGINT to the parent -> SIGTERM to every worker (each drains 
 (server.stop_timeout_s + 15 s, then SIGKILL); exit 0 when every worker exited 0. A worker that dies on its own is
 logged, the others stopped, exit 1 (no restart: forking once the parent runs grpc is what the recipe forbids).
 Workers ignore SIGINT and SIGHUP (a terminal's reach the whole group; the parent relays them) and stop when the
-parent dies (EOF on a pipe only it writes to). --metrics-port P: worker i on P + i (0: each a free port). """
+parent dies (EOF on a pipe only it writes to). --metrics-port P: worker i on P + i (0: each a free port). Budgets
+are split: worker i gets its share of each (budget.set_share), the merged report adds them up. """
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ from typing import Any
 
 from . import __version__
 from ._config_security import worker_security
+from ._workers_control import PEEK
+from .budget import set_share, startup_lines
 from .config import Settings
 
 log = logging.getLogger("shadowgrpc.workers")
@@ -51,8 +54,6 @@ log = logging.getLogger("shadowgrpc.workers")
 MAX_WORKERS = 256
 START_TIMEOUT_S = 60.0
 STOP_MARGIN_S = 15.0
-OUTCOME_BATCH = 512
-PEEK = "/shadowgrpc.workers.Worker/Peek"  # private: on the workers' own admin servers only
 
 
 @dataclasses.dataclass
@@ -115,7 +116,7 @@ async def _worker(index: int, settings: Settings, telemetry, ready_w: int, lifel
     from .server import Front
 
     front = Front(settings, telemetry)
-    front.pinned = {"listen": settings.listen, "admin_listen": settings.admin_listen, "security": worker_security}  # reloads (reload.py)
+    front.pinned = {"listen": settings.listen, "admin_listen": settings.admin_listen, "gate_listen": "", "security": worker_security}  # reloads (reload.py)
 
     async def peek(raw: bytes, context) -> bytes:
         store = front.router.pairs
@@ -154,9 +155,11 @@ def _start_workers(n: int, settings: Settings, telemetry, loop_kind: str, reserv
         opts = telemetry if mp in (None, 0) else dataclasses.replace(telemetry, metrics_port=mp + i)
         r, w = os.pipe()
         p = ctx.Process(target=_worker_main, args=(i, settings, opts, loop_kind, w, lifeline[0], lifeline[1], reserved), name=f"shadowgrpc-worker-{i}")
+        set_share(i, n)  # budget.py: the forked worker gets its share of every budget (K // n, remainders to the first)
         p.start()
         os.close(w)
         workers.append(Worker(i, p, r))
+    set_share(0, 1)
     return workers
 
 
@@ -225,7 +228,7 @@ def run(settings: Settings, n: int, ready_file: str | None = None, telemetry=Non
         log.warning("%d threads exist before forking the workers: only the main thread is copied", threading.active_count())
     reserved, listen = reserve_port(settings.listen)
     port = int(listen.rpartition(":")[2])
-    worker_settings = dataclasses.replace(settings, listen=listen, admin_listen="127.0.0.1:0", security=worker_security(settings.security))
+    worker_settings = dataclasses.replace(settings, listen=listen, admin_listen="127.0.0.1:0", gate_listen="", security=worker_security(settings.security))
     lifeline = os.pipe()
     workers: list[Worker] = []
     try:
@@ -251,10 +254,13 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
+    from .gate_http import start_gate, startup_line
     from .security import admin_interceptors, server_source, token_interceptors
     from .reload import install_parent
     from .server import SHADOW_CONTROL, Front
-    from .v1 import shadow_pb2_grpc
+    from .v1 import shadow_pb2, shadow_pb2_grpc
+
+    from ._workers_control import MergedControl
 
     control = MergedControl(workers, settings.max_message_bytes, token_interceptors(worker_security(settings.security).admin_token))
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", -1)], interceptors=admin_interceptors(settings.security))
@@ -265,6 +271,7 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     control.admin_tls = server_source(settings.security.admin_tls)  # a reload reads its files again (reload.parent_reload)
     try:
         admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen", control.admin_tls)
+        gate = await start_gate(settings, control, shadow_pb2.GetReportRequest, lambda: settings.security.admin_token)  # the merged report
     except OSError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr, flush=True)
         return 1
@@ -277,6 +284,10 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
           + ", ".join(f"{r.model} -> live {r.live.model}:{r.live.version or '*'} + {len(r.shadows)} shadow(s)" for r in settings.routes),
           flush=True)  # fmt: skip
     print("  each worker's own ShadowControl: " + ", ".join(f"pid {w.pid} on {w.admin_address}" for w in workers), flush=True)
+    for line in startup_lines(settings.routes, len(workers)):  # budget.py
+        print(line, flush=True)
+    if gate is not None:
+        print(startup_line(gate), flush=True)
     if any(w.metrics_port is not None for w in workers):
         print("  Prometheus metrics per worker on ports " + ", ".join(str(w.metrics_port) for w in workers), flush=True)
     if ready_file:
@@ -304,97 +315,12 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
         log.error("worker %d (pid %d) exited on its own (%s): stopping the others", w.index, w.pid, _status(w.process.exitcode))
     print(f"shadowgrpc: stopping {len(workers)} workers (grace {control.settings.grace_s:g} s for in-flight requests)", flush=True)
     await hs.enter_graceful_shutdown()
+    if gate is not None:
+        await gate.stop()
     ok = await loop.run_in_executor(None, _stop_workers, workers, control.settings.stop_timeout_s + STOP_MARGIN_S)
     await server.stop(0.5)
     await asyncio.gather(*(c.close() for c in control.channels))
     return 0 if ok and not died else 1
 
 
-def _add(total, r) -> None:
-    for f in ("received", "accepted", "unknown", "duplicate", "mismatch", "reused", "rejected"):
-        setattr(total, f, getattr(total, f) + getattr(r, f))
-    for k, v in r.rejected_reasons.items():
-        total.rejected_reasons[k] += v
-
-
-class MergedControl:
-    """ShadowControl of the parent: the workers' state merged, outcomes to the worker that holds
-    the pair (see the module doc)."""
-
-    def __init__(self, workers: list[Worker], max_message_bytes: int, interceptors=()) -> None:
-        import grpc
-
-        from .v1 import shadow_pb2_grpc
-
-        opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", max(max_message_bytes, 4 << 20))]
-        self.workers = workers
-        self.channels = [grpc.aio.insecure_channel(w.admin_address, options=opts, interceptors=list(interceptors)) for w in workers]
-        self._stubs = [shadow_pb2_grpc.ShadowControlStub(c) for c in self.channels]
-        self._peeks = [c.unary_unary(PEEK, request_serializer=None, response_deserializer=None) for c in self.channels]
-
-    async def _each(self, context, calls: list[tuple[Worker, Any]]) -> list:
-        """Await (worker, call) pairs; a failed call aborts the caller's, naming the worker."""
-        import grpc
-
-        results = await asyncio.gather(*(c for _, c in calls), return_exceptions=True)
-        for (w, _), r in zip(calls, results):
-            if isinstance(r, grpc.aio.AioRpcError):
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {w.index} (pid {w.pid}): {r.code().name}: {r.details()}")
-            if isinstance(r, BaseException):
-                raise r
-        return results
-
-    async def GetReport(self, request, context):
-        import grpc
-
-        from .report import build_report
-        from .snapshot import load, merge, snapshot
-        from .v1 import shadow_pb2 as pb
-
-        t = context.time_remaining() or 60.0
-        reps = await self._each(context, [(w, s.GetReport(pb.GetReportRequest(snapshot=True), timeout=t)) for w, s in zip(self.workers, self._stubs)])
-        view = merge([load(r.snapshot) for r in reps])
-        if request.model and request.model not in view.routes:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model '{request.model}'")
-        rep = build_report(view, request.model, view.costs)
-        if request.snapshot:
-            rep.snapshot = snapshot(view, view.costs)
-        return rep
-
-    async def RecordOutcomes(self, request_iterator, context):
-        from .v1 import shadow_pb2 as pb
-
-        total = pb.RecordOutcomesResponse()
-        batch: list = []
-        async for o in request_iterator:
-            batch.append(o)
-            if len(batch) >= OUTCOME_BATCH:
-                await self._record(batch, total, context)
-                batch = []
-        if batch:
-            await self._record(batch, total, context)
-        return total
-
-    async def _record(self, batch: list, total, context) -> None:
-        t = context.time_remaining() or 60.0
-        ids = json.dumps([o.request_id for o in batch]).encode()
-        claims = [json.loads(r) for r in await self._each(context, [(w, p(ids, timeout=t)) for w, p in zip(self.workers, self._peeks)])]
-        per: list[list] = [[] for _ in self.workers]
-        for j, o in enumerate(batch):
-            per[next((i for i, c in enumerate(claims) if c[j]), 0)].append(o)
-        calls = [(w, s.RecordOutcomes(iter(mine), timeout=t)) for w, s, mine in zip(self.workers, self._stubs, per) if mine]
-        for r in await self._each(context, calls):
-            _add(total, r)
-
-    async def ReportPairs(self, request_iterator, context):
-        i = self._pairs_to = (getattr(self, "_pairs_to", -1) + 1) % len(self.workers)
-        return (await self._each(context, [(self.workers[i], self._stubs[i].ReportPairs(request_iterator, timeout=context.time_remaining()))]))[0]
-
-    async def Reload(self, request, context):  # reload.install_parent: checked here, then applied by every worker
-        return await self.reload_rpc(request, context)
-
-    async def ListRoutes(self, request, context):
-        return (await self._each(context, [(self.workers[0], self._stubs[0].ListRoutes(request, timeout=context.time_remaining() or 10.0))]))[0]
-
-
-__all__ = ["MAX_WORKERS", "MergedControl", "reserve_port", "run"]
+__all__ = ["MAX_WORKERS", "reserve_port", "run"]
