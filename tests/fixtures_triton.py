@@ -9,7 +9,8 @@ Fixtures
     A temp model repository: the shipped example repository (fraud 1+2, basket_value 1+2,
     merchant_intent 1+2) plus the test-only models of ``tests/models`` (fraud_faulty,
     fraud_sleepy, fraud_garbage, fraud_loose, fraud_recorder, fraud_slow5x, fraud_nan,
-    fraud_batched, fraud_f64, fraud_renamed, fraud_sentinel, seq_sum 1+2, tokens 1+2).
+    fraud_batched, fraud_f64, fraud_renamed, fraud_sentinel, seq_sum 1+2, tokens 1+2, text_echo 1+2,
+    text_stream 1+2).
 ``triton`` (session)
     One real tritonserver on loopback serving ``triton_repo``, started once per session and always
     stopped at the end (even when tests fail). Its Python-backend models see
