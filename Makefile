@@ -66,6 +66,7 @@ bench: sysdeps install
 	$(PY) benchmarks/pairlog.py --json bench-results/pairlog.json
 	$(PY) benchmarks/client_mirror.py --json bench-results/client_mirror.json
 	$(PY) benchmarks/faults.py --json bench-results/faults.json
+	$(PY) benchmarks/capacity.py --json bench-results/capacity.json
 
 # The soak (not in CI; ~12 min): 600 s at a steady rate, after 60 s of warm-up, through a
 # `shadowgrpc serve` front whose shadow tritonserver is SIGKILLed and restarted every minute;
