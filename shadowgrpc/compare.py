@@ -95,6 +95,22 @@ def compare_responses(
     return primary
 
 
+def _slice_sketch(stats: ShadowStats, out: OutputStats, i: int, bucket: int, new, n_rows: int):
+    """The sketch of slice ``i``'s ``bucket`` (made by ``new()`` when first needed, within
+    SLICE_BUDGET_BYTES per target), or None when the bound refuses it: its ``n_rows`` are counted
+    in ``slice_rows_dropped``."""
+    p = out.slices[i][bucket]
+    if p is None:
+        p = new()
+        size = len(p.to_bytes())
+        if stats.slice_bytes + size > SLICE_BUDGET_BYTES:
+            out.slice_rows_dropped += n_rows
+            return None
+        stats.slice_bytes += size
+        out.slices[i][bucket] = p
+    return p
+
+
 def _new_paired(kind: str, a: np.ndarray | None, spec: OutputSpec):
     if kind == "text":
         return TextAgreement()
@@ -171,15 +187,9 @@ def _compare_output(stats: ShadowStats, route: Route, name: str, a: np.ndarray, 
         missing = len(sl.buckets) - 1
         buckets = rows_for(slice_buckets[i] if i < len(slice_buckets) else None, rows, missing)
         for bucket, mask in groups(buckets):
-            p = out.slices[i][bucket]
+            p = _slice_sketch(stats, out, i, bucket, lambda: _new_paired(kind, a, spec), rows if mask is None else int(mask.sum()))
             if p is None:
-                p = _new_paired(kind, a, spec)
-                size = len(p.to_bytes())
-                if stats.slice_bytes + size > SLICE_BUDGET_BYTES:
-                    out.slice_rows_dropped += rows if mask is None else int(mask.sum())
-                    continue
-                stats.slice_bytes += size
-                out.slices[i][bucket] = p
+                continue
             _update_paired(p, kind, a2 if mask is None else a2[mask], b2 if mask is None else b2[mask])
     _bin(out, spec, a, b)
     d = np.abs(a.astype(np.float64, copy=False) - b.astype(np.float64, copy=False))
@@ -228,15 +238,9 @@ def _compare_text(stats: ShadowStats, route: Route, name: str, shape: tuple[int,
     for i, sl in enumerate(route.slices):
         buckets = rows_for(slice_buckets[i] if i < len(slice_buckets) else None, rows, len(sl.buckets) - 1)
         for bucket, mask in groups(buckets):
-            p = out.slices[i][bucket]
+            p = _slice_sketch(stats, out, i, bucket, TextAgreement, rows if mask is None else int(mask.sum()))
             if p is None:
-                p = TextAgreement()
-                size = len(p.to_bytes())
-                if stats.slice_bytes + size > SLICE_BUDGET_BYTES:
-                    out.slice_rows_dropped += rows if mask is None else int(mask.sum())
-                    continue
-                stats.slice_bytes += size
-                out.slices[i][bucket] = p
+                continue
             p.add(measured if mask is None else [measured[k] for k in np.flatnonzero(np.repeat(mask, per_row))])
 
 

@@ -19,6 +19,7 @@ from shadowgrpc.report import build_report, output_pb
 from tests.frontctl import front_for
 from tests.kserve import INFER
 from tests.triton.test_streams import STREAM, _per_request
+from tests.unit.test_text_compare import dp
 
 pytestmark = pytest.mark.triton
 
@@ -26,18 +27,13 @@ CAP = 4096  # text.MAX_UNITS, restated: the test's own reading of the rule
 
 
 def lev(a, b) -> int:
-    """Levenshtein: common prefix and suffix stripped, then the full dynamic programme."""
+    """Levenshtein: common prefix and suffix stripped (the oracle's full programme is slow on the
+    4096-unit rows), then tests/unit/test_text_compare.py's dynamic-programme oracle."""
     while a and b and a[0] == b[0]:
         a, b = a[1:], b[1:]
     while a and b and a[-1] == b[-1]:
         a, b = a[:-1], b[:-1]
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+    return dp(a, b)
 
 
 def expected(pairs: list[tuple[bytes, bytes]]) -> dict:
