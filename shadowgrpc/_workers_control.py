@@ -29,6 +29,7 @@ class MergedControl:
 
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", max(max_message_bytes, 4 << 20))]
         self.workers = workers
+        self.gate = None  # the rollout gate (gate_http.GateServer) the parent serves; a reload re-reads its certificate
         self.channels = [grpc.aio.insecure_channel(w.admin_address, options=opts, interceptors=list(interceptors)) for w in workers]
         self._stubs = [shadow_pb2_grpc.ShadowControlStub(c) for c in self.channels]
         self._peeks = [c.unary_unary(PEEK, request_serializer=None, response_deserializer=None) for c in self.channels]

@@ -370,6 +370,8 @@ async def parent_reload(control, path: str | None = None, text: str | None = Non
     control.settings = new
     if src is not None:
         src.apply(prepared)  # the next TLS handshake on the parent's admin port gets the new certificate
+    if getattr(control, "gate", None) is not None:
+        control.gate.reload_tls(new.security.admin_tls)  # the rollout gate (gate_http.py) uses the admin port's certificate
     changes = list(results[0].changes)
     log.info("config reloaded by %d workers: %s", len(results), "; ".join(changes) or "no change")
     return changes

@@ -271,7 +271,7 @@ async def _parent(settings: Settings, workers: list[Worker], port: int, ready_fi
     control.admin_tls = server_source(settings.security.admin_tls)  # a reload reads its files again (reload.parent_reload)
     try:
         admin_port = Front._bind(server, settings.admin_listen, "server.admin_listen", control.admin_tls)
-        gate = await start_gate(settings, control, shadow_pb2.GetReportRequest, lambda: settings.security.admin_token)  # the merged report
+        gate = control.gate = await start_gate(settings, control, shadow_pb2.GetReportRequest, lambda: settings.security.admin_token)  # the merged report
     except OSError as e:
         print(f"shadowgrpc serve: {e}", file=sys.stderr, flush=True)
         return 1
