@@ -16,6 +16,8 @@ from shadowgrpc.outcomes import OutcomeStats
 from shadowgrpc.stats import RouteStats, ShadowStats
 from shadowgrpc.verdict import evaluate, paused_reason
 
+pytestmark = pytest.mark.once  # budgets are counters: no twin code on their path
+
 HOUR = 3600.0
 T0 = 1_765_000_000.0  # some unix time; T0 is 13:46:40 UTC, inside an hour
 

@@ -25,6 +25,8 @@ from shadowgrpc.v1 import shadow_pb2 as pb
 from shadowgrpc.v1 import shadow_pb2_grpc as pb_grpc
 from tests.rollout_schemas import tools
 
+pytestmark = pytest.mark.once  # the gate reads a Report proto: no twin code on its path
+
 TOKEN = "gate-test-token-0123456789"
 
 
@@ -314,7 +316,6 @@ def test_a_non_loopback_gate_without_auth_is_refused(tmp_path):
     asyncio.run(main())
 
 
-@pytest.mark.once
 def test_tls_and_mtls_use_the_admin_port_s_files(tmp_path):
     from tests.certs import make_pki
 
@@ -336,7 +337,6 @@ def test_tls_and_mtls_use_the_admin_port_s_files(tmp_path):
     assert _serve(lambda port: _exchange(port, _get("/healthz"), ssl_ctx=with_cert), tls=mtls)[0][0] == 200
 
 
-@pytest.mark.once
 def test_a_reload_hands_the_new_certificate_to_the_next_handshake(tmp_path):
     from tests.certs import leaf, make_pki, serial_of
 

@@ -12,6 +12,8 @@ from shadowgrpc.config import ConfigError, Settings
 from shadowgrpc.rules import NOT_INCLUDED, TOO_LARGE, UNREADABLE, MirrorFilter
 from shadowgrpc.state import FrontState
 
+pytestmark = pytest.mark.once  # rules parse with protobuf, the ledger is arithmetic: no twin code on their path
+
 
 def _route(mirror: dict, **extra) -> dict:
     return {"model": "m", "shadows": [{"name": "a", "version": "2"}], "mirror": mirror, **extra}
