@@ -28,6 +28,7 @@ from .pairing import MirroredRequest
 from .pairlog.request import RequestLog
 from .pairlog.schema import BUDGET, DOWN, EXPLICIT_VERSION, HELD_BACK, NOT_READY, NOT_SAMPLED, SHED, SHM, TOO_LARGE
 from .routes import RouteEntry, ShadowLeg
+from .state import CLOSED
 
 _TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -78,10 +79,12 @@ class Admission:
             elif ts.pacer is not None:
                 pacer, ts.pacer = ts.pacer, None
                 self._spawn(pacer.aclose())  # what it still held: dropped (counted)
-        if rstate.route.identical_sample and rstate.nway is None:
-            from .nway import NWayState
+        if rstate.route.identical_sample:
+            names = [ts.target.name for ts in rstate.shadows if ts.status != CLOSED]
+            if rstate.nway is None or rstate.nway.names != names:  # a reload changed the shadows: a new N-way block
+                from .nway import NWayState
 
-            rstate.nway = NWayState([ts.target.name for ts in rstate.shadows])
+                rstate.nway = NWayState(names)
 
     def _why_not(self, rs: RouteEntry, raw: bytes, version: str | None, uses_shm: bool, metadata: tuple | None) -> str | None:
         """Why no target of the route gets this request (counted; the paired log's reason), or None."""

@@ -156,3 +156,24 @@ def test_ledger_rows_add_up_to_the_routes_requests_per_target():
     assert by["a"] == {"shared_memory": 2, "too_large": 3, "excluded: w": 5, "sent": 80, "not_sampled": 4, "shed": 3, "budget": 3}
     assert by["b"] == {"shared_memory": 2, "too_large": 3, "excluded: w": 5, "sent": 60, "down": 10, "held_back": 5, "window_not_open": 15}
     assert all(sum(v.values()) == 100 for v in by.values())
+
+
+def test_a_reload_that_changes_an_identical_routes_shadows_starts_a_new_nway_block():
+    from shadowgrpc.admission import Admission
+    from shadowgrpc.state import CLOSED, TargetState
+
+    shadows = [{"name": "a", "version": "2"}, {"name": "b", "version": "3"}, {"name": "c", "version": "4"}]
+    r2, r3 = (Settings.from_dict({"routes": [{"model": "m", "identical_sample": True, "shadows": shadows[:n]}]}).routes[0] for n in (2, 3))
+    rs = FrontState.for_routes((r2,), 10, 10.0, 1 << 20).routes["m"]
+    adm = Admission.__new__(Admission)  # _attach needs nothing of a router for these targets
+    adm._attach(rs)
+    first = rs.nway
+    assert first.names == ["a", "b"]
+    adm._attach(rs)
+    assert rs.nway is first  # an unchanged route keeps its block
+    rs.shadows.append(TargetState(r3.shadows[2]))  # what reload.py does for an added shadow
+    adm._attach(rs)
+    assert rs.nway.names == ["a", "b", "c"] and rs.nway is not first
+    rs.shadows[0].status = CLOSED  # a removed shadow's window closes
+    adm._attach(rs)
+    assert rs.nway.names == ["b", "c"]
