@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import pathlib
 import platform
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shadowgrpc.local import EmbeddedTriton, example_repository
     from tests.fixtures_triton import copy_models
-    from benchmarks._fronts import FrontProcess
+    from benchmarks._fronts import FrontProcess, write_json
 
     t_begin = time.monotonic()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="shadowgrpc-capacity-"))
@@ -324,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for f in fronts.values():
             f.stop()
         if args.json:
-            path = pathlib.Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2, default=str))
-            print(f"JSON: {path}")
+            write_json(args.json, result)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -196,17 +196,9 @@ class Admission:
         return False
 
     def _not_sent(self, ss: ShadowLeg, why: str, rl: RequestLog | None, sq) -> None:
+        """Target ``ss`` sampled but not sent: ``why`` (one of schema.NOT_SENT, its counter's name)."""
         s = ss.stats
-        if why == NOT_READY:
-            s.not_ready += 1
-        elif why == SHED:
-            s.shed += 1
-        elif why == DOWN:
-            s.down += 1
-        elif why == BUDGET:
-            s.budget += 1
-        else:
-            s.held_back += 1
+        setattr(s, why, getattr(s, why) + 1)
         if rl is not None:
             rl.not_sent(ss.index, why, True)
         if sq is not None:  # sequence: not sent breaks it (sequences.py)

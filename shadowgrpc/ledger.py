@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTE_REASONS = (("shared_memory", "shm_not_mirrored"), ("explicit_version", "explicit_version_not_mirrored"), ("too_large", "too_large"))
-TARGET_REASONS = ("sent", "not_sampled", "not_ready", "shed", "down", "budget", "held_back", "qps_queued", "qps_dropped")
+from .pairlog.schema import EXPLICIT_VERSION, NOT_SAMPLED, NOT_SENT, SENT, SHM, TOO_LARGE
+
+ROUTE_REASONS = ((SHM, "shm_not_mirrored"), (EXPLICIT_VERSION, "explicit_version_not_mirrored"))  # counted for streams too
+TARGET_REASONS = (NOT_SAMPLED, *NOT_SENT, "qps_queued", "qps_dropped")  # each the name of its ShadowStats counter
 
 
 def rows(rs: Any) -> list[tuple[str, str, int]]:
@@ -33,18 +35,18 @@ def rows(rs: Any) -> list[tuple[str, str, int]]:
     (streams.py) are taken without the streams' part."""
     st = rs.stats
     streams = st.stream_not_mirrored
-    route_rows = [(reason, getattr(st, field) - streams[reason]) for reason, field in ROUTE_REASONS[:2]]
-    route_rows += [("too_large", st.too_large)] + sorted(dict(st.excluded).items())
+    route_rows = [(reason, getattr(st, field) - streams[reason]) for reason, field in ROUTE_REASONS]
+    route_rows += [(TOO_LARGE, st.too_large)] + sorted(dict(st.excluded).items())
     out: list[tuple[str, str, int]] = []
     for ts in rs.shadows:
         s = ts.stats
-        mine = route_rows + [("sent", s.sent - s.stream_requests)]
-        mine += [(reason, getattr(s, reason) - s.stream_not_sent[reason]) for reason in TARGET_REASONS[1:]]
+        mine = route_rows + [(SENT, s.sent - s.stream_requests)]
+        mine += [(reason, getattr(s, reason) - s.stream_not_sent[reason]) for reason in TARGET_REASONS]
         mine = [(reason, max(n, 0)) for reason, n in mine]
         rest = st.requests - sum(n for _, n in mine)
         if rest > 0:
             mine.append(("window_not_open", rest))
         elif rest < 0:  # counters that do not come from one front's admission (a state built by hand, an old snapshot)
             mine.append(("counted_beyond_requests", -rest))
-        out += [(ts.target.name, reason, n) for reason, n in mine if n or reason == "sent"]
+        out += [(ts.target.name, reason, n) for reason, n in mine if n or reason == SENT]
     return out

@@ -28,8 +28,7 @@ import pyarrow.compute as pc
 
 from ..config import Route, ShadowTarget
 from ..pairlog.schema import (
-    BUDGET, COMPARED, CONTRACT_MISMATCH, DOWN, EXCLUDED, EXPLICIT_VERSION, HELD_BACK, INTERNAL_ERROR, LIVE_FAILED, NOT_READY, NOT_SAMPLED, SENT,
-    SHED, SHM, TOO_LARGE,
+    COMPARED, CONTRACT_MISMATCH, EXCLUDED, EXPLICIT_VERSION, INTERNAL_ERROR, LIVE_FAILED, NOT_SAMPLED, NOT_SENT, SENT, SHM, TOO_LARGE,
 )  # fmt: skip
 from ..rules import NOT_INCLUDED, UNREADABLE
 from ..state import FrontState, RouteState, TargetState
@@ -123,18 +122,8 @@ def _target_counts(windows: dict[tuple[str, int], TargetState], rows: list[tuple
         s = ts.stats
         if sampled:
             s.sampled += n
-        if mirror == SHED:
-            s.shed += n
-        elif mirror == DOWN:
-            s.down += n
-        elif mirror == NOT_READY:
-            s.not_ready += n
-        elif mirror == NOT_SAMPLED:
-            s.not_sampled += n
-        elif mirror == BUDGET:
-            s.budget += n
-        elif mirror == HELD_BACK:
-            s.held_back += n
+        if mirror in NOT_SENT or mirror == NOT_SAMPLED:  # each the name of its counter
+            setattr(s, mirror, getattr(s, mirror) + n)
         elif mirror == SENT:
             s.sent += n
             if status == "OK":

@@ -48,6 +48,8 @@ TOO_LARGE = "too_large"  # over [routes.mirror] max_request_mb or the whole shad
 BUDGET = "budget"  # the target's budget was spent (budget.py)
 HELD_BACK = "held_back"  # identical_sample: another target of the route could not take it
 MIRROR_VALUES = (SENT, NOT_SAMPLED, SHED, DOWN, SHM, EXPLICIT_VERSION, NOT_READY, EXCLUDED, TOO_LARGE, BUDGET, HELD_BACK)
+# A sampled target not sent, by why: each value is also the name of its ShadowStats counter.
+NOT_SENT = (NOT_READY, SHED, DOWN, BUDGET, HELD_BACK)
 
 # What the pairing stage made of a sent row (the ``pair`` column; null when the shadow call failed).
 COMPARED = "compared"
